@@ -1,0 +1,495 @@
+//! Compile a validated plan and an operation into an execution DAG.
+//!
+//! Per group: its `pre` steps in order, then one operation chain per VM (the
+//! chains run in parallel), then its `post` steps in order. A group's first
+//! node depends on the last nodes of the groups it comes after. Parts that
+//! are empty are passed through, so an empty group still carries its
+//! dependencies. Steps whose `when` excludes the operation are absent.
+//!
+//! Compilation is deterministic: the same plan and operation always give the
+//! same nodes with the same ids in the same (topological) order. Durable jobs
+//! rely on this: they store the plan text and recompile it on restart, and
+//! step ids in the event log refer to this numbering.
+
+use std::fmt;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Serialize};
+
+use super::model::{Direction, FailoverKind, Plan, Step};
+
+/// Index of a node in [`ExecPlan::nodes`].
+pub type StepId = usize;
+
+/// Which recovery point an unplanned failover (or a change of recovery point)
+/// goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryPoint {
+    /// The latest point already processed on the replica (fastest RTO).
+    #[default]
+    LatestProcessed,
+    /// The latest point received, processing pending logs first (lowest RPO).
+    Latest,
+    /// The latest app-consistent snapshot.
+    LatestAppConsistent,
+    /// The latest point at or before this time (seconds since the Unix epoch).
+    At(u64),
+}
+
+impl fmt::Display for RecoveryPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecoveryPoint::LatestProcessed => f.write_str("latest-processed"),
+            RecoveryPoint::Latest => f.write_str("latest"),
+            RecoveryPoint::LatestAppConsistent => f.write_str("latest-app-consistent"),
+            RecoveryPoint::At(t) => write!(f, "at:{t}"),
+        }
+    }
+}
+
+/// What a job does over a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Operation {
+    /// A planned, unplanned or test failover in a direction (reverse = failback).
+    Failover {
+        kind: FailoverKind,
+        direction: Direction,
+        /// Unplanned only; ignored otherwise.
+        recovery_point: RecoveryPoint,
+        /// Unplanned only: try to shut the primary down first (if reachable).
+        shutdown_primary: bool,
+    },
+    /// Delete the test VMs of a test failover, then run the cleanup steps.
+    TestCleanup,
+    /// Commit failed-over VMs (discard the other recovery points).
+    Commit,
+    /// Before commit: move failed-over VMs to another recovery point.
+    ChangeRecoveryPoint { recovery_point: RecoveryPoint },
+    /// After commit: replicate from the (new) source back to the old primary.
+    ReverseReplicate,
+    /// Roll back an uncommitted failover (the primary becomes active again).
+    Rollback,
+}
+
+impl Operation {
+    pub fn failover(kind: FailoverKind) -> Operation {
+        Operation::Failover {
+            kind,
+            direction: Direction::Forward,
+            recovery_point: RecoveryPoint::default(),
+            shutdown_primary: true,
+        }
+    }
+
+    /// The failover kind, for failovers.
+    pub fn kind(&self) -> Option<FailoverKind> {
+        match self {
+            Operation::Failover { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Operation::Failover {
+                kind,
+                direction: Direction::Forward,
+                ..
+            } => write!(f, "{kind} failover"),
+            Operation::Failover {
+                kind,
+                direction: Direction::Reverse,
+                ..
+            } => write!(f, "{kind} failback"),
+            Operation::TestCleanup => f.write_str("test cleanup"),
+            Operation::Commit => f.write_str("commit"),
+            Operation::ChangeRecoveryPoint { recovery_point } => {
+                write!(f, "change recovery point to {recovery_point}")
+            }
+            Operation::ReverseReplicate => f.write_str("reverse replicate"),
+            Operation::Rollback => f.write_str("rollback"),
+        }
+    }
+}
+
+/// A fabric operation on one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VmOp {
+    /// Shut the source VM down. `if_reachable`: an unreachable primary is
+    /// not a failure (unplanned failover).
+    ShutdownPrimary {
+        if_reachable: bool,
+    },
+    /// Ship the last delta (planned failover: no data loss).
+    SyncFinalDelta,
+    /// Fail the replica over to a recovery point.
+    Failover {
+        recovery_point: RecoveryPoint,
+    },
+    /// Start the replica attached per the network mapping rules.
+    StartReplica,
+    /// Create a test VM from the replica on the replica's host, attached to
+    /// the test network (or to none).
+    CreateTestVm {
+        network: Option<String>,
+    },
+    StartTestVm,
+    DeleteTestVm,
+    Commit,
+    ChangeRecoveryPoint {
+        recovery_point: RecoveryPoint,
+    },
+    ReverseReplicate,
+    /// Undo an uncommitted failover.
+    Rollback,
+}
+
+impl VmOp {
+    /// A short stable name, used in step keys and idempotency keys.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VmOp::ShutdownPrimary { .. } => "shutdown-primary",
+            VmOp::SyncFinalDelta => "sync-final-delta",
+            VmOp::Failover { .. } => "failover",
+            VmOp::StartReplica => "start-replica",
+            VmOp::CreateTestVm { .. } => "create-test-vm",
+            VmOp::StartTestVm => "start-test-vm",
+            VmOp::DeleteTestVm => "delete-test-vm",
+            VmOp::Commit => "commit",
+            VmOp::ChangeRecoveryPoint { .. } => "change-recovery-point",
+            VmOp::ReverseReplicate => "reverse-replicate",
+            VmOp::Rollback => "rollback",
+        }
+    }
+
+    /// Whether the operation touches a primary VM or replication. A test
+    /// failover must never issue one of these.
+    pub fn touches_production(&self) -> bool {
+        !matches!(
+            self,
+            VmOp::CreateTestVm { .. } | VmOp::StartTestVm | VmOp::DeleteTestVm
+        )
+    }
+}
+
+/// Where a node sits in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Pre,
+    Vm,
+    Post,
+    /// Test cleanup steps (not in a group).
+    Cleanup,
+}
+
+/// What a node does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    /// A script, manual or wait step from the plan.
+    Step(Step),
+    /// A fabric operation on a VM.
+    Vm { vm: String, op: VmOp },
+}
+
+/// One node of the execution DAG.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecNode {
+    pub id: StepId,
+    /// Stable, human-readable key, unique in the plan:
+    /// `GROUP/pre/STEP`, `GROUP/vm/VM/OP`, `GROUP/post/STEP`, `cleanup/STEP`.
+    pub key: String,
+    /// Index into [`Plan::groups`]; `None` for test cleanup steps.
+    pub group: Option<usize>,
+    pub phase: Phase,
+    pub kind: NodeKind,
+    /// Nodes that must finish first (ids are always lower than `id`).
+    pub deps: Vec<StepId>,
+    /// Failure does not fail the group (optional VM or step).
+    pub optional: bool,
+}
+
+impl ExecNode {
+    /// The VM this node operates on, if any.
+    pub fn vm(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Vm { vm, .. } => Some(vm),
+            NodeKind::Step(_) => None,
+        }
+    }
+}
+
+/// A compiled plan: nodes in a deterministic topological order.
+#[derive(Debug, Clone)]
+pub struct ExecPlan {
+    pub operation: Operation,
+    pub nodes: Vec<ExecNode>,
+    /// The same DAG as a petgraph graph: node weight = [`StepId`], an edge
+    /// `a -> b` means `b` waits for `a`. `NodeIndex::new(id)` is node `id`.
+    pub graph: DiGraph<StepId, ()>,
+}
+
+impl ExecPlan {
+    /// Every VM the operation touches, sorted and deduplicated.
+    pub fn vms(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.nodes.iter().filter_map(|n| n.vm()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    pub fn node(&self, key: &str) -> Option<&ExecNode> {
+        self.nodes.iter().find(|n| n.key == key)
+    }
+}
+
+/// Builds the node list while keeping ids dense and dependencies explicit.
+struct Builder {
+    nodes: Vec<ExecNode>,
+}
+
+impl Builder {
+    fn push(
+        &mut self,
+        key: String,
+        group: Option<usize>,
+        phase: Phase,
+        kind: NodeKind,
+        deps: Vec<StepId>,
+        optional: bool,
+    ) -> StepId {
+        let id = self.nodes.len();
+        debug_assert!(deps.iter().all(|d| *d < id));
+        self.nodes.push(ExecNode {
+            id,
+            key,
+            group,
+            phase,
+            kind,
+            deps,
+            optional,
+        });
+        id
+    }
+
+    /// Steps in sequence after `deps`; returns the new frontier.
+    fn chain_steps(
+        &mut self,
+        prefix: &str,
+        group: Option<usize>,
+        phase: Phase,
+        steps: &[Step],
+        op: &Operation,
+        mut frontier: Vec<StepId>,
+    ) -> Vec<StepId> {
+        for step in steps.iter().filter(|s| step_applies(s, op)) {
+            let id = self.push(
+                format!("{prefix}/{}", step.name),
+                group,
+                phase,
+                NodeKind::Step(step.clone()),
+                frontier,
+                step.optional,
+            );
+            frontier = vec![id];
+        }
+        frontier
+    }
+}
+
+/// Whether a plan step runs for this operation. Group steps run for
+/// failovers (per `when`); test cleanup steps run for the cleanup only.
+fn step_applies(step: &Step, op: &Operation) -> bool {
+    match op {
+        Operation::Failover {
+            kind, direction, ..
+        } => step.when.applies(*kind, *direction),
+        _ => false,
+    }
+}
+
+/// The per-VM operation chain for an operation.
+pub fn vm_chain(plan: &Plan, op: &Operation) -> Vec<VmOp> {
+    match *op {
+        Operation::Failover {
+            kind: FailoverKind::Test,
+            ..
+        } => {
+            vec![
+                VmOp::CreateTestVm {
+                    network: plan.test.network.clone(),
+                },
+                VmOp::StartTestVm,
+            ]
+        }
+        Operation::Failover {
+            kind: FailoverKind::Planned,
+            ..
+        } => vec![
+            VmOp::ShutdownPrimary {
+                if_reachable: false,
+            },
+            VmOp::SyncFinalDelta,
+            VmOp::Failover {
+                recovery_point: RecoveryPoint::Latest,
+            },
+            VmOp::StartReplica,
+        ],
+        Operation::Failover {
+            kind: FailoverKind::Unplanned,
+            recovery_point,
+            shutdown_primary,
+            ..
+        } => {
+            let mut ops = Vec::new();
+            if shutdown_primary {
+                ops.push(VmOp::ShutdownPrimary { if_reachable: true });
+            }
+            ops.push(VmOp::Failover { recovery_point });
+            ops.push(VmOp::StartReplica);
+            ops
+        }
+        Operation::TestCleanup => vec![VmOp::DeleteTestVm],
+        Operation::Commit => vec![VmOp::Commit],
+        Operation::ChangeRecoveryPoint { recovery_point } => {
+            vec![VmOp::ChangeRecoveryPoint { recovery_point }]
+        }
+        Operation::ReverseReplicate => vec![VmOp::ReverseReplicate],
+        Operation::Rollback => vec![VmOp::Rollback],
+    }
+}
+
+/// Compile `plan` for `op`. The plan is already validated (its group graph is
+/// acyclic), so this cannot fail.
+pub fn compile(plan: &Plan, op: Operation) -> ExecPlan {
+    let mut b = Builder { nodes: Vec::new() };
+    let chain = vm_chain(plan, &op);
+    let is_failover = matches!(op, Operation::Failover { .. });
+
+    // Groups in a topological order of their `after` graph: file order when
+    // it already is one (the common case), otherwise the earliest-in-file
+    // ready group first, so the result depends only on the plan.
+    let order = group_order(plan);
+    let mut exits: Vec<Vec<StepId>> = vec![Vec::new(); plan.groups.len()];
+    for &g in &order {
+        let group = &plan.groups[g];
+        let entry: Vec<StepId> = if is_failover {
+            let mut e: Vec<StepId> = group
+                .after
+                .iter()
+                .flat_map(|&d| exits[d].iter().copied())
+                .collect();
+            e.sort_unstable();
+            e.dedup();
+            e
+        } else {
+            // Commit, cleanup and the like act on every VM at once: group
+            // order matters for starting machines, not for these.
+            Vec::new()
+        };
+        let after_pre = b.chain_steps(
+            &format!("{}/pre", group.name),
+            Some(g),
+            Phase::Pre,
+            &group.pre,
+            &op,
+            entry,
+        );
+        let mut vm_tails = Vec::new();
+        for vm in &group.vms {
+            let mut frontier = after_pre.clone();
+            for vm_op in &chain {
+                let id = b.push(
+                    format!("{}/vm/{}/{}", group.name, vm.name, vm_op.name()),
+                    Some(g),
+                    Phase::Vm,
+                    NodeKind::Vm {
+                        vm: vm.name.clone(),
+                        op: vm_op.clone(),
+                    },
+                    frontier,
+                    vm.optional,
+                );
+                frontier = vec![id];
+            }
+            vm_tails.extend(frontier);
+        }
+        let before_post = if group.vms.is_empty() {
+            after_pre
+        } else {
+            vm_tails
+        };
+        exits[g] = b.chain_steps(
+            &format!("{}/post", group.name),
+            Some(g),
+            Phase::Post,
+            &group.post,
+            &op,
+            before_post,
+        );
+    }
+
+    if op == Operation::TestCleanup {
+        // Cleanup steps run once every test VM is gone.
+        let all: Vec<StepId> = (0..b.nodes.len()).collect();
+        let mut frontier = all;
+        for step in &plan.test.cleanup {
+            let id = b.push(
+                format!("cleanup/{}", step.name),
+                None,
+                Phase::Cleanup,
+                NodeKind::Step(step.clone()),
+                frontier,
+                step.optional,
+            );
+            frontier = vec![id];
+        }
+    }
+
+    let mut graph = DiGraph::with_capacity(b.nodes.len(), b.nodes.len());
+    for n in &b.nodes {
+        graph.add_node(n.id);
+    }
+    for n in &b.nodes {
+        for &d in &n.deps {
+            graph.add_edge(NodeIndex::new(d), NodeIndex::new(n.id), ());
+        }
+    }
+    ExecPlan {
+        operation: op,
+        nodes: b.nodes,
+        graph,
+    }
+}
+
+/// A deterministic topological order of the groups (Kahn's algorithm,
+/// always taking the lowest file index that is ready).
+pub fn group_order(plan: &Plan) -> Vec<usize> {
+    let n = plan.groups.len();
+    let mut indegree: Vec<usize> = plan.groups.iter().map(|g| g.after.len()).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, g) in plan.groups.iter().enumerate() {
+        for &d in &g.after {
+            dependents[d].push(i);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(&i) = ready.iter().next() {
+        ready.remove(&i);
+        order.push(i);
+        for &j in &dependents[i] {
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.insert(j);
+            }
+        }
+    }
+    // A validated plan is acyclic; if not, the groups left out never run,
+    // which the validator reports as a cycle before we get here.
+    order
+}

@@ -1,0 +1,223 @@
+//! Serde types that mirror the plan file (format v1) one to one.
+//!
+//! These are a compatibility promise to plan authors, not the domain: they
+//! keep the author's spelling, carry source locations (`Spanned`) for
+//! diagnostics and derive the JSON Schema that editors use. Validation turns
+//! them into [`crate::plan::model::Plan`], which is what the engine runs.
+//!
+//! Every key is `snake_case`; unknown keys are errors (`deny_unknown_fields`)
+//! so a typo never silently disables a setting.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+/// The plan file format version this build reads and writes.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// A recovery plan: groups of VMs in dependency order, with scripts and
+/// manual steps before and after each group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "drplan recovery plan (format v1)")]
+pub struct PlanFile {
+    /// Plan format version. Must be `1`.
+    #[schemars(with = "u32")]
+    pub drplan: Spanned<u32>,
+    /// Plan name: letters, digits, `-`, `_` and `.`, starting with a letter or digit.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Free text shown in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where the VMs run today, as `site/cloud`.
+    #[schemars(with = "String")]
+    pub source: Spanned<String>,
+    /// Where they fail over to, as `site/cloud`.
+    #[schemars(with = "String")]
+    pub target: Spanned<String>,
+    /// Path of the fabric inventory file, relative to this plan file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub fabric: Option<Spanned<String>>,
+    /// Defaults for every step of the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<DefaultsFile>,
+    /// Test failover (drill) settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestFile>,
+    /// What happens after a planned or unplanned failover finishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitFile>,
+    /// The groups, in file order. A group without `after` starts after the
+    /// group before it.
+    #[schemars(with = "Vec<GroupFile>")]
+    pub groups: Spanned<Vec<GroupFile>>,
+}
+
+/// Defaults applied to steps that do not set their own values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsFile {
+    /// Script timeout (default `10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub script_timeout: Option<Spanned<String>>,
+    /// Manual step timeout (default: none, an operator may take as long as needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub manual_timeout: Option<Spanned<String>>,
+    /// Retries of a failed script (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Delay between script attempts (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub retry_delay: Option<Spanned<String>>,
+}
+
+/// Test failover settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestFile {
+    /// Target-site VM network that test VMs attach to. Omit it to attach
+    /// test VMs to no network at all (fully isolated drill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub network: Option<Spanned<String>>,
+    /// How long a test may stay open before it is forcibly ended and cleaned
+    /// up (default and maximum `14d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub max_duration: Option<Spanned<String>>,
+    /// Steps run when the test is completed (after test VMs are deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup: Vec<StepFile>,
+}
+
+/// Commit policy after a planned or unplanned failover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitFile {
+    /// `none` (the operator commits), `auto-commit` or `auto-rollback`.
+    #[schemars(with = "CommitPolicyName")]
+    pub policy: Spanned<CommitPolicyName>,
+    /// How long after the failover finished the policy acts (required unless
+    /// the policy is `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub after: Option<Spanned<String>>,
+}
+
+/// The commit policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitPolicyName {
+    /// The operator commits (or changes the recovery point) by hand.
+    None,
+    /// Commit automatically once the window has passed.
+    AutoCommit,
+    /// Roll back (cancel the failover) automatically once the window has passed
+    /// unless the operator committed first.
+    AutoRollback,
+}
+
+/// A group of VMs that fail over in parallel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupFile {
+    /// Group name, unique in the plan.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Groups that must finish before this one starts. Omitted: the previous
+    /// group in the file. `[]`: start at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub after: Option<Vec<Spanned<String>>>,
+    /// The group's VMs: a name, or `{ name: ..., optional: true }`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<VmEntryFile>")]
+    pub vms: Vec<Spanned<VmEntryFile>>,
+    /// Steps run in order before the group's VMs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre: Vec<StepFile>,
+    /// Steps run in order after all the group's VMs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post: Vec<StepFile>,
+}
+
+/// A VM of a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum VmEntryFile {
+    /// Just the VM name.
+    Name(String),
+    /// A VM with options.
+    Detailed(VmOptionsFile),
+}
+
+/// A VM with options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmOptionsFile {
+    /// The VM name as the fabric knows it.
+    pub name: String,
+    /// An optional VM's failure does not fail its group.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+}
+
+/// One step: exactly one of `run`, `shell`, `manual` or `wait`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepFile {
+    /// Step name, unique in its list.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Script: program and arguments, run without a shell. A program with a
+    /// `/` is a path relative to the plan file; otherwise it is looked up on PATH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub run: Option<Spanned<Vec<String>>>,
+    /// Script in shell form, run with `/bin/sh -c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub shell: Option<Spanned<String>>,
+    /// Manual step: the instructions an operator follows and confirms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub manual: Option<Spanned<String>>,
+    /// Wait step: a fixed delay, e.g. `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub wait: Option<Spanned<String>>,
+    /// Timeout of a script or manual step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+    /// Script retries after a failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<u32>")]
+    pub retries: Option<Spanned<u32>>,
+    /// Delay between script attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub retry_delay: Option<Spanned<String>>,
+    /// Extra environment variables for a script.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Failover kinds (`test`, `planned`, `unplanned`) and directions
+    /// (`forward`, `reverse`) the step applies to. Omitted: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub when: Option<Vec<Spanned<String>>>,
+    /// What a manual step's timeout does: `fail` (default) or `continue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub on_timeout: Option<Spanned<String>>,
+    /// An optional step's failure does not fail its group.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+}
