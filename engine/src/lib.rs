@@ -9,3 +9,4 @@
 //!   compilation to an execution DAG, graph rendering).
 
 pub mod plan;
+pub mod store;
