@@ -1,0 +1,103 @@
+//! `drplan graph`: draw the execution graph of a plan for one failover kind.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use drplan_engine::plan::render::{RenderOptions, to_dot, to_mermaid};
+use drplan_engine::plan::{self, Direction, FailoverKind, Operation};
+
+use super::render_diag::{Renderer, Sources};
+use super::validate::{human_report, judge, load, width};
+use super::{Exit, FabricArg, GlobalOpts, emit};
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// The plan file.
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+    #[command(flatten)]
+    pub fabric: FabricArg,
+    /// Which failover to draw: the per-VM operations and the steps that
+    /// apply differ by kind.
+    #[arg(long, value_enum, default_value_t = Kind::Planned)]
+    pub failover: Kind,
+    /// Draw the failback (reverse direction) instead of the failover.
+    #[arg(long)]
+    pub reverse: bool,
+    /// `dot` for Graphviz (`drplan graph PLAN | dot -Tsvg > plan.svg`) or
+    /// `mermaid` (for Markdown pages that render Mermaid).
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// A drill: test VMs from replicas, production untouched.
+    Test,
+    /// Primary healthy: shut down, ship the final delta, fail over.
+    Planned,
+    /// Primary down: fail over to a recovery point.
+    Unplanned,
+}
+
+impl From<Kind> for FailoverKind {
+    fn from(k: Kind) -> FailoverKind {
+        match k {
+            Kind::Test => FailoverKind::Test,
+            Kind::Planned => FailoverKind::Planned,
+            Kind::Unplanned => FailoverKind::Unplanned,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+pub fn run(args: &GraphArgs, global: &GlobalOpts) -> Exit {
+    let fabric = args.fabric.fabric.as_deref();
+    let mut sources = Sources::default();
+    let mut loaded = load(&args.plan, fabric, &mut sources);
+    let compiled = loaded.plan.take().filter(|_| !loaded.failed(false));
+    // Problems and warnings go to stderr, as `validate` renders them, so
+    // stdout carries only the graph.
+    let given: Vec<&std::path::Path> = std::iter::once(args.plan.as_path()).chain(fabric).collect();
+    let report = judge(&args.plan, loaded, &given, false);
+    let exit = report.exit;
+    let Some(plan) = compiled else {
+        print_stderr(&[report], &mut sources, global);
+        // Not valid: 1, or 2 when a file could not be read at all.
+        return exit.max(Exit::Problems);
+    };
+    if report.warnings > 0 {
+        print_stderr(&[report], &mut sources, global);
+    }
+    let mut op = Operation::failover(args.failover.into());
+    if let Operation::Failover { direction, .. } = &mut op {
+        if args.reverse {
+            *direction = Direction::Reverse;
+        }
+    }
+    let exec = plan::compile(&plan, op);
+    tracing::info!(nodes = exec.nodes.len(), operation = %op, "plan compiled");
+    let opts = RenderOptions::default();
+    let text = match args.format {
+        GraphFormat::Dot => to_dot(&plan, &exec, &opts),
+        GraphFormat::Mermaid => to_mermaid(&plan, &exec, &opts),
+    };
+    emit(&text)
+}
+
+fn print_stderr(
+    reports: &[super::validate::PlanReport],
+    sources: &mut Sources,
+    global: &GlobalOpts,
+) {
+    let tty = std::io::stderr().is_terminal();
+    let renderer = Renderer::new(global.color.enabled(tty), width(tty));
+    // Best effort: if stderr is gone there is nobody to tell.
+    let _ = std::io::stderr().write_all(human_report(reports, sources, &renderer).as_bytes());
+}

@@ -1,0 +1,201 @@
+//! Command-line parsing, logging set-up and dispatch.
+//!
+//! Exit codes are a contract for scripts and CI:
+//! - 0: success (a valid plan; warnings allowed unless `--deny-warnings`);
+//! - 1: problems found in a plan or inventory;
+//! - 2: could not run: bad arguments (clap's usage errors already exit 2),
+//!   a file that cannot be read (missing, a directory, too large, not
+//!   UTF-8 text), or output that cannot be written.
+
+mod graph;
+mod render_diag;
+mod schema;
+mod validate;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The process outcome, ordered so that the worst of several wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    Ok = 0,
+    Problems = 1,
+    CouldNotRun = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success (warnings allowed unless --deny-warnings)
+  1  problems found in a plan or inventory
+  2  could not run: bad arguments, a file that cannot be read";
+
+/// Validate, render and run disaster-recovery plans for replicated VMs.
+///
+/// A plan (YAML) gathers VMs in groups that fail over in dependency order,
+/// with scripts, manual steps and waits before and after each group. An
+/// inventory ("fabric") file describes the sites, clouds, networks,
+/// replication policies and VMs the plan is checked against.
+#[derive(Debug, Parser)]
+#[command(name = "drplan", version, arg_required_else_help = true, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts (before or after the command name).
+#[derive(Debug, Args)]
+pub struct GlobalOpts {
+    /// More log output on stderr: -v info, -vv debug, -vvv trace
+    /// (RUST_LOG, when set, takes precedence).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// When to colour output: `auto` colours only on a terminal and when
+    /// NO_COLOR is not set.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour what goes to a stream that is (or is not) a terminal.
+    pub fn enabled(self, is_terminal: bool) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            // https://no-color.org: set and not empty disables colour.
+            ColorChoice::Auto => {
+                is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check plans (and their inventory) and report every problem, located.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Validate(validate::ValidateArgs),
+    /// Draw a plan's execution graph for one failover kind (Graphviz DOT or Mermaid).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Graph(graph::GraphArgs),
+    /// Print the JSON Schema of the plan or inventory file format (for editors).
+    Schema(schema::SchemaArgs),
+}
+
+/// A plan path argument and the optional inventory override, shared by the
+/// commands that load plans.
+#[derive(Debug, Args)]
+pub struct FabricArg {
+    /// Inventory file to check the plan against; overrides the plan's own
+    /// `fabric:` key.
+    #[arg(long, value_name = "FILE")]
+    pub fabric: Option<PathBuf>,
+}
+
+pub fn main() -> ExitCode {
+    // Usage errors exit 2 and --help/--version exit 0, both inside clap.
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let exit = match cli.command {
+        Command::Validate(args) => validate::run(&args, &cli.global),
+        Command::Graph(args) => graph::run(&args, &cli.global),
+        Command::Schema(args) => schema::run(&args),
+    };
+    exit.into()
+}
+
+/// Logs go to stderr so they never mix with a command's output (a graph,
+/// a schema, a JSON report).
+fn init_logging(global: &GlobalOpts) {
+    use tracing_subscriber::EnvFilter;
+    let default_level = match global.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    // An unparsable RUST_LOG falls back to the -v level rather than failing
+    // a command that has nothing to do with logging.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.is_empty() => {
+            EnvFilter::try_new(&s).unwrap_or_else(|_| EnvFilter::new(default_level))
+        }
+        _ => EnvFilter::new(default_level),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // try_init: never panic if something initialised a subscriber already.
+    let _ = match global.log_format {
+        LogFormat::Text => builder
+            .with_ansi(global.color.enabled(std::io::stderr().is_terminal()))
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+}
+
+/// Write a command's output to stdout. A closed pipe (`drplan graph | head`)
+/// is not an error worth a message; any other write failure is "could not
+/// run".
+pub fn emit(text: &str) -> Exit {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Exit::Ok,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
+        Err(e) => {
+            eprintln!("drplan: cannot write the output: {e}");
+            Exit::CouldNotRun
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_ordering_makes_the_worst_win() {
+        assert_eq!(
+            [Exit::Problems, Exit::CouldNotRun, Exit::Ok]
+                .into_iter()
+                .max(),
+            Some(Exit::CouldNotRun)
+        );
+        assert_eq!(Exit::Problems.max(Exit::Ok), Exit::Problems);
+    }
+}

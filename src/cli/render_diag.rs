@@ -1,0 +1,371 @@
+//! Rendering engine diagnostics compiler-style with miette: the code, the
+//! message, a snippet of the file with a label under the offending text,
+//! and the hint as `help`.
+//!
+//! The engine reports positions as 1-based line and column, columns counted
+//! in characters (Unicode scalar values), `0:0` when unknown. miette wants
+//! byte offsets, so [`offset_of`] does the conversion, carefully: multi-byte
+//! UTF-8, CRLF line ends, and positions past the end of a line or of the
+//! file (clamped, never a panic).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use drplan_engine::plan::{self, Diagnostic, Severity};
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
+
+/// Source texts by the file name diagnostics use. The plan and inventory
+/// texts are already in memory after loading; other files are read on
+/// demand, once. A file that cannot be read (or is not UTF-8) is remembered
+/// as `None`: its diagnostics are shown without a snippet.
+#[derive(Default)]
+pub struct Sources {
+    files: HashMap<String, Option<Arc<str>>>,
+}
+
+impl Sources {
+    pub fn insert(&mut self, name: &str, text: Option<&str>) {
+        if let Some(t) = text {
+            self.files.insert(name.to_string(), Some(Arc::from(t)));
+        }
+    }
+
+    fn get(&mut self, name: &str) -> Option<Arc<str>> {
+        self.files
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                // read_source refuses directories and oversized files.
+                let bytes = plan::read_source(Path::new(name)).ok()?;
+                String::from_utf8(bytes).ok().map(Arc::from)
+            })
+            .clone()
+    }
+}
+
+/// The byte offset of 1-based `line`:`column` (column in characters) in
+/// `text`. `None` when the line is 0 (position unknown). A line past the end
+/// points at the end of the last line; a column past the end of its line
+/// points at the line end (before a `\r\n` or `\n`). Column 0 is taken as 1.
+pub fn offset_of(text: &str, line: u64, column: u64) -> Option<usize> {
+    if line == 0 {
+        return None;
+    }
+    let mut start = 0usize;
+    let mut current = 1u64;
+    while current < line {
+        match text[start..].find('\n') {
+            Some(i) if start + i + 1 < text.len() => {
+                start += i + 1;
+                current += 1;
+            }
+            // Past the last line: stay on the last line, at its end.
+            _ => return Some(line_end(text, start)),
+        }
+    }
+    let end = line_end(text, start);
+    let col = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
+    Some(
+        text[start..end]
+            .char_indices()
+            .nth(col)
+            .map_or(end, |(i, _)| start + i),
+    )
+}
+
+/// The end of the line starting at `start`, excluding its `\n` or `\r\n`.
+fn line_end(text: &str, start: usize) -> usize {
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    if end > start && text.as_bytes()[end - 1] == b'\r' {
+        end - 1
+    } else {
+        end
+    }
+}
+
+/// The length in bytes of the YAML token starting at `offset`, so the label
+/// underlines the whole name or value rather than one character: a quoted
+/// scalar up to its closing quote, otherwise up to whitespace, a flow
+/// indicator (`,[]{}`) or a `: ` separator. Zero at a line end.
+pub fn token_len(text: &str, offset: usize) -> usize {
+    let rest = &text[offset..line_end(text, offset)];
+    let mut chars = rest.char_indices();
+    let Some((_, first)) = chars.next() else {
+        return 0;
+    };
+    if first == '"' || first == '\'' {
+        let mut escaped = false;
+        for (i, c) in chars {
+            if first == '"' && c == '\\' && !escaped {
+                escaped = true;
+                continue;
+            }
+            if c == first && !escaped {
+                return i + c.len_utf8();
+            }
+            escaped = false;
+        }
+        return rest.len();
+    }
+    let mut end = rest.len();
+    let mut iter = rest.char_indices().peekable();
+    while let Some((i, c)) = iter.next() {
+        let stop = c.is_whitespace()
+            || matches!(c, ',' | '[' | ']' | '{' | '}')
+            || (c == ':' && iter.peek().is_none_or(|(_, n)| n.is_whitespace()));
+        if stop {
+            end = i;
+            break;
+        }
+    }
+    // A token that starts with an indicator (`- `, `: `) still gets one
+    // character underlined.
+    end.max(first.len_utf8())
+}
+
+/// One engine diagnostic in miette's terms.
+struct Report {
+    message: String,
+    code: &'static str,
+    severity: Severity,
+    help: Option<String>,
+    source: Option<NamedSource<Arc<str>>>,
+    label: Option<LabeledSpan>,
+}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Report {}
+
+impl miette::Diagnostic for Report {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.code))
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(match self.severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        })
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        self.source.as_ref().map(|s| s as &dyn SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        self.label
+            .clone()
+            .map(|l| Box::new(std::iter::once(l)) as Box<dyn Iterator<Item = LabeledSpan>>)
+    }
+}
+
+/// Renders diagnostics with a fixed theme and width.
+pub struct Renderer {
+    handler: GraphicalReportHandler,
+}
+
+impl Renderer {
+    /// `color`: ANSI colours (decided by the caller from the stream and
+    /// `--color`/NO_COLOR). `width`: wrap width in columns.
+    pub fn new(color: bool, width: usize) -> Renderer {
+        let theme = if color {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
+        Renderer {
+            handler: GraphicalReportHandler::new_themed(theme)
+                .with_width(width)
+                .with_context_lines(1)
+                // No hyperlinks: the codes are not URLs (yet).
+                .with_links(false),
+        }
+    }
+
+    /// Render one diagnostic; the text ends with a newline.
+    pub fn render(&self, d: &Diagnostic, sources: &mut Sources) -> String {
+        let snippet = offset_of_diag(d, sources);
+        let message = match &snippet {
+            // miette's snippet header shows `file:line:col`.
+            Some(_) => d.message.clone(),
+            None if d.line == 0 => {
+                if d.message.contains(&d.file) {
+                    d.message.clone()
+                } else {
+                    format!("{}: {}", d.file, d.message)
+                }
+            }
+            None => format!("{}:{}:{}: {}", d.file, d.line, d.column, d.message),
+        };
+        let (source, label) = match snippet {
+            Some((text, offset)) => {
+                let len = token_len(&text, offset);
+                (
+                    Some(NamedSource::new(&d.file, text)),
+                    Some(LabeledSpan::new_primary_with_span(
+                        Some(label_text(d).to_string()),
+                        (offset, len),
+                    )),
+                )
+            }
+            None => (None, None),
+        };
+        let report = Report {
+            message,
+            code: d.code,
+            severity: d.severity,
+            help: d.hint.clone(),
+            source,
+            label,
+        };
+        let mut out = String::new();
+        if self.handler.render_report(&mut out, &report).is_err() {
+            // The renderer failed (it should not): fall back to the plain
+            // `file:line:col: error[CODE]: message` form.
+            out = format!("{d}\n");
+        }
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn label_text(d: &Diagnostic) -> &'static str {
+    match d.severity {
+        Severity::Error => "here",
+        Severity::Warning => "this",
+    }
+}
+
+fn offset_of_diag(d: &Diagnostic, sources: &mut Sources) -> Option<(Arc<str>, usize)> {
+    if d.line == 0 {
+        return None;
+    }
+    let text = sources.get(&d.file)?;
+    let offset = offset_of(&text, d.line, d.column)?;
+    Some((text, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use drplan_engine::plan::diag::{Pos, codes};
+
+    use super::*;
+
+    #[test]
+    fn offsets_count_columns_in_characters() {
+        let text = "a: 1\nnäme: é€x\n";
+        assert_eq!(offset_of(text, 1, 1), Some(0));
+        assert_eq!(offset_of(text, 2, 1), Some(5));
+        // `é€x`: column 7 is `é` (byte 5 + 6 after `näme: ` = "n" 1 + "ä" 2 + "me: " 4).
+        assert_eq!(&text[offset_of(text, 2, 7).unwrap()..], "é€x\n");
+        assert_eq!(&text[offset_of(text, 2, 9).unwrap()..], "x\n");
+    }
+
+    #[test]
+    fn crlf_line_ends_are_not_part_of_the_line() {
+        let text = "a: 1\r\nbb: 2\r\n";
+        assert_eq!(offset_of(text, 2, 1), Some(6));
+        assert_eq!(&text[offset_of(text, 2, 5).unwrap()..], "2\r\n");
+        // Past the end of the line: just before the `\r\n`.
+        assert_eq!(offset_of(text, 2, 50), Some(11));
+        assert_eq!(offset_of(text, 1, 50), Some(4));
+    }
+
+    #[test]
+    fn positions_past_the_end_are_clamped() {
+        let text = "a: 1\nb: 2\n";
+        // The last line, at its end (not past the final newline).
+        assert_eq!(offset_of(text, 3, 1), Some(9));
+        assert_eq!(offset_of(text, 99, 99), Some(9));
+        assert_eq!(offset_of("", 5, 5), Some(0));
+        assert_eq!(offset_of("no newline", 2, 1), Some(10));
+        assert_eq!(offset_of(text, 1, 0), Some(0));
+        assert_eq!(offset_of(text, 0, 0), None);
+        assert_eq!(offset_of(text, u64::MAX, u64::MAX), Some(9));
+        assert_eq!(offset_of(text, 1, u64::MAX), Some(4));
+    }
+
+    #[test]
+    fn tokens_cover_names_and_quoted_values() {
+        let text = "  nmae: web-1 # c\n  x: \"a \\\" b\" y\n  - [vm1, vm2]\n  t: 10:30\n";
+        let at = |l, c| offset_of(text, l, c).unwrap();
+        let tok = |l, c| &text[at(l, c)..at(l, c) + token_len(text, at(l, c))];
+        assert_eq!(tok(1, 3), "nmae");
+        assert_eq!(tok(1, 9), "web-1");
+        assert_eq!(tok(2, 6), "\"a \\\" b\"");
+        assert_eq!(tok(3, 3), "-");
+        assert_eq!(tok(3, 6), "vm1");
+        assert_eq!(tok(4, 6), "10:30");
+        assert_eq!(token_len(text, text.len()), 0);
+    }
+
+    fn render(d: &Diagnostic, file_text: Option<&str>) -> String {
+        let mut sources = Sources::default();
+        sources.insert(&d.file, file_text);
+        Renderer::new(false, 100).render(d, &mut sources)
+    }
+
+    #[test]
+    fn rendered_report_has_code_snippet_label_and_help() {
+        let text = "drplan: 1\nname: wëb\ngroups:\n  - nmae: app\n";
+        let d = Diagnostic::error(
+            codes::UNKNOWN_FIELD,
+            "plans/x.yaml",
+            Pos::new(4, 5),
+            "unknown key `nmae`",
+        )
+        .with_hint("did you mean `name`?");
+        let out = render(&d, Some(text));
+        assert!(out.contains("DP0201"), "{out}");
+        assert!(out.contains("unknown key `nmae`"), "{out}");
+        assert!(out.contains("[plans/x.yaml:4:5]"), "{out}");
+        assert!(out.contains("  - nmae: app"), "{out}");
+        // A 4-character underline starting under the `n` of `nmae`.
+        assert!(out.contains(" 4 │   - nmae: app\n   ·     ──┬─\n"), "{out}");
+        assert!(out.contains("help: did you mean `name`?"), "{out}");
+        assert!(!out.contains('\u{1b}'), "no colour codes: {out}");
+    }
+
+    #[test]
+    fn unknown_position_or_missing_source_renders_without_snippet() {
+        let d = Diagnostic::error(codes::IO, "gone.yaml", Pos::UNKNOWN, "cannot read");
+        let out = render(&d, None);
+        assert!(out.contains("gone.yaml: cannot read"), "{out}");
+        assert!(!out.contains('╭'), "{out}");
+        // A position in a file that cannot be read still names the place.
+        let d = Diagnostic::warning(codes::SYNTAX, "/nonexistent/x.yaml", Pos::new(3, 2), "odd");
+        let out = render(&d, None);
+        assert!(out.contains("/nonexistent/x.yaml:3:2: odd"), "{out}");
+    }
+
+    #[test]
+    fn past_the_end_positions_render_without_panicking() {
+        for (l, c) in [(1, 1), (2, 1), (99, 1), (1, 99), (u64::MAX, u64::MAX)] {
+            for text in ["", "a", "a\n", "a\r\n", "é€\r\nß"] {
+                let d = Diagnostic::error(codes::SYNTAX, "f.yaml", Pos::new(l, c), "m");
+                let out = render(&d, Some(text));
+                assert!(out.contains("DP0105"), "{out}");
+            }
+        }
+    }
+}
