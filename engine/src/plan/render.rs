@@ -167,7 +167,7 @@ pub fn to_dot(plan: &Plan, exec: &ExecPlan, opts: &RenderOptions) -> String {
     let _ = writeln!(out, "digraph drplan {{");
     let _ = writeln!(
         out,
-        "  graph [label=\"{}\", labelloc=t, fontname=\"Helvetica\", compound=true];",
+        "  graph [label=\"{}\", labelloc=t, fontname=\"Helvetica\"];",
         dot_escape(&title(plan, exec, opts))
     );
     let _ = writeln!(out, "  node [fontname=\"Helvetica\", shape=box];");
