@@ -694,6 +694,22 @@ fn diamond_snapshots() {
     );
 }
 
+/// Locks the escaping of hostile names; `tests/tools/mermaid-check.sh` runs
+/// mermaid's own parser over the Mermaid snapshot.
+#[test]
+fn nasty_names_snapshots() {
+    let p = nasty();
+    let exec = compiled(&p, FailoverKind::Test);
+    insta::assert_snapshot!(
+        "nasty_test_dot",
+        to_dot(&p, &exec, &RenderOptions::default())
+    );
+    insta::assert_snapshot!(
+        "nasty_test_mermaid",
+        to_mermaid(&p, &exec, &RenderOptions::default())
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Graph through the CLI (needs the real validator)
 
