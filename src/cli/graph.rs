@@ -1,7 +1,7 @@
 //! `drplan graph`: draw the execution graph of a plan for one failover kind.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use drplan_engine::plan::render::{RenderOptions, to_dot, to_mermaid};
@@ -60,26 +60,28 @@ pub enum GraphFormat {
 pub fn run(args: &GraphArgs, global: &GlobalOpts) -> Exit {
     let fabric = args.fabric.fabric.as_deref();
     let mut sources = Sources::default();
-    let mut loaded = load(&args.plan, fabric, &mut sources);
-    let compiled = loaded.plan.take().filter(|_| !loaded.failed(false));
+    let loaded = load(&args.plan, fabric, &mut sources);
+    let given: Vec<&Path> = std::iter::once(args.plan.as_path()).chain(fabric).collect();
+    let report = judge(&args.plan, &loaded, &given, false);
     // Problems and warnings go to stderr, as `validate` renders them, so
     // stdout carries only the graph.
-    let given: Vec<&std::path::Path> = std::iter::once(args.plan.as_path()).chain(fabric).collect();
-    let report = judge(&args.plan, loaded, &given, false);
-    let exit = report.exit;
-    let Some(plan) = compiled else {
-        print_stderr(&[report], &mut sources, global);
-        // Not valid: 1, or 2 when a file could not be read at all.
-        return exit.max(Exit::Problems);
+    let plan = match loaded.plan {
+        Some(plan) if report.valid => plan,
+        _ => {
+            let exit = report.exit;
+            print_stderr(&[report], &mut sources, global);
+            // Not valid: 1, or 2 when a file could not be read at all.
+            return exit.max(Exit::Problems);
+        }
     };
     if report.warnings > 0 {
         print_stderr(&[report], &mut sources, global);
     }
     let mut op = Operation::failover(args.failover.into());
-    if let Operation::Failover { direction, .. } = &mut op {
-        if args.reverse {
-            *direction = Direction::Reverse;
-        }
+    if let Operation::Failover { direction, .. } = &mut op
+        && args.reverse
+    {
+        *direction = Direction::Reverse;
     }
     let exec = plan::compile(&plan, op);
     tracing::info!(nodes = exec.nodes.len(), operation = %op, "plan compiled");

@@ -71,7 +71,12 @@ const UNREADABLE: [&str; 3] = [codes::IO, codes::TOO_LARGE, codes::NOT_UTF8];
 /// plan and `--fabric`): failing to read one of them is a usage problem,
 /// while an unreadable inventory named by the plan's own `fabric:` key is a
 /// problem in the plan.
-pub fn judge(plan_path: &Path, loaded: Loaded, given: &[&Path], deny_warnings: bool) -> PlanReport {
+pub fn judge(
+    plan_path: &Path,
+    loaded: &Loaded,
+    given: &[&Path],
+    deny_warnings: bool,
+) -> PlanReport {
     let errors = count(&loaded.diagnostics, Severity::Error);
     let warnings = count(&loaded.diagnostics, Severity::Warning);
     let valid = !loaded.failed(deny_warnings);
@@ -103,7 +108,7 @@ pub fn judge(plan_path: &Path, loaded: Loaded, given: &[&Path], deny_warnings: b
         errors,
         warnings,
         stats,
-        diagnostics: loaded.diagnostics,
+        diagnostics: loaded.diagnostics.clone(),
         exit,
     }
 }
@@ -220,7 +225,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalOpts) -> Exit {
         .map(|p| {
             let loaded = load(p, fabric, &mut sources);
             let given: Vec<&Path> = std::iter::once(p.as_path()).chain(fabric).collect();
-            judge(p, loaded, &given, args.deny_warnings)
+            judge(p, &loaded, &given, args.deny_warnings)
         })
         .collect();
     let exit = reports.iter().map(|r| r.exit).max().unwrap_or(Exit::Ok);
@@ -252,7 +257,7 @@ mod tests {
             ..Loaded::default()
         };
         let given: Vec<&Path> = given.iter().map(Path::new).collect();
-        judge(Path::new("p.yaml"), loaded, &given, false)
+        judge(Path::new("p.yaml"), &loaded, &given, false)
     }
 
     #[test]
@@ -284,7 +289,7 @@ mod tests {
             diagnostics: vec![w.clone(), w],
             ..Loaded::default()
         };
-        let r = judge(Path::new("p.yaml"), loaded, &[], true);
+        let r = judge(Path::new("p.yaml"), &loaded, &[], true);
         assert_eq!(
             summary(&r),
             "p.yaml: 0 errors, 2 warnings (warnings denied)"
