@@ -564,6 +564,18 @@ fn warnings_pass_unless_denied() {
     assert!(stdout(&o).contains("warnings denied"), "{}", stdout(&o));
 }
 
+#[test]
+fn colour_follows_the_color_flag() {
+    // `drplan()` sets NO_COLOR and pipes stdout: `auto` means no colour.
+    let plain = drplan(&["validate", "invalid.yaml"]);
+    assert!(!stdout(&plain).contains('\u{1b}'), "{}", stdout(&plain));
+    let never = drplan(&["validate", "invalid.yaml", "--color", "never"]);
+    assert_eq!(stdout(&never), stdout(&plain));
+    let always = drplan(&["validate", "--color", "always", "invalid.yaml"]);
+    assert_exit(&always, 1);
+    assert!(stdout(&always).contains("\u{1b}["), "{}", stdout(&always));
+}
+
 // ---------------------------------------------------------------------------
 // Logging flags
 

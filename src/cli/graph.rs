@@ -99,7 +99,7 @@ fn print_stderr(
     global: &GlobalOpts,
 ) {
     let tty = std::io::stderr().is_terminal();
-    let renderer = Renderer::new(global.color.enabled(tty), width(tty));
+    let renderer = Renderer::new(global.color.enabled(tty), width(std::io::stderr()));
     // Best effort: if stderr is gone there is nobody to tell.
     let _ = std::io::stderr().write_all(human_report(reports, sources, &renderer).as_bytes());
 }

@@ -189,14 +189,16 @@ pub fn human_report(reports: &[PlanReport], sources: &mut Sources, renderer: &Re
     out
 }
 
-/// Terminal width for wrapping, or a fixed width when not on a terminal so
-/// that piped output does not depend on where it was produced.
-pub fn width(is_terminal: bool) -> usize {
-    let from_env = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok());
-    match (is_terminal, from_env) {
-        (true, Some(w)) if w >= 40 => w,
-        _ => 100,
+/// Wrap width for reports written to `stream`: the terminal's width (COLUMNS
+/// wins when set), or a fixed 100 columns when not on a terminal, so piped
+/// output does not depend on where it was produced.
+pub fn width(stream: impl std::os::fd::AsFd + IsTerminal) -> usize {
+    if !stream.is_terminal() {
+        return 100;
     }
+    let from_env = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok());
+    let from_tty = terminal_size::terminal_size_of(&stream).map(|(w, _)| usize::from(w.0));
+    from_env.or(from_tty).unwrap_or(100).max(40)
 }
 
 /// Load a plan and remember its texts for snippets.
@@ -238,7 +240,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalOpts) -> Exit {
         }
         OutputFormat::Human => {
             let tty = std::io::stdout().is_terminal();
-            let renderer = Renderer::new(global.color.enabled(tty), width(tty));
+            let renderer = Renderer::new(global.color.enabled(tty), width(std::io::stdout()));
             human_report(&reports, &mut sources, &renderer)
         }
     };
