@@ -25,8 +25,7 @@ pub struct GraphArgs {
     /// Draw the failback (reverse direction) instead of the failover.
     #[arg(long)]
     pub reverse: bool,
-    /// `dot` for Graphviz (`drplan graph PLAN | dot -Tsvg > plan.svg`) or
-    /// `mermaid` (for Markdown pages that render Mermaid).
+    /// Output format.
     #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
 }
@@ -53,7 +52,9 @@ impl From<Kind> for FailoverKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
+    /// Graphviz DOT: `drplan graph PLAN | dot -Tsvg > plan.svg`.
     Dot,
+    /// A Mermaid flowchart, for Markdown pages that render Mermaid.
     Mermaid,
 }
 

@@ -38,6 +38,37 @@ Exit codes:
   1  problems found in a plan or inventory
   2  could not run: bad arguments, a file that cannot be read";
 
+const VALIDATE_HELP: &str = "\
+Examples:
+  drplan validate plans/web.yaml
+  drplan validate plans/*.yaml --fabric fabric.yaml --deny-warnings
+  drplan validate plans/web.yaml --format json | jq '.plans[].diagnostics[]'
+
+Exit codes:
+  0  every plan is valid (warnings allowed unless --deny-warnings)
+  1  problems found in a plan or inventory
+  2  could not run: bad arguments, a plan or --fabric file that cannot be read";
+
+const GRAPH_HELP: &str = "\
+Shapes: box = script, trapezium = manual step, hexagon = wait,
+rounded box = VM operation; dashed = optional VM or step.
+
+Examples:
+  drplan graph plans/web.yaml | dot -Tsvg > web.svg
+  drplan graph plans/web.yaml --failover test --format mermaid
+
+Exit codes:
+  0  the graph was printed (warnings are shown on stderr)
+  1  problems found in the plan or inventory (shown on stderr)
+  2  could not run: bad arguments, a file that cannot be read";
+
+const SCHEMA_HELP: &str = "\
+Editors with a YAML language server pick the schema up from a first line
+such as:
+  # yaml-language-server: $schema=plan.schema.json
+The repository keeps the output in plans/plan.schema.json and
+plans/fabric.schema.json.";
+
 /// Validate, render and run disaster-recovery plans for replicated VMs.
 ///
 /// A plan (YAML) gathers VMs in groups that fail over in dependency order,
@@ -58,14 +89,14 @@ pub struct Cli {
 pub struct GlobalOpts {
     /// More log output on stderr: -v info, -vv debug, -vvv trace
     /// (RUST_LOG, when set, takes precedence).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Global options")]
     pub verbose: u8,
     /// Log line format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, help_heading = "Global options")]
     pub log_format: LogFormat,
     /// When to colour output: `auto` colours only on a terminal and when
     /// NO_COLOR is not set.
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true, help_heading = "Global options")]
     pub color: ColorChoice,
 }
 
@@ -101,12 +132,13 @@ impl ColorChoice {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check plans (and their inventory) and report every problem, located.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = VALIDATE_HELP)]
     Validate(validate::ValidateArgs),
     /// Draw a plan's execution graph for one failover kind (Graphviz DOT or Mermaid).
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = GRAPH_HELP)]
     Graph(graph::GraphArgs),
     /// Print the JSON Schema of the plan or inventory file format (for editors).
+    #[command(after_help = SCHEMA_HELP)]
     Schema(schema::SchemaArgs),
 }
 

@@ -19,8 +19,7 @@ pub struct ValidateArgs {
     pub plans: Vec<PathBuf>,
     #[command(flatten)]
     pub fabric: FabricArg,
-    /// Output format: `human` (compiler-style reports and a summary per
-    /// plan) or `json` (one JSON document on stdout).
+    /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
     /// Treat warnings as problems (exit 1).
@@ -30,7 +29,9 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
+    /// Compiler-style reports with source snippets, then a summary per plan.
     Human,
+    /// `{"plans":[{"file","valid","errors","warnings","diagnostics"}]}`.
     Json,
 }
 
