@@ -14,7 +14,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use drplan_engine::plan::{self, Diagnostic, Severity};
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
+    SourceCode, SourceSpan, SpanContents,
+};
 
 /// Source texts by the file name diagnostics use. The plan and inventory
 /// texts are already in memory after loading; other files are read on
@@ -22,56 +25,105 @@ use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, S
 /// as `None`: its diagnostics are shown without a snippet.
 #[derive(Default)]
 pub struct Sources {
-    files: HashMap<String, Option<Arc<str>>>,
+    files: HashMap<String, Option<Arc<SourceFile>>>,
 }
 
 impl Sources {
     pub fn insert(&mut self, name: &str, text: Option<&str>) {
         if let Some(t) = text {
-            self.files.insert(name.to_string(), Some(Arc::from(t)));
+            self.files
+                .insert(name.to_string(), Some(Arc::new(SourceFile::new(t))));
         }
     }
 
-    fn get(&mut self, name: &str) -> Option<Arc<str>> {
+    fn get(&mut self, name: &str) -> Option<Arc<SourceFile>> {
         self.files
             .entry(name.to_string())
             .or_insert_with(|| {
                 // read_source refuses directories and oversized files.
                 let bytes = plan::read_source(Path::new(name)).ok()?;
-                String::from_utf8(bytes).ok().map(Arc::from)
+                let text = String::from_utf8(bytes).ok()?;
+                Some(Arc::new(SourceFile::new(&text)))
             })
             .clone()
     }
 }
 
-/// The byte offset of 1-based `line`:`column` (column in characters) in
-/// `text`. `None` when the line is 0 (position unknown). A line past the end
-/// points at the end of the last line; a column past the end of its line
-/// points at the line end (before a `\r\n` or `\n`). Column 0 is taken as 1.
-pub fn offset_of(text: &str, line: u64, column: u64) -> Option<usize> {
-    if line == 0 {
-        return None;
-    }
-    let mut start = 0usize;
-    let mut current = 1u64;
-    while current < line {
-        match text[start..].find('\n') {
-            Some(i) if start + i + 1 < text.len() => {
-                start += i + 1;
-                current += 1;
-            }
-            // Past the last line: stay on the last line, at its end.
-            _ => return Some(line_end(text, start)),
+/// A source text with an index of its line starts, so that locating each
+/// of thousands of diagnostics in a large file costs a binary search, not a
+/// scan of the file.
+pub struct SourceFile {
+    text: Arc<str>,
+    /// Byte offset of the start of each line; a final `\n` does not start
+    /// a new (empty) line.
+    line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    pub fn new(text: &str) -> SourceFile {
+        let mut line_starts = vec![0];
+        line_starts.extend(
+            text.match_indices('\n')
+                .map(|(i, _)| i + 1)
+                .filter(|&s| s < text.len()),
+        );
+        SourceFile {
+            text: Arc::from(text),
+            line_starts,
         }
     }
-    let end = line_end(text, start);
-    let col = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
-    Some(
-        text[start..end]
-            .char_indices()
-            .nth(col)
-            .map_or(end, |(i, _)| start + i),
-    )
+
+    /// The byte offset of 1-based `line`:`column` (column in characters).
+    /// `None` when the line is 0 (position unknown). A line past the end
+    /// points at the end of the last line; a column past the end of its
+    /// line points at the line end (before a `\r\n` or `\n`). Column 0 is
+    /// taken as 1.
+    pub fn offset(&self, line: u64, column: u64) -> Option<usize> {
+        if line == 0 {
+            return None;
+        }
+        let index = usize::try_from(line - 1).unwrap_or(usize::MAX);
+        let Some(&start) = self.line_starts.get(index) else {
+            let last = *self.line_starts.last().unwrap_or(&0);
+            return Some(line_end(&self.text, last));
+        };
+        let end = line_end(&self.text, start);
+        let col = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
+        Some(
+            self.text[start..end]
+                .char_indices()
+                .nth(col)
+                .map_or(end, |(i, _)| start + i),
+        )
+    }
+
+    /// The 0-based line holding byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.line_starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
+    }
+
+    /// The lines around `offset` (`context` lines either side) as
+    /// (start byte, end byte, 0-based first line).
+    fn window(&self, offset: usize, context: usize) -> (usize, usize, usize) {
+        let line = self.line_of(offset);
+        let first = line.saturating_sub(context);
+        let start = self.line_starts[first];
+        let end = self
+            .line_starts
+            .get(line + context + 1)
+            .copied()
+            .unwrap_or(self.text.len());
+        (start, end, first)
+    }
+}
+
+/// The byte offset of 1-based `line`:`column` in `text`; see
+/// [`SourceFile::offset`].
+#[cfg(test)]
+fn offset_of(text: &str, line: u64, column: u64) -> Option<usize> {
+    SourceFile::new(text).offset(line, column)
 }
 
 /// The end of the line starting at `start`, excluding its `\n` or `\r\n`.
@@ -124,13 +176,61 @@ pub fn token_len(text: &str, offset: usize) -> usize {
     end.max(first.len_utf8())
 }
 
+/// The few lines of a file around a diagnostic, as miette's source. miette
+/// scans its source from the start for every snippet, which made thousands
+/// of diagnostics in a large plan quadratic; a window keeps each snippet
+/// cheap. Spans are relative to the window; line numbers are shifted back
+/// and columns counted in characters, as drplan reports them (miette counts
+/// bytes).
+struct Window {
+    name: String,
+    file: Arc<SourceFile>,
+    start: usize,
+    end: usize,
+    first_line: usize,
+}
+
+impl fmt::Debug for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}..{}]", self.name, self.start, self.end)
+    }
+}
+
+impl SourceCode for Window {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let text = &self.file.text[self.start..self.end];
+        let inner = text.read_span(span, context_lines_before, context_lines_after)?;
+        let column = if context_lines_before == 0 && context_lines_after == 0 {
+            // The header's `line:col`: recount the column in characters.
+            let at = (self.start + span.offset()).min(self.end);
+            let line_start = self.file.line_starts[self.file.line_of(at)];
+            self.file.text[line_start..at].chars().count()
+        } else {
+            inner.column()
+        };
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            inner.data(),
+            *inner.span(),
+            inner.line() + self.first_line,
+            column,
+            inner.line_count() + self.first_line,
+        )))
+    }
+}
+
 /// One engine diagnostic in miette's terms.
 struct Report {
     message: String,
     code: &'static str,
     severity: Severity,
     help: Option<String>,
-    source: Option<NamedSource<Arc<str>>>,
+    source: Option<Window>,
     label: Option<LabeledSpan>,
 }
 
@@ -216,13 +316,22 @@ impl Renderer {
             None => format!("{}:{}:{}: {}", d.file, d.line, d.column, d.message),
         };
         let (source, label) = match snippet {
-            Some((text, offset)) => {
-                let len = token_len(&text, offset);
+            Some((file, offset)) => {
+                let len = token_len(&file.text, offset);
+                // Two lines either side: more than the one context line
+                // shown, so miette never runs out of window.
+                let (start, end, first_line) = file.window(offset, 2);
                 (
-                    Some(NamedSource::new(&d.file, text)),
+                    Some(Window {
+                        name: d.file.clone(),
+                        file,
+                        start,
+                        end,
+                        first_line,
+                    }),
                     Some(LabeledSpan::new_primary_with_span(
                         Some(label_text(d).to_string()),
-                        (offset, len),
+                        (offset - start, len),
                     )),
                 )
             }
@@ -256,13 +365,13 @@ fn label_text(d: &Diagnostic) -> &'static str {
     }
 }
 
-fn offset_of_diag(d: &Diagnostic, sources: &mut Sources) -> Option<(Arc<str>, usize)> {
+fn offset_of_diag(d: &Diagnostic, sources: &mut Sources) -> Option<(Arc<SourceFile>, usize)> {
     if d.line == 0 {
         return None;
     }
-    let text = sources.get(&d.file)?;
-    let offset = offset_of(&text, d.line, d.column)?;
-    Some((text, offset))
+    let file = sources.get(&d.file)?;
+    let offset = file.offset(d.line, d.column)?;
+    Some((file, offset))
 }
 
 #[cfg(test)]
@@ -356,6 +465,36 @@ mod tests {
         let d = Diagnostic::warning(codes::SYNTAX, "/nonexistent/x.yaml", Pos::new(3, 2), "odd");
         let out = render(&d, None);
         assert!(out.contains("/nonexistent/x.yaml:3:2: odd"), "{out}");
+    }
+
+    #[test]
+    fn header_columns_count_characters_and_lines_deep_in_a_file_are_right() {
+        let mut text = String::new();
+        for i in 1..=30_000 {
+            text.push_str(&format!("      - vm-{i:05}\n"));
+        }
+        text.push_str("  ünï: €x\n");
+        let d = Diagnostic::error(
+            codes::UNKNOWN_VM,
+            "big.yaml",
+            Pos::new(25_000, 9),
+            "unknown VM",
+        );
+        let out = render(&d, Some(&text));
+        assert!(out.contains("[big.yaml:25000:9]"), "{out}");
+        assert!(out.contains("24999 │       - vm-24999\n"), "{out}");
+        assert!(out.contains("25000 │       - vm-25000\n"), "{out}");
+        assert!(out.contains("25001 │       - vm-25001\n"), "{out}");
+        assert!(
+            out.contains("·         ────┬───"),
+            "underline under vm-25000: {out}"
+        );
+        // `€` is column 8 in characters (byte 11 of its line).
+        let d = Diagnostic::error(codes::BAD_VALUE, "big.yaml", Pos::new(30_001, 8), "bad");
+        let out = render(&d, Some(&text));
+        assert!(out.contains("[big.yaml:30001:8]"), "{out}");
+        assert!(out.contains("30001 │   ünï: €x\n"), "{out}");
+        assert!(out.contains("·        ─┬\n"), "underline under `€x`: {out}");
     }
 
     #[test]
