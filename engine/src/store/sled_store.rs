@@ -37,7 +37,9 @@
 //!   renamed into place, but the rename is not made durable; a flush that
 //!   sees a new snapshot name fsyncs the directory. (Recovery still works
 //!   from an older snapshot plus the log.)
-//! - `conf`: written once at creation; the directory is fsynced at creation.
+//! - `conf`: written once at creation; the directory is fsynced at creation
+//!   (after the marker file `drplan.store` that tells a new store from a
+//!   damaged one).
 //!
 //! One `fdatasync` per flush, not per event: the group committer
 //! (`store::commit`) makes one flush serve many writers.
@@ -75,6 +77,11 @@ const P_TEXT: &[u8] = b"x/";
 /// an I/O error with a message; our lock gives a clean [`StoreError::Locked`]
 /// and is taken before sled touches anything.
 const LOCK_FILE: &str = "drplan.lock";
+
+/// Written (and synced) once the store is initialised. sled reads a damaged
+/// or truncated log as an empty database; this file is how we tell "new"
+/// from "lost".
+const MARKER_FILE: &str = "drplan.store";
 
 /// The data directory: `DRPLAN_DATA_DIR` if set, else the user's data
 /// directory + `/drplan` (`$XDG_DATA_HOME` or `~/.local/share` on Linux,
@@ -149,7 +156,7 @@ impl SledStore {
             sync_dir(parent)?;
         }
         let lock = lock_dir(dir)?;
-        let fresh = !dir.join("db").exists();
+        let marked = dir.join(MARKER_FILE).exists();
         let db = open_sled(dir)?;
         let data_file = File::options()
             .read(true)
@@ -165,7 +172,7 @@ impl SledStore {
             synced: Mutex::new(Synced::default()),
             poisoned: AtomicBool::new(false),
         };
-        store.check_format(fresh)?;
+        store.check_format(marked)?;
         Ok(store)
     }
 
@@ -174,7 +181,7 @@ impl SledStore {
         &self.dir
     }
 
-    fn check_format(&self, fresh: bool) -> Result<(), StoreError> {
+    fn check_format(&self, marked: bool) -> Result<(), StoreError> {
         match self.get(KEY_FORMAT)? {
             Some(v) => {
                 let found = match <[u8; 2]>::try_from(v.as_ref()) {
@@ -199,9 +206,23 @@ impl SledStore {
                         "version 0 was never written",
                     ));
                 }
+                if !marked {
+                    // A crash between initialising and writing the marker.
+                    self.write_marker()?;
+                }
                 Ok(())
             }
-            None if fresh || self.db.is_empty() => {
+            // sled reads a damaged log as a shorter (even empty) one. The
+            // marker file says this store was initialised, so an empty tree
+            // means its data was lost: refuse rather than start afresh.
+            None if marked => Err(StoreError::corrupt(
+                format!("store in {}", self.dir.display()),
+                format!(
+                    "it was initialised ({MARKER_FILE} exists) but its log holds no data: \
+                     the `db` file is damaged or was replaced"
+                ),
+            )),
+            None if self.db.is_empty() => {
                 let mut batch = sled::Batch::default();
                 batch.insert(KEY_FORMAT, &STORE_FORMAT.to_be_bytes());
                 batch.insert(KEY_NEXT_JOB, &1u64.to_be_bytes());
@@ -209,16 +230,29 @@ impl SledStore {
                     .apply_batch(batch)
                     .map_err(|e| self.sled_err("initialising the store", e))?;
                 self.flush()?;
-                // sled created `db`, `conf`, `blobs/` in the directory: make
-                // their names durable too.
-                sync_dir(&self.dir)?;
-                Ok(())
+                // Only once the format is durable: the marker (and, with the
+                // directory fsync, the names of `db`, `conf` and `blobs/`).
+                self.write_marker()
             }
             None => Err(StoreError::corrupt(
                 format!("store in {}", self.dir.display()),
                 "it holds data but no format marker (not a drplan store?)",
             )),
         }
+    }
+
+    fn write_marker(&self) -> Result<(), StoreError> {
+        let path = self.dir.join(MARKER_FILE);
+        let write = || -> std::io::Result<()> {
+            let f = File::create(&path)?;
+            std::io::Write::write_all(
+                &mut &f,
+                format!("drplan store, format {STORE_FORMAT}\n").as_bytes(),
+            )?;
+            f.sync_all()
+        };
+        write().map_err(|e| StoreError::io(format!("writing {}", path.display()), e))?;
+        sync_dir(&self.dir)
     }
 
     fn sled_err(&self, doing: &str, e: sled::Error) -> StoreError {
