@@ -118,7 +118,10 @@ fn one_flush_serves_many_writers() {
     assert_eq!(flushes, store.flushes.load(Ordering::SeqCst));
     // While one 5 ms flush runs, the other writers queue: a group should
     // hold most of them. One flush per batch would be 640.
-    assert!(flushes <= 640 / 8, "{flushes} flushes for {batches} batches");
+    assert!(
+        flushes <= 640 / 8,
+        "{flushes} flushes for {batches} batches"
+    );
     assert!(largest >= 16, "largest group {largest}");
     eprintln!("slow-flush store: {batches} batches, {flushes} flushes, largest group {largest}");
 }
