@@ -81,8 +81,8 @@ fn group_commit(c: &mut Criterion) {
                     let store = Arc::clone(&store);
                     let payload = payload.clone();
                     scope.spawn(move || {
-                        let mut seq = store.last_seq(*job).unwrap().map_or(0, |s| s + 1);
-                        for _ in 0..per_writer {
+                        let first = store.last_seq(*job).unwrap().map_or(0, |s| s + 1);
+                        for seq in first..first + per_writer {
                             committer
                                 .commit(vec![Write::Event {
                                     job: *job,
@@ -90,7 +90,6 @@ fn group_commit(c: &mut Criterion) {
                                     payload: payload.clone(),
                                 }])
                                 .unwrap();
-                            seq += 1;
                         }
                     });
                 }

@@ -171,7 +171,7 @@ fn sigkill_never_loses_an_acknowledged_event() {
         let reader = std::thread::spawn(move || read_lines(stdout, ready_tx));
         // One kill in four lands anywhere in start-up (opening, recovering,
         // creating jobs); the others while the writers append.
-        if rng.next() % 4 != 0 {
+        if !rng.next().is_multiple_of(4) {
             let _ = ready_rx.recv_timeout(Duration::from_secs(20));
         }
         std::thread::sleep(Duration::from_millis(rng.next() % 200));
