@@ -769,17 +769,42 @@ fn sled_large_values_survive_a_restart() {
 }
 
 #[test]
-fn default_data_dir_prefers_the_environment() {
-    // Only this test in this binary touches the variable.
-    // SAFETY (edition 2024 marks set_var unsafe): no other thread of this
-    // test binary reads DRPLAN_DATA_DIR.
-    unsafe { std::env::set_var("DRPLAN_DATA_DIR", "/srv/drplan-test") };
-    let dir = drplan_engine::store::sled_store::default_data_dir().unwrap();
-    assert_eq!(dir, PathBuf::from("/srv/drplan-test"));
-    unsafe { std::env::set_var("DRPLAN_DATA_DIR", "") };
-    let dir = drplan_engine::store::sled_store::default_data_dir().unwrap();
-    assert!(dir.ends_with("drplan"), "{}", dir.display());
-    assert_ne!(dir, PathBuf::from("/srv/drplan-test"));
+fn the_data_dir_comes_from_the_environment() {
+    use drplan_engine::store::sled_store::data_dir_from;
+    use std::ffi::OsString;
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    };
+    let dir = |vars| data_dir_from(env(vars)).ok();
+    assert_eq!(
+        dir(&[("DRPLAN_DATA_DIR", "/srv/drplan"), ("HOME", "/home/op")]),
+        Some(PathBuf::from("/srv/drplan"))
+    );
+    if cfg!(target_os = "linux") {
+        assert_eq!(
+            dir(&[("DRPLAN_DATA_DIR", ""), ("HOME", "/home/op")]),
+            Some(PathBuf::from("/home/op/.local/share/drplan"))
+        );
+        assert_eq!(
+            dir(&[("XDG_DATA_HOME", "/data"), ("HOME", "/home/op")]),
+            Some(PathBuf::from("/data/drplan"))
+        );
+        // A relative XDG_DATA_HOME is invalid per the spec: ignored.
+        assert_eq!(
+            dir(&[("XDG_DATA_HOME", "rel"), ("HOME", "/home/op")]),
+            Some(PathBuf::from("/home/op/.local/share/drplan"))
+        );
+    }
+    assert!(
+        data_dir_from(env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("DRPLAN_DATA_DIR")
+    );
 }
 
 fn payload_of(seq: u64) -> Vec<u8> {

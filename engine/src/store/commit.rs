@@ -159,7 +159,23 @@ impl Ticket {
     }
 }
 
+/// If the commit thread ends (a panic inside the store), nobody would
+/// answer tickets submitted later: they would wait forever. This guard marks
+/// the committer stopped and fails what is queued.
+struct StopOnExit<'a>(&'a Shared);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock();
+        queue.stopping = true;
+        for (_, reply) in queue.pending.drain(..) {
+            let _ = reply.send(Err(StoreError::CommitterStopped));
+        }
+    }
+}
+
 fn run(store: &dyn Store, shared: &Shared) {
+    let _stop = StopOnExit(shared);
     loop {
         let group = {
             let mut queue = shared.lock();

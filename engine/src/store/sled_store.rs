@@ -87,27 +87,35 @@ const MARKER_FILE: &str = "drplan.store";
 /// directory + `/drplan` (`$XDG_DATA_HOME` or `~/.local/share` on Linux,
 /// `~/Library/Application Support` on macOS, `%APPDATA%` on Windows).
 pub fn default_data_dir() -> Result<PathBuf, StoreError> {
-    if let Some(dir) = std::env::var_os("DRPLAN_DATA_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    user_data_dir().map(|d| d.join("drplan")).ok_or_else(|| {
-        StoreError::io(
-            "finding the data directory",
-            std::io::Error::other("no home directory is known; set DRPLAN_DATA_DIR"),
-        )
-    })
+    data_dir_from(|name| std::env::var_os(name))
 }
 
-fn user_data_dir() -> Option<PathBuf> {
+/// [`default_data_dir`] with the environment given as a function (so that
+/// it can be tested without changing the process environment).
+pub fn data_dir_from(env: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf, StoreError> {
+    if let Some(dir) = env("DRPLAN_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    user_data_dir(&env)
+        .map(|d| d.join("drplan"))
+        .ok_or_else(|| {
+            StoreError::io(
+                "finding the data directory",
+                std::io::Error::other("no home directory is known; set DRPLAN_DATA_DIR"),
+            )
+        })
+}
+
+fn user_data_dir(env: &impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
     let absolute = |v: OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     if cfg!(windows) {
-        return std::env::var_os("APPDATA").and_then(absolute);
+        return env("APPDATA").and_then(absolute);
     }
-    let home = std::env::var_os("HOME").and_then(absolute);
+    let home = env("HOME").and_then(absolute);
     if cfg!(target_os = "macos") {
         return home.map(|h| h.join("Library/Application Support"));
     }
-    std::env::var_os("XDG_DATA_HOME")
+    env("XDG_DATA_HOME")
         .and_then(absolute)
         .or_else(|| home.map(|h| h.join(".local/share")))
 }
