@@ -24,6 +24,27 @@
 //! enforce: event logs are dense (event `n` follows event `n - 1`), jobs are
 //! allocated before use, snapshots cover only existing events, and a VM is
 //! leased by at most one job.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use drplan_engine::store::{codec, commit::GroupCommitter, mem::MemStore, Store, Write};
+//!
+//! let store = Arc::new(MemStore::new());
+//! let committer = GroupCommitter::new(store.clone());
+//! let job = store.allocate_job_id()?;
+//! store.acquire_leases(job, &["web1".to_string()])?;
+//! // Durable once `commit` returns (it also makes the lease durable).
+//! committer.commit(vec![
+//!     Write::JobMeta { job, payload: codec::encode(&"test failover of plan web") },
+//!     Write::Event { job, seq: 0, payload: codec::encode(&"started") },
+//! ])?;
+//! // What a restart after a crash would find:
+//! let after_crash = store.crash_copy();
+//! let events = after_crash.events(job, 0)?;
+//! assert_eq!(codec::decode::<String>(&events[0].1)?, "started");
+//! assert_eq!(after_crash.leases()?, vec![("web1".to_string(), job)]);
+//! # Ok::<(), drplan_engine::store::StoreError>(())
+//! ```
 
 use std::collections::HashMap;
 use std::fmt;
