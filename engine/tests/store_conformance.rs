@@ -860,3 +860,30 @@ fn sled_damage_anywhere_in_the_log_never_panics_the_open() {
         "{outcomes:#?}"
     );
 }
+
+#[test]
+fn sled_after_a_failed_fdatasync_no_flush_succeeds_until_reopened() {
+    use drplan_engine::store::commit::GroupCommitter;
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = data_dir(&tmp);
+    let store = Arc::new(SledStore::open(&dir).unwrap());
+    let job = store.allocate_job_id().unwrap();
+    let committer = GroupCommitter::new(store.clone());
+    committer.commit(vec![ev(job, 0, "durable")]).unwrap();
+    store.inject_sync_failure();
+    let err = committer.commit(vec![ev(job, 1, "unknown")]).unwrap_err();
+    assert!(matches!(err, StoreError::FlushFailed { .. }), "{err:?}");
+    assert!(err.to_string().contains("fdatasync"), "{err}");
+    // The kernel may have dropped the pages of the failed sync: a later
+    // flush that "succeeds" would acknowledge data that is not on disk.
+    let err = committer.commit(vec![ev(job, 2, "later")]).unwrap_err();
+    assert!(err.to_string().contains("restart drplan"), "{err}");
+    assert!(store.flush().is_err());
+    drop(committer);
+    drop(store);
+    // Reopening starts from what is really on disk.
+    let store = SledStore::open(&dir).unwrap();
+    assert!(store.last_seq(job).unwrap() >= Some(0));
+    store.flush().unwrap();
+}

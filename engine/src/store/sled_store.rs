@@ -135,6 +135,8 @@ pub struct SledStore {
     synced: Mutex<Synced>,
     /// Set when an fdatasync failed: no flush may succeed after that.
     poisoned: AtomicBool,
+    /// Test hook: the next fdatasync reports an I/O error.
+    inject_sync_failure: AtomicBool,
 }
 
 #[derive(Default)]
@@ -179,9 +181,17 @@ impl SledStore {
             write_lock: Mutex::new(()),
             synced: Mutex::new(Synced::default()),
             poisoned: AtomicBool::new(false),
+            inject_sync_failure: AtomicBool::new(false),
         };
         store.check_format(marked)?;
         Ok(store)
+    }
+
+    /// Test hook: the next flush's `fdatasync` fails as if the disk
+    /// returned EIO, to exercise what follows a failed sync.
+    #[doc(hidden)]
+    pub fn inject_sync_failure(&self) {
+        self.inject_sync_failure.store(true, Ordering::SeqCst);
     }
 
     /// The directory this store lives in.
@@ -401,7 +411,12 @@ impl Store for SledStore {
             .map_err(|e| self.poison(format!("sled could not write its log: {e}")))?;
         self.sync_side_files()
             .map_err(|e| self.poison(e.to_string()))?;
-        self.data_file.sync_data().map_err(|e| {
+        let synced = if self.inject_sync_failure.swap(false, Ordering::SeqCst) {
+            Err(std::io::Error::from_raw_os_error(libc::EIO))
+        } else {
+            self.data_file.sync_data()
+        };
+        synced.map_err(|e| {
             self.poison(format!(
                 "fdatasync of {} failed: {e}",
                 self.dir.join("db").display()
