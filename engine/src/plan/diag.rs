@@ -216,6 +216,8 @@ pub mod codes {
     pub const UNKNOWN_WHEN: &str = "DP0506";
     pub const FIELD_NOT_FOR_KIND: &str = "DP0507";
     pub const NEVER_RUNS: &str = "DP0508";
+    /// A setting that is ignored where it is written (warning).
+    pub const NO_EFFECT: &str = "DP0509";
     // 06xx: plan against the inventory
     pub const FABRIC_UNREADABLE: &str = "DP0601";
     pub const UNKNOWN_VM: &str = "DP0602";

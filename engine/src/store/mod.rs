@@ -28,11 +28,19 @@ impl fmt::Display for JobId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     /// Append event `seq` (dense: 0, 1, 2, ... per job) to a job's log.
-    Event { job: JobId, seq: u64, payload: Vec<u8> },
+    Event {
+        job: JobId,
+        seq: u64,
+        payload: Vec<u8>,
+    },
     /// Replace a job's metadata record (its summary: operation, plan, status).
     JobMeta { job: JobId, payload: Vec<u8> },
     /// Replace a job's snapshot (state as of event `seq`, inclusive).
-    Snapshot { job: JobId, seq: u64, payload: Vec<u8> },
+    Snapshot {
+        job: JobId,
+        seq: u64,
+        payload: Vec<u8>,
+    },
     /// Arm timer `timer` of `job`, due at `due_ms` (Unix milliseconds).
     ArmTimer { due_ms: u64, job: JobId, timer: u64 },
     /// Disarm a timer (no-op when not armed).
