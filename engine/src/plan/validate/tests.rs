@@ -431,7 +431,7 @@ fn unknown_and_unpaired_clouds() {
         &format!("drplan: 1\nname: p\nsource: a/x\ntarget: a/z\n{g}"),
         Some(&inv),
     );
-    assert_eq!(codes_of(&d), [codes::NOT_PAIRED]);
+    assert_eq!(codes_of(&d), [codes::NOT_PAIRED, codes::NO_NETWORK_MAPPING]);
     assert!(d[0].hint.as_deref().unwrap().contains("`b/y`"));
 }
 
