@@ -105,16 +105,29 @@ fn check_name(ctx: &mut Ctx, what: &str, s: &Spanned<String>) -> bool {
     }
 }
 
-fn duplicate(ctx: &mut Ctx, what: &str, s: &Spanned<String>, first: Pos) {
+/// `scope` completes the sentence, e.g. " in site `primary-vmm`".
+fn duplicate(ctx: &mut Ctx, what: &str, scope: &str, s: &Spanned<String>, first: Pos) {
+    let at = pos(s);
     ctx.error(
         codes::FABRIC_DUPLICATE,
-        pos(s),
+        at,
         format!(
-            "{what} `{}` is defined twice (first on line {})",
-            s.value, first.line
+            "{what} `{}` is defined twice{scope} ({})",
+            s.value,
+            first_at(first, at)
         ),
     )
     .hint("names are unique here: remove or rename one");
+}
+
+/// "first on line 12", or "first at column 9" when both are on one line
+/// (flow style: `[a, b, a]`).
+fn first_at(first: Pos, at: Pos) -> String {
+    if first.line == at.line {
+        format!("first at column {} of this line", first.column)
+    } else {
+        format!("first on line {}", first.line)
+    }
 }
 
 fn unknown_ref<'c>(
@@ -124,8 +137,19 @@ fn unknown_ref<'c>(
     name: &str,
     candidates: impl IntoIterator<Item = &'c str>,
 ) {
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    // Without a close match, list the choices when there are few enough to read.
+    let otherwise = match candidates.len() {
+        0 => Some("there are none defined".to_string()),
+        1 => Some(format!("the only choice is `{}`", candidates[0])),
+        2..=10 => {
+            let ticked: Vec<String> = candidates.iter().map(|c| format!("`{c}`")).collect();
+            Some(format!("the choices are {}", super::and_list(&ticked)))
+        }
+        _ => None,
+    };
     ctx.error(codes::FABRIC_UNKNOWN_REF, at, message)
-        .did_you_mean(name, candidates, None);
+        .did_you_mean(name, candidates.iter().copied(), otherwise);
 }
 
 fn sites(ctx: &mut Ctx, f: &FabricFile) -> Vec<Site> {
@@ -134,7 +158,7 @@ fn sites(ctx: &mut Ctx, f: &FabricFile) -> Vec<Site> {
     for s in &f.sites {
         check_name(ctx, "site name", &s.name);
         if let Some(&first) = seen.get(s.name.value.as_str()) {
-            duplicate(ctx, "site", &s.name, first);
+            duplicate(ctx, "site", "", &s.name, first);
             continue;
         }
         seen.insert(&s.name.value, pos(&s.name));
@@ -146,7 +170,8 @@ fn sites(ctx: &mut Ctx, f: &FabricFile) -> Vec<Site> {
             if let Some(&first) = clouds_seen.get(c.name.value.as_str()) {
                 duplicate(
                     ctx,
-                    &format!("cloud of site `{}`", s.name.value),
+                    "cloud",
+                    &format!(" in site `{}`", s.name.value),
                     &c.name,
                     first,
                 );
@@ -169,7 +194,8 @@ fn sites(ctx: &mut Ctx, f: &FabricFile) -> Vec<Site> {
                 if let Some(&first) = hosts_seen.get(h.name.value.as_str()) {
                     duplicate(
                         ctx,
-                        &format!("host of site `{}`", s.name.value),
+                        "host",
+                        &format!(" in site `{}`", s.name.value),
                         &h.name,
                         first,
                     );
@@ -193,7 +219,8 @@ fn sites(ctx: &mut Ctx, f: &FabricFile) -> Vec<Site> {
             if let Some(&first) = storage_seen.get(st.value.as_str()) {
                 duplicate(
                     ctx,
-                    &format!("storage classification of site `{}`", s.name.value),
+                    "storage classification",
+                    &format!(" in site `{}`", s.name.value),
                     st,
                     first,
                 );
@@ -236,7 +263,8 @@ fn networks(ctx: &mut Ctx, f: &FabricFile, sites: &[Site]) -> Vec<Network> {
         if let Some(&first) = seen.get(&key) {
             duplicate(
                 ctx,
-                &format!("network of site `{}`", n.site.value),
+                "network",
+                &format!(" in site `{}`", n.site.value),
                 &n.name,
                 first,
             );
@@ -250,7 +278,8 @@ fn networks(ctx: &mut Ctx, f: &FabricFile, sites: &[Site]) -> Vec<Network> {
             if let Some(&first) = subnets_seen.get(s.name.value.as_str()) {
                 duplicate(
                     ctx,
-                    &format!("subnet of network `{}`", n.name.value),
+                    "subnet",
+                    &format!(" in network `{}`", n.name.value),
                     &s.name,
                     first,
                 );
@@ -303,7 +332,7 @@ fn policies(ctx: &mut Ctx, f: &FabricFile) -> Vec<Option<Policy>> {
     for p in &f.policies {
         check_name(ctx, "policy name", &p.name);
         if let Some(&first) = seen.get(p.name.value.as_str()) {
-            duplicate(ctx, "policy", &p.name, first);
+            duplicate(ctx, "policy", "", &p.name, first);
             continue;
         }
         seen.insert(&p.name.value, pos(&p.name));
@@ -679,11 +708,12 @@ fn pairing(
                 if source_os.is_empty() {
                     "nothing (it has no hosts)".to_string()
                 } else {
-                    source_os
-                        .iter()
-                        .map(|o| format!("`{o}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    super::and_list(
+                        &source_os
+                            .iter()
+                            .map(|o| format!("`{o}`"))
+                            .collect::<Vec<_>>(),
+                    )
                 }
             ));
         } else if let Some(other) = os_policy.get(pol.host_os.as_str()) {
@@ -705,11 +735,13 @@ fn pairing(
             if os_policy.contains_key(os) {
                 continue;
             }
-            // A policy that exists but failed its own checks may be the
-            // one for this OS: do not pile a second error on it.
-            if p.policies.iter().any(|r| {
-                all_known.contains(&r.value.as_str()) && !known.contains(&r.value.as_str())
-            }) {
+            // A policy that is misspelt, or exists but failed its own
+            // checks, may be the one for this OS: do not pile a second error
+            // on the one already reported.
+            if p.policies
+                .iter()
+                .any(|r| !known.contains(&r.value.as_str()))
+            {
                 continue;
             }
             ctx.error(
@@ -834,7 +866,7 @@ fn vms(ctx: &mut Ctx, f: &FabricFile, sites: &[Site], networks: &[Network]) -> V
     for v in &f.vms {
         check_name(ctx, "VM name", &v.name);
         if let Some(&first) = seen.get(v.name.value.as_str()) {
-            duplicate(ctx, "VM", &v.name, first);
+            duplicate(ctx, "VM", "", &v.name, first);
             continue;
         }
         seen.insert(&v.name.value, pos(&v.name));

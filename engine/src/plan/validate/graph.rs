@@ -56,7 +56,7 @@ pub(super) fn resolve(
                             .did_you_mean(
                                 name,
                                 groups.iter().map(|g| g.name.value.as_str()),
-                                None,
+                                group_list(groups),
                             );
                         }
                         Some(&(j, _)) if j == i || name == g.name.value => {
@@ -109,6 +109,17 @@ pub(super) fn resolve(
         }
     }
     after
+}
+
+/// The plan's groups, for a hint, when there are few enough to read.
+fn group_list(groups: &[GroupFile]) -> Option<String> {
+    (groups.len() <= 10).then(|| {
+        let names: Vec<String> = groups
+            .iter()
+            .map(|g| format!("`{}`", g.name.value))
+            .collect();
+        format!("the plan's groups are {}", super::and_list(&names))
+    })
 }
 
 /// The dependency cycles of a group graph, where `after[i]` lists the

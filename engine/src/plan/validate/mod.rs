@@ -207,12 +207,34 @@ impl<'a> Ctx<'a> {
                 self.error(
                     super::diag::codes::BAD_DURATION,
                     at,
-                    format!("{field} `{}` is not a duration ({e})", value.value),
+                    format!(
+                        "{field} is `{}`, which is not a duration: {}",
+                        value.value,
+                        why_not_duration(text, &e)
+                    ),
                 )
                 .hint(DURATION_HINT);
                 None
             }
         }
+    }
+}
+
+/// humantime's error, in the plan author's words.
+fn why_not_duration(text: &str, e: &humantime::DurationError) -> String {
+    use humantime::DurationError as E;
+    match e {
+        E::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+            format!("`{value}` needs a unit, e.g. `{value}s` or `{value}m`")
+        }
+        E::UnknownUnit { unit, .. } => format!("`{unit}` is not a unit drplan knows"),
+        E::NumberExpected(_) => "a duration is a number followed by a unit".to_string(),
+        E::InvalidCharacter(i) => match text[*i..].chars().next() {
+            Some(c) => format!("{} is not allowed in a duration", describe_char(c)),
+            None => "it ends unexpectedly".to_string(),
+        },
+        E::NumberOverflow => "it is too large".to_string(),
+        E::Empty => "it is empty".to_string(),
     }
 }
 

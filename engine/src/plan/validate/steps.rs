@@ -98,6 +98,9 @@ fn validate_step(
     .into_iter()
     .filter_map(|(k, field, p)| p.map(|p| (k, field, p)))
     .collect();
+    // In file order, so "the second" is the second the author wrote.
+    let mut kinds = kinds;
+    kinds.sort_by_key(|(_, _, p)| *p);
 
     // Fields shared by several kinds are parsed whatever the kind, so a bad
     // duration is reported even when the kind is also wrong.
@@ -309,11 +312,7 @@ fn when(ctx: &mut Ctx, s: &StepFile, list: StepList) -> Option<When> {
                         s.name.value
                     ),
                 )
-                .did_you_mean(
-                    word,
-                    WHEN_WORDS,
-                    Some("`when` takes test, planned, unplanned, forward and reverse".into()),
-                );
+                .did_you_mean(word, WHEN_WORDS, Some(when_hint(word)));
             }
         }
     }
@@ -333,6 +332,23 @@ fn when(ctx: &mut Ctx, s: &StepFile, list: StepList) -> Option<When> {
     ok.then_some(w)
 }
 
+/// Words operators use for the vocabulary of `when`.
+fn when_hint(word: &str) -> String {
+    let meant = match word.to_ascii_lowercase().as_str() {
+        "failback" | "fail-back" | "back" => Some("reverse"),
+        "failover" | "fail-over" => Some("forward"),
+        "drill" | "dr-test" | "rehearsal" => Some("test"),
+        "emergency" | "disaster" => Some("unplanned"),
+        "migration" | "maintenance" => Some("planned"),
+        _ => None,
+    };
+    let list = "`when` takes test, planned, unplanned, forward and reverse";
+    match meant {
+        Some(m) => format!("for a {word}, write `{m}`; {list}"),
+        None => list.to_string(),
+    }
+}
+
 fn on_timeout(ctx: &mut Ctx, s: &StepFile) -> Option<OnTimeout> {
     let o = s.on_timeout.as_ref()?;
     match o.value.as_str() {
@@ -344,7 +360,11 @@ fn on_timeout(ctx: &mut Ctx, s: &StepFile) -> Option<OnTimeout> {
                 pos(o),
                 format!("`on_timeout` is `{other}`; it must be `fail` or `continue`"),
             )
-            .did_you_mean(other, ["fail", "continue"], None);
+            .did_you_mean(
+                other,
+                ["fail", "continue"],
+                Some("`fail` fails the step when its timeout passes; `continue` skips it and goes on".into()),
+            );
             None
         }
     }
@@ -375,7 +395,15 @@ fn argv(ctx: &mut Ctx, name: &str, run: &Spanned<Vec<String>>, base_dir: &Path) 
         let path = if Path::new(program).is_absolute() {
             PathBuf::from(program)
         } else {
-            base_dir.join(program)
+            // Drop `.` components so messages show `dir/scripts/x.sh`, not
+            // `dir/./scripts/x.sh`.
+            let mut p = base_dir.to_path_buf();
+            p.extend(
+                Path::new(program)
+                    .components()
+                    .filter(|c| *c != std::path::Component::CurDir),
+            );
+            p
         };
         match std::fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -427,7 +455,7 @@ fn argv(ctx: &mut Ctx, name: &str, run: &Spanned<Vec<String>>, base_dir: &Path) 
             at,
             format!("step `{name}` runs `{program}`, which is not on this machine's PATH"),
         )
-        .hint("the engine host may differ; if the program lives next to the plan, write it as a path (`./{program}`)");
+        .hint(format!("the engine host may differ; if the program lives next to the plan, write it as a path (`./{program}`)"));
     }
     Some(Command::Argv(run.value.clone()))
 }
