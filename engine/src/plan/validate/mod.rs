@@ -229,7 +229,8 @@ fn why_not_duration(text: &str, e: &humantime::DurationError) -> String {
         }
         E::UnknownUnit { unit, .. } => format!("`{unit}` is not a unit drplan knows"),
         E::NumberExpected(_) => "a duration is a number followed by a unit".to_string(),
-        E::InvalidCharacter(i) => match text[*i..].chars().next() {
+        // `get`, not indexing: never panic on an offset inside a character.
+        E::InvalidCharacter(i) => match text.get(*i..).and_then(|t| t.chars().next()) {
             Some(c) => format!("{} is not allowed in a duration", describe_char(c)),
             None => "it ends unexpectedly".to_string(),
         },

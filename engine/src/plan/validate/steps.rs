@@ -275,8 +275,13 @@ fn validate_step(
 }
 
 /// `when`. Test cleanup steps run only when a test is completed, so `when`
-/// means nothing there: we warn (FIELD_NOT_FOR_KIND, a warning because the
-/// plan still does what it can only mean) and store "always".
+/// means nothing there: we warn with FIELD_NOT_FOR_KIND (a field that does
+/// not apply where it is written, like `retries` on a manual step; a
+/// warning, not an error, because the plan still does the only thing it can
+/// mean) and store "always". NEVER_RUNS is not used: with this vocabulary
+/// every non-empty `when` matches some failover (kinds and directions are
+/// independent sets, each empty set meaning "any"), so no group step can be
+/// unreachable; the code stays reserved for a vocabulary where that changes.
 fn when(ctx: &mut Ctx, s: &StepFile, list: StepList) -> Option<When> {
     let Some(entries) = &s.when else {
         return Some(When::default());

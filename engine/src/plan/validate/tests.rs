@@ -547,3 +547,21 @@ fn pairings_self_and_twice() {
         ]
     );
 }
+
+#[test]
+fn odd_durations_never_panic_and_are_explained() {
+    for (text, expect) in [
+        ("５m", "a number followed by a unit"),
+        ("5m√", "`√` is not allowed"),
+        ("99999999999999999999999d", "too large"),
+        ("90", "needs a unit"),
+        ("  ", "is empty"),
+        ("1h -5m", "is not"),
+    ] {
+        let (_, d) = check(&plan(&format!(
+            "  - name: a\n    vms: [v]\n    pre:\n      - name: w\n        wait: '{text}'\n"
+        )));
+        assert_eq!(codes_of(&d), [codes::BAD_DURATION], "{text}");
+        assert!(d[0].message.contains(expect), "{text}: {}", d[0].message);
+    }
+}
