@@ -2,10 +2,12 @@
 //! network exist, are the clouds paired, are the VMs protected, will each
 //! NIC land on a network after failover.
 
+use std::collections::HashMap;
+
 use serde_saphyr::Spanned;
 
 use super::super::diag::{Pos, codes};
-use super::super::model::{CloudRef, Inventory, ProtectionState};
+use super::super::model::{CloudRef, Inventory, ProtectionState, Vm};
 use super::{Ctx, pos};
 
 /// Whether `r` names a cloud of the inventory; reports it if not.
@@ -98,9 +100,26 @@ pub(super) fn source_target(
     true
 }
 
+/// The inventory's VMs by name: plans of thousands of VMs are checked
+/// against inventories of thousands, so no linear search per VM.
+pub(super) struct VmIndex<'a>(HashMap<&'a str, &'a Vm>);
+
+impl<'a> VmIndex<'a> {
+    pub(super) fn new(inv: &'a Inventory) -> Self {
+        VmIndex(inv.vms.iter().map(|v| (v.name.as_str(), v)).collect())
+    }
+}
+
 /// One VM of the plan against the inventory.
-pub(super) fn vm(ctx: &mut Ctx, inv: &Inventory, name: &str, at: Pos, source: Option<&CloudRef>) {
-    let Some(vm) = inv.vm(name) else {
+pub(super) fn vm(
+    ctx: &mut Ctx,
+    inv: &Inventory,
+    index: &VmIndex,
+    name: &str,
+    at: Pos,
+    source: Option<&CloudRef>,
+) {
+    let Some(vm) = index.0.get(name) else {
         ctx.error(
             codes::UNKNOWN_VM,
             at,

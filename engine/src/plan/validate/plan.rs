@@ -70,6 +70,7 @@ pub(super) fn validate(
 
     // VMs: unique within a group, and in one group only (a VM fails over once).
     let mut vm_home: HashMap<&str, (usize, Pos)> = HashMap::new();
+    let mut vm_index = None;
     let mut model_groups = Vec::with_capacity(groups.len());
     for (gi, g) in groups.iter().enumerate() {
         let gname = g.name.value.as_str();
@@ -120,7 +121,8 @@ pub(super) fn validate(
             }
             vm_home.insert(name, (gi, at));
             if let Some(inv) = inventory {
-                super::cross::vm(ctx, inv, name, at, known_source);
+                let index = vm_index.get_or_insert_with(|| super::cross::VmIndex::new(inv));
+                super::cross::vm(ctx, inv, index, name, at, known_source);
             }
             vms.push(GroupVm {
                 name: name.to_string(),
