@@ -192,6 +192,24 @@ pub(super) fn test_network(
         return;
     }
     if inv.network(&target.site, name).is_some() {
+        // A drill must not disturb production: test VMs are copies of the
+        // production VMs (same names, same addresses), so they belong on an
+        // isolated network, not on the one real failovers attach to.
+        if let Some(m) = inv
+            .network_mappings
+            .iter()
+            .find(|m| m.target_site == target.site && m.target == name)
+        {
+            ctx.warning(
+                codes::TEST_NETWORK_NOT_ISOLATED,
+                pos(network),
+                format!(
+                    "test network `{name}` is where failed-over VMs go (`{}/{}` maps to it): test VMs there would run with the same names and addresses as production",
+                    m.source_site, m.source
+                ),
+            )
+            .hint("use an isolated network for drills, or omit `network` to attach test VMs to none");
+        }
         return;
     }
     let candidates: Vec<&str> = inv

@@ -341,7 +341,8 @@ fn when(ctx: &mut Ctx, s: &StepFile, list: StepList) -> Option<When> {
 fn when_hint(word: &str) -> String {
     let meant = match word.to_ascii_lowercase().as_str() {
         "failback" | "fail-back" | "back" => Some("reverse"),
-        "failover" | "fail-over" => Some("forward"),
+        // Not "failover": it may mean a direction or the planned and
+        // unplanned kinds, and a wrong guess is worse than the list.
         "drill" | "dr-test" | "rehearsal" => Some("test"),
         "emergency" | "disaster" => Some("unplanned"),
         "migration" | "maintenance" => Some("planned"),

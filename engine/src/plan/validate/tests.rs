@@ -409,6 +409,20 @@ fn cross_checks_against_the_inventory() {
 }
 
 #[test]
+fn test_network_should_be_isolated() {
+    let inv = inventory();
+    let text = "drplan: 1\nname: p\nsource: a/x\ntarget: b/y\ntest:\n  network: corp\ngroups:\n  - name: g\n    vms: [zed01]\n";
+    let (_, d) = check_with(text, Some(&inv));
+    assert_eq!(d[0].code, codes::TEST_NETWORK_NOT_ISOLATED);
+    assert_eq!(d[0].severity, Severity::Warning);
+    assert!(
+        d[0].message.contains("`a/corp` maps to it"),
+        "{}",
+        d[0].message
+    );
+}
+
+#[test]
 fn unknown_and_unpaired_clouds() {
     let inv = inventory();
     let g = "groups:\n  - name: g\n    vms: [web01]\n";
