@@ -8,7 +8,7 @@
 //! [`Diagnostic`]; the validated model is returned only when none of them is
 //! an error.
 //!
-//! Layout: [`plan`](self) rules live in `plan.rs`, step rules in `steps.rs`,
+//! Layout: the plan rules live in `plan.rs`, step rules in `steps.rs`,
 //! the group graph (`after`, cycles) in `graph.rs`, the plan-against-inventory
 //! cross-checks in `cross.rs` and the inventory's own rules in `fabric.rs`.
 //! Shared helpers (names, durations, `site/cloud`) are below.
