@@ -216,6 +216,8 @@ pub mod codes {
     pub const UNKNOWN_WHEN: &str = "DP0506";
     pub const FIELD_NOT_FOR_KIND: &str = "DP0507";
     pub const NEVER_RUNS: &str = "DP0508";
+    /// A setting that is ignored where it is written (warning).
+    pub const NO_EFFECT: &str = "DP0509";
     // 06xx: plan against the inventory
     pub const FABRIC_UNREADABLE: &str = "DP0601";
     pub const UNKNOWN_VM: &str = "DP0602";
@@ -225,6 +227,8 @@ pub mod codes {
     pub const NO_NETWORK_MAPPING: &str = "DP0606";
     pub const UNKNOWN_SITE_CLOUD: &str = "DP0607";
     pub const UNKNOWN_TEST_NETWORK: &str = "DP0608";
+    /// The test network is a failover target network, not an isolated one (warning).
+    pub const TEST_NETWORK_NOT_ISOLATED: &str = "DP0609";
     // 07xx: inventory itself
     pub const FABRIC_DUPLICATE: &str = "DP0701";
     pub const FABRIC_UNKNOWN_REF: &str = "DP0702";
