@@ -2,8 +2,7 @@
 //! the JSON Schema so every unknown key, wrong type and missing field is
 //! reported at once.
 //!
-//! [`parse`] runs four stages, each of which may end the read with located
-//! diagnostics:
+//! Four stages, each of which may end the read with located diagnostics:
 //!
 //! 1. **Bytes**: size ([`MAX_FILE_BYTES`]), UTF-8, binary data (NUL and other
 //!    control characters), an empty or comment-only file. Cheap linear scans,
@@ -19,10 +18,15 @@
 //!    [`Shape`]s). This is where all unknown keys, wrong types, missing
 //!    fields, bad enum values and duplicate keys are collected, not just the
 //!    first one that serde would stop at.
-//! 4. **Typed decode**: only when the shape check found nothing, `T` is
-//!    deserialized from the text with the same options. The shape check is
-//!    written to accept exactly what this decoder accepts, so stage 4 should
-//!    not fail; if it does, its error is still reported with its location.
+//! 4. **Typed decode**: `T` deserialized from the text with the same limits.
+//!    The shape check is written to accept exactly what this decoder
+//!    accepts (`name: 123` is the text "123" for both; a number is not text
+//!    inside an untagged enum for either).
+//!
+//! [`parse`] runs stage 1, then stage 4, and stages 2 and 3 only when the
+//! decode fails: a valid plan is parsed once (the decode is most of the
+//! cost), and a broken one gets every problem. Should the decoder object to
+//! something the checker missed, its own error is reported, still located.
 //!
 //! Why a schema walk and not serde errors alone: serde stops at the first
 //! problem, and plan authors fix one typo per run. The schema is the single
@@ -73,12 +77,44 @@ pub fn parse<T: DeserializeOwned + JsonSchema>(
     bytes: &[u8],
 ) -> Result<T, Vec<Diagnostic>> {
     let text = check_bytes(file, bytes).map_err(|d| vec![d])?;
+    // The typed decode first: a valid file (the common case, and the one
+    // whose speed matters) is parsed once. Only a failure pays for the tree
+    // and the schema walk that find every other problem too.
+    let err = match serde_saphyr::from_str_with_options::<T>(text, typed_options()) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
     let root_noun = noun_for(short_type_name(type_name::<T>()));
+    if is_fatal(&err) {
+        // Syntax and limits: the tree parse would stop at the same place,
+        // after redoing the same (possibly hostile) work.
+        return Err(vec![yaml_error(file, &err, &root_noun)]);
+    }
+    let diags = shape_problems::<T>(file, text, &root_noun);
+    if diags.is_empty() {
+        // The checker found nothing the decoder objects to: still report
+        // the decoder's own (located) error rather than nothing.
+        return Err(vec![yaml_error(file, &err, &root_noun)]);
+    }
+    Err(diags)
+}
 
-    // Stage 2: syntax, into a position-keeping tree.
-    let root = parse_tree(file, text, &root_noun).map_err(|d| vec![d])?;
+/// Every shape problem of `bytes` read as `T` (stages 1 to 3), without
+/// decoding it: empty when [`parse`] would succeed. For tools (and tests)
+/// that want the full list even when the decoder alone would accept the file.
+pub fn check_shape<T: JsonSchema>(file: &str, bytes: &[u8]) -> Vec<Diagnostic> {
+    match check_bytes(file, bytes) {
+        Ok(text) => shape_problems::<T>(file, text, &noun_for(short_type_name(type_name::<T>()))),
+        Err(d) => vec![d],
+    }
+}
 
-    // Stage 3: shape, all problems at once.
+/// Stages 2 and 3: the tree, then the schema walk.
+fn shape_problems<T: JsonSchema>(file: &str, text: &str, root_noun: &str) -> Vec<Diagnostic> {
+    let root = match parse_tree(file, text, root_noun) {
+        Ok(r) => r,
+        Err(d) => return vec![d],
+    };
     let schema = schema_for::<T>();
     let mut checker = Checker {
         file,
@@ -89,15 +125,31 @@ pub fn parse<T: DeserializeOwned + JsonSchema>(
     };
     checker.find_duplicate_keys(&root);
     checker.check(&root, schema.root, false);
-    if !checker.diags.is_empty() {
-        let mut diags = checker.diags;
-        super::diag::sort(&mut diags);
-        return Err(diags);
-    }
+    let mut diags = checker.diags;
+    super::diag::sort(&mut diags);
+    diags
+}
 
-    // Stage 4: the typed decode, which now should succeed.
-    serde_saphyr::from_str_with_options::<T>(text, typed_options())
-        .map_err(|e| vec![yaml_error(file, &e, &root_noun)])
+/// Errors about the text itself (syntax, limits) rather than its shape.
+fn is_fatal(err: &YamlError) -> bool {
+    let mut inner = err.without_snippet();
+    while let YamlError::AliasError { error, .. } = inner {
+        inner = error.without_snippet();
+    }
+    matches!(
+        inner,
+        YamlError::Budget { .. }
+            | YamlError::AliasReplayLimitExceeded { .. }
+            | YamlError::AliasExpansionLimitExceeded { .. }
+            | YamlError::AliasReplayStackDepthExceeded { .. }
+            | YamlError::AliasReplayCounterOverflow { .. }
+            | YamlError::ExternalMessage { .. }
+            | YamlError::MultipleDocuments { .. }
+            | YamlError::UnknownAnchor { .. }
+            | YamlError::RecursiveReferencesRequireWeakTypes { .. }
+            | YamlError::InvalidUtf8Input
+            | YamlError::IOError { .. }
+    )
 }
 
 // ---------------------------------------------------------------------------
