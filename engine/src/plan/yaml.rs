@@ -541,6 +541,8 @@ fn yaml_error(file: &str, err: &YamlError, root_noun: &str) -> Diagnostic {
         | YamlError::InvalidBooleanStrict { .. }
         | YamlError::TaggedScalarCannotDeserializeIntoString { .. }
         | YamlError::NonFiniteFloat { .. }
+        | YamlError::BinaryNotUtf8 { .. }
+        | YamlError::InvalidBinaryBase64 { .. }
         | YamlError::UnsupportedTag { .. } => err(codes::WRONG_TYPE, parser_says()),
         YamlError::InvalidUtf8Input => err(codes::NOT_UTF8, "the file is not UTF-8 text".into()),
         _ => err(codes::SYNTAX, format!("invalid YAML: {}", parser_says())),
@@ -1042,7 +1044,14 @@ impl<'n> Checker<'n> {
             }
             Kind::Seq(items) => {
                 if shape.types & ARR == 0 {
-                    self.wrong_type(node, shape);
+                    // serde's derived structs also accept their fields as a
+                    // positional list (`[db-2, true]` for `{name: db-2,
+                    // optional: true}`). The schema has no field order to
+                    // check it against, so leave such a list to the decoder
+                    // rather than flag what it accepts.
+                    if !is_struct(shape) {
+                        self.wrong_type(node, shape);
+                    }
                 } else if let Some(item) = shape.items {
                     for i in items {
                         self.path.push(Seg::Index);
@@ -1237,6 +1246,12 @@ impl<'n> Checker<'n> {
             Kind::Map(_) if wants & STR != 0 => {
                 Some("text containing `: ` must be quoted, e.g. \"Check: DNS\"".to_string())
             }
+            // Only reachable inside an untagged enum (a VM entry), where a
+            // bare `no`, `on` or `y` is a boolean, not a name.
+            Kind::Bool | Kind::Int(_) | Kind::Float if wants & STR != 0 => Some(format!(
+                "put it in quotes to make it text: \"{}\"",
+                clip(node.raw(self.text).trim())
+            )),
             Kind::Str(_) | Kind::Int(_) if wants & ARR != 0 => {
                 Some("write a list as `[a, b]`, or as lines starting with `- `".to_string())
             }
@@ -1270,10 +1285,17 @@ fn kind_fits(shapes: &[Shape], b: ShapeId, node: &Node<'_>) -> bool {
         Kind::Int(_) => INT,
         Kind::Float => NUM,
         Kind::Str(_) => STR,
+        // A list fits a struct too: see `check`.
+        Kind::Seq(_) if is_struct(s) => OBJ,
         Kind::Seq(_) => ARR,
         Kind::Map(_) => OBJ,
     };
     s.types & need != 0
+}
+
+/// A mapping with named fields (a Rust struct), not a free-form map.
+fn is_struct(s: &Shape) -> bool {
+    s.types & OBJ != 0 && !s.props.is_empty()
 }
 
 /// All types a shape (and its branches) accepts.
