@@ -51,10 +51,12 @@ use super::diag::{Diagnostic, Pos, codes, did_you_mean};
 pub const MAX_FILE_BYTES: usize = 16 << 20;
 
 /// The deepest nesting of lists and mappings accepted. A plan needs about
-/// seven levels (plan → groups → group → pre → step → run → argument); the
-/// limit leaves room for that while keeping every recursive stage (parser,
-/// shape check, serde) far from the stack's end even on a 2 MiB thread.
-pub const MAX_DEPTH: usize = 64;
+/// seven levels (plan → groups → group → pre → step → run → argument).
+/// Every stage that reads the tree recurses once per level, and serde_saphyr
+/// takes ~40 KB of stack per level in a debug build (~4 KB in release), so
+/// 32 levels stay well inside a 2 MiB thread (a test or tokio worker) even
+/// unoptimized; 64 would not.
+pub const MAX_DEPTH: usize = 32;
 
 /// At most this many diagnostics are returned from one file; a hostile file
 /// with a million unknown keys must not produce a million diagnostics.
