@@ -83,11 +83,17 @@ fn empty_files() {
         "~\n",
     ] {
         let d = assert_error(text.as_bytes(), codes::EMPTY, 1, 1);
-        assert!(
-            d.message.contains("`drplan`") && d.message.contains("`groups`"),
-            "{d}"
+        assert_eq!(
+            d.message,
+            "the file is empty: a plan needs at least `drplan`, `name`, `source`, `target` and `groups`"
         );
     }
+    // The message follows the file type.
+    let d = yaml::parse::<FabricFile>("fabric.yaml", b"# nothing yet\n").expect_err("empty");
+    assert_eq!(
+        d[0].message,
+        "the file is empty: an inventory needs at least `drplan-fabric` and `sites`"
+    );
 }
 
 #[test]

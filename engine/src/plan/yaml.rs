@@ -78,7 +78,11 @@ pub fn parse<T: DeserializeOwned + JsonSchema>(
     file: &str,
     bytes: &[u8],
 ) -> Result<T, Vec<Diagnostic>> {
-    let text = check_bytes(file, bytes).map_err(|d| vec![d])?;
+    let cx = Cx {
+        file,
+        schema: schema_for::<T>(),
+    };
+    let text = check_bytes(&cx, bytes).map_err(|d| vec![d])?;
     // The typed decode first: a valid file (the common case, and the one
     // whose speed matters) is parsed once. Only a failure pays for the tree
     // and the schema walk that find every other problem too.
@@ -86,17 +90,16 @@ pub fn parse<T: DeserializeOwned + JsonSchema>(
         Ok(v) => return Ok(v),
         Err(e) => e,
     };
-    let root_noun = noun_for(short_type_name(type_name::<T>()));
     if is_fatal(&err) {
         // Syntax and limits: the tree parse would stop at the same place,
         // after redoing the same (possibly hostile) work.
-        return Err(vec![yaml_error(file, &err, &root_noun)]);
+        return Err(vec![yaml_error(&cx, &err)]);
     }
-    let diags = shape_problems::<T>(file, text, &root_noun);
+    let diags = shape_problems(&cx, text);
     if diags.is_empty() {
         // The checker found nothing the decoder objects to: still report
         // the decoder's own (located) error rather than nothing.
-        return Err(vec![yaml_error(file, &err, &root_noun)]);
+        return Err(vec![yaml_error(&cx, &err)]);
     }
     Err(diags)
 }
@@ -105,21 +108,25 @@ pub fn parse<T: DeserializeOwned + JsonSchema>(
 /// decoding it: empty when [`parse`] would succeed. For tools (and tests)
 /// that want the full list even when the decoder alone would accept the file.
 pub fn check_shape<T: JsonSchema>(file: &str, bytes: &[u8]) -> Vec<Diagnostic> {
-    match check_bytes(file, bytes) {
-        Ok(text) => shape_problems::<T>(file, text, &noun_for(short_type_name(type_name::<T>()))),
+    let cx = Cx {
+        file,
+        schema: schema_for::<T>(),
+    };
+    match check_bytes(&cx, bytes) {
+        Ok(text) => shape_problems(&cx, text),
         Err(d) => vec![d],
     }
 }
 
 /// Stages 2 and 3: the tree, then the schema walk.
-fn shape_problems<T: JsonSchema>(file: &str, text: &str, root_noun: &str) -> Vec<Diagnostic> {
-    let root = match parse_tree(file, text, root_noun) {
+fn shape_problems(cx: &Cx<'_>, text: &str) -> Vec<Diagnostic> {
+    let root = match parse_tree(cx, text) {
         Ok(r) => r,
         Err(d) => return vec![d],
     };
-    let schema = schema_for::<T>();
+    let schema = cx.schema;
     let mut checker = Checker {
-        file,
+        file: cx.file,
         text,
         schema,
         diags: Vec::new(),
@@ -158,7 +165,8 @@ fn is_fatal(err: &YamlError) -> bool {
 // Stage 1: bytes
 
 /// Size, encoding, binary data and emptiness, before any parsing.
-fn check_bytes<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, Diagnostic> {
+fn check_bytes<'a>(cx: &Cx<'_>, bytes: &'a [u8]) -> Result<&'a str, Diagnostic> {
+    let file = cx.file;
     if bytes.len() > MAX_FILE_BYTES {
         return Err(Diagnostic::error(
             codes::TOO_LARGE,
@@ -205,19 +213,45 @@ fn check_bytes<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, Diagnostic> {
         t.is_empty() || t.starts_with('#')
     });
     if blank {
-        return Err(empty_file(file));
+        return Err(empty_file(cx));
     }
     Ok(text)
 }
 
-fn empty_file(file: &str) -> Diagnostic {
+/// "the file is empty: a plan needs at least `drplan`, `name`, ...", from
+/// the schema's required keys, so it is right for every file type.
+fn empty_file(cx: &Cx<'_>) -> Diagnostic {
+    let root = &cx.schema.shapes[cx.schema.root];
+    let required: Vec<String> = root.required.iter().map(|r| format!("`{r}`")).collect();
+    let needs = match required.split_last() {
+        None => String::new(),
+        Some((last, [])) => format!(
+            ": {} {} needs at least {last}",
+            article(cx.noun()),
+            cx.noun()
+        ),
+        Some((last, rest)) => format!(
+            ": {} {} needs at least {} and {last}",
+            article(cx.noun()),
+            cx.noun(),
+            rest.join(", ")
+        ),
+    };
     Diagnostic::error(
         codes::EMPTY,
-        file,
+        cx.file,
         Pos::new(1, 1),
-        "the file is empty: a plan needs at least `drplan`, `name`, `source`, `target` and `groups`",
+        format!("the file is empty{needs}"),
     )
     .with_hint("see `plans/` for complete examples")
+}
+
+fn article(noun: &str) -> &'static str {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// The first byte that is not printable text per YAML 1.2 (§5.1): C0 control
@@ -453,19 +487,21 @@ fn typed_options() -> serde_saphyr::Options {
     }
 }
 
-fn parse_tree<'a>(file: &str, text: &'a str, root_noun: &str) -> Result<Node<'a>, Diagnostic> {
+fn parse_tree<'a>(cx: &Cx<'_>, text: &'a str) -> Result<Node<'a>, Diagnostic> {
     let root: Spanned<Kind<'a>> = serde_saphyr::from_str_with_options(text, tree_options())
-        .map_err(|e| yaml_error(file, &e, root_noun))?;
+        .map_err(|e| yaml_error(cx, &e))?;
     let root = Node::from_spanned(root);
     if matches!(root.kind, Kind::Null) {
         // `---` alone, `~`, or `...`: no content at all.
-        return Err(empty_file(file));
+        return Err(empty_file(cx));
     }
     Ok(root)
 }
 
 /// One located diagnostic for a parser or decoder error.
-fn yaml_error(file: &str, err: &YamlError, root_noun: &str) -> Diagnostic {
+fn yaml_error(cx: &Cx<'_>, err: &YamlError) -> Diagnostic {
+    let file = cx.file;
+    let root_noun = cx.noun();
     // Unwrap the snippet and alias wrappers to the error that says what went
     // wrong; keep the outer location (the alias use) when the inner has none.
     let outer_pos = err.location().map(Pos::from);
@@ -487,11 +523,11 @@ fn yaml_error(file: &str, err: &YamlError, root_noun: &str) -> Diagnostic {
     };
     let err = |code, msg: String| Diagnostic::error(code, file, pos, msg);
     match inner {
-        YamlError::Budget { breach, .. } => limit_error(file, pos, breach),
+        YamlError::Budget { breach, .. } => limit_error(cx, pos, breach),
         // The scanner looks ahead of the parser, so deep `[[[` / `{a: {a:`
         // trips its own nesting limit before the budget sees the depth.
         YamlError::ExternalMessage { source, .. } if is_nesting_limit(source) => limit_error(
-            file,
+            cx,
             pos,
             &BudgetBreach::Depth {
                 depth: MAX_DEPTH + 1,
@@ -558,7 +594,8 @@ fn is_nesting_limit(source: &serde_saphyr::ExternalMessageSource) -> bool {
 }
 
 /// A budget breach in plain words.
-fn limit_error(file: &str, pos: Pos, breach: &BudgetBreach) -> Diagnostic {
+fn limit_error(cx: &Cx<'_>, pos: Pos, breach: &BudgetBreach) -> Diagnostic {
+    let noun = cx.noun();
     let (msg, hint) = match breach {
         BudgetBreach::Depth { .. } => (
             format!("nesting deeper than {MAX_DEPTH} levels"),
@@ -574,11 +611,17 @@ fn limit_error(file: &str, pos: Pos, breach: &BudgetBreach) -> Diagnostic {
             "write the values out, or use fewer `&anchor` / `*alias` references",
         ),
         BudgetBreach::Documents { .. } => (
-            "more than one YAML document: a plan file is a single document".to_string(),
+            format!(
+                "more than one YAML document: {} {noun} file is a single document",
+                article(noun)
+            ),
             "remove the `---` line and what follows, or split it into its own file",
         ),
         BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => (
-            format!("more than {MAX_NODES} values: the file is too big to be a plan"),
+            format!(
+                "more than {MAX_NODES} values: the file is too big to be {} {noun}",
+                article(noun)
+            ),
             "a plan of 10,000 VMs has well under 100,000 values; is this the right file?",
         ),
         BudgetBreach::ScalarBytes { .. } | BudgetBreach::InputBytes { .. } => (
@@ -590,11 +633,27 @@ fn limit_error(file: &str, pos: Pos, breach: &BudgetBreach) -> Diagnostic {
             "is this the right file?",
         ),
     };
-    Diagnostic::error(codes::LIMIT, file, pos, msg).with_hint(hint)
+    Diagnostic::error(codes::LIMIT, cx.file, pos, msg).with_hint(hint)
 }
 
 // ---------------------------------------------------------------------------
 // Stage 3: the schema, compiled
+
+/// What every stage needs to word its diagnostics.
+struct Cx<'a> {
+    file: &'a str,
+    schema: &'static Schema,
+}
+
+impl Cx<'_> {
+    /// "plan", "inventory".
+    fn noun(&self) -> &'static str {
+        self.schema.shapes[self.schema.root]
+            .noun
+            .as_deref()
+            .unwrap_or("file")
+    }
+}
 
 type ShapeId = usize;
 
@@ -608,8 +667,10 @@ struct Shape {
     int_range: Option<(i128, i128)>,
     /// Allowed values (from `enum`, `const`, or a `oneOf` of constants).
     allowed: Option<Vec<String>>,
-    /// Properties in schema (declaration) order.
+    /// Properties (in the schema's order, which is alphabetical).
     props: Vec<Prop>,
+    /// Required property names in declaration order, for messages.
+    required: Vec<String>,
     /// `additionalProperties`: `None` = any key allowed with any value.
     additional: Additional,
     items: Option<ShapeId>,
@@ -766,6 +827,7 @@ impl<'j> Compiler<'j> {
                 .and_then(Value::as_array)
                 .map(|r| r.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
+            s.required = required.iter().map(|r| r.to_string()).collect();
             for (name, pv) in props {
                 let shape = self.node(pv);
                 s.props.push(Prop {
