@@ -599,7 +599,7 @@ fn limit_error(cx: &Cx<'_>, pos: Pos, breach: &BudgetBreach) -> Diagnostic {
     let (msg, hint) = match breach {
         BudgetBreach::Depth { .. } => (
             format!("nesting deeper than {MAX_DEPTH} levels"),
-            "a plan needs fewer than ten levels of lists and mappings; is this the right file?",
+            "plans and inventories need fewer than ten levels of lists and mappings; is this the right file?",
         ),
         BudgetBreach::Aliases { .. }
         | BudgetBreach::Anchors { .. }
@@ -622,7 +622,7 @@ fn limit_error(cx: &Cx<'_>, pos: Pos, breach: &BudgetBreach) -> Diagnostic {
                 "more than {MAX_NODES} values: the file is too big to be {} {noun}",
                 article(noun)
             ),
-            "a plan of 10,000 VMs has well under 100,000 values; is this the right file?",
+            "an inventory of 10,000 VMs has about 400,000 values; is this the right file?",
         ),
         BudgetBreach::ScalarBytes { .. } | BudgetBreach::InputBytes { .. } => (
             "too much text in the file's values".to_string(),
@@ -633,7 +633,12 @@ fn limit_error(cx: &Cx<'_>, pos: Pos, breach: &BudgetBreach) -> Diagnostic {
             "is this the right file?",
         ),
     };
-    Diagnostic::error(codes::LIMIT, cx.file, pos, msg).with_hint(hint)
+    // A second document breaks the format, not a resource limit.
+    let code = match breach {
+        BudgetBreach::Documents { .. } => codes::SYNTAX,
+        _ => codes::LIMIT,
+    };
+    Diagnostic::error(code, cx.file, pos, msg).with_hint(hint)
 }
 
 // ---------------------------------------------------------------------------
