@@ -8,14 +8,14 @@
 //!    control characters), an empty or comment-only file. Cheap linear scans,
 //!    done before the parser sees anything.
 //! 2. **Syntax**: the text is parsed by `serde_saphyr` into a generic tree of
-//!    [`Node`]s that keeps the position of every key and value. The parser
+//!    `Node`s that keeps the position of every key and value. The parser
 //!    runs under a [`serde_saphyr::Budget`] that bounds nesting depth,
 //!    aliases, nodes, events and scalar bytes, so deep nesting, alias bombs
 //!    and document storms end in one `LIMIT` error instead of a stack overflow
 //!    or an out-of-memory kill.
 //! 3. **Shape**: the tree is checked against the JSON Schema that `schemars`
 //!    derives for `T` (compiled once per type into a flat table of
-//!    [`Shape`]s). This is where all unknown keys, wrong types, missing
+//!    `Shape`s). This is where all unknown keys, wrong types, missing
 //!    fields, bad enum values and duplicate keys are collected, not just the
 //!    first one that serde would stop at.
 //! 4. **Typed decode**: `T` deserialized from the text with the same limits.
