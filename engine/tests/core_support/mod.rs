@@ -216,3 +216,166 @@ pub fn outside(ctx: &JobContext, step: usize) -> bool {
         NodeKind::Step(s) => matches!(s.action, StepAction::Script { .. }),
     }
 }
+
+// ---------------------------------------------------------------------------
+// Random plans
+
+use drplan_engine::plan::compile::RecoveryPoint;
+use proptest::prelude::*;
+use proptest::sample::subsequence;
+
+fn arb_when() -> impl Strategy<Value = When> {
+    (
+        subsequence(FailoverKind::ALL.to_vec(), 0..=3),
+        subsequence(vec![Direction::Forward, Direction::Reverse], 0..=2),
+    )
+        .prop_map(|(kinds, directions)| When { kinds, directions })
+}
+
+fn arb_action() -> impl Strategy<Value = StepAction> {
+    prop_oneof![
+        4 => (0u32..3, 1u64..30).prop_map(|(retries, delay)| StepAction::Script {
+            command: Command::Shell("true".into()),
+            timeout: Duration::from_secs(60),
+            retries,
+            retry_delay: Duration::from_secs(delay),
+            env: BTreeMap::new(),
+        }),
+        2 => (proptest::option::of(1u64..600), any::<bool>()).prop_map(|(t, cont)| StepAction::Manual {
+            instructions: "do it".into(),
+            timeout: t.map(Duration::from_secs),
+            on_timeout: if cont { OnTimeout::Continue } else { OnTimeout::Fail },
+        }),
+        1 => (1u64..600).prop_map(|s| StepAction::Wait { duration: Duration::from_secs(s) }),
+    ]
+}
+
+fn arb_steps(prefix: &'static str, max: usize) -> impl Strategy<Value = Vec<Step>> {
+    proptest::collection::vec(
+        (arb_action(), arb_when(), proptest::bool::weighted(0.2)),
+        0..=max,
+    )
+    .prop_map(move |v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (action, when, optional))| Step {
+                name: format!("{prefix}{i}"),
+                action,
+                when,
+                optional,
+            })
+            .collect()
+    })
+}
+
+/// Random group DAGs (each group after a random subset of earlier ones),
+/// VMs with optional flags, pre/post steps of every kind with `when` sets,
+/// test cleanup steps and a commit policy.
+pub fn arb_plan() -> impl Strategy<Value = Plan> {
+    let group = (
+        any::<u8>(),
+        proptest::collection::vec(proptest::bool::weighted(0.2), 0..=3),
+        arb_steps("pre", 2),
+        arb_steps("post", 2),
+    );
+    (
+        proptest::collection::vec(group, 1..=4),
+        arb_steps("clean", 2),
+        0u8..3,
+        1u64..10,
+    )
+        .prop_map(|(gs, cleanup, commit, hours)| {
+            let groups = gs
+                .into_iter()
+                .enumerate()
+                .map(|(g, (mask, vms, pre, post))| Group {
+                    name: format!("g{g}"),
+                    after: (0..g).filter(|d| mask & (1 << d) != 0).collect(),
+                    vms: vms
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, optional)| GroupVm {
+                            name: format!("vm{g}{i}"),
+                            optional,
+                        })
+                        .collect(),
+                    pre,
+                    post,
+                })
+                .collect();
+            let mut p = plan(groups, cleanup);
+            p.test.max_duration = Duration::from_secs(hours * 3600);
+            p.commit = match commit {
+                0 => CommitPolicy::Manual,
+                1 => CommitPolicy::AutoCommit {
+                    after: Duration::from_secs(600),
+                },
+                _ => CommitPolicy::AutoRollback {
+                    after: Duration::from_secs(600),
+                },
+            };
+            p
+        })
+}
+
+pub fn arb_operation() -> impl Strategy<Value = Operation> {
+    let dir = prop_oneof![Just(Direction::Forward), Just(Direction::Reverse)];
+    let rp = prop_oneof![
+        Just(RecoveryPoint::LatestProcessed),
+        Just(RecoveryPoint::Latest),
+        Just(RecoveryPoint::LatestAppConsistent),
+        (0u64..1_000_000).prop_map(RecoveryPoint::At),
+    ];
+    prop_oneof![
+        4 => (
+            prop_oneof![
+                Just(FailoverKind::Test),
+                Just(FailoverKind::Planned),
+                Just(FailoverKind::Unplanned)
+            ],
+            dir,
+            rp.clone(),
+            any::<bool>()
+        )
+            .prop_map(|(kind, direction, recovery_point, shutdown_primary)| {
+                Operation::Failover {
+                    kind,
+                    direction,
+                    recovery_point,
+                    shutdown_primary,
+                }
+            }),
+        1 => prop_oneof![
+            Just(Operation::Commit),
+            Just(Operation::Rollback),
+            Just(Operation::ReverseReplicate),
+            rp.prop_map(|recovery_point| Operation::ChangeRecoveryPoint { recovery_point }),
+        ],
+    ]
+}
+
+/// The item state a VM must be in for `op` (what check_operation accepts).
+pub fn initial_item(op: &Operation) -> ItemState {
+    match *op {
+        Operation::Failover { direction, .. } => ItemState::Protected { direction },
+        Operation::TestCleanup => ItemState::TestAwaitingCleanup {
+            direction: Direction::Forward,
+        },
+        Operation::Commit | Operation::ChangeRecoveryPoint { .. } | Operation::Rollback => {
+            ItemState::FailedOver {
+                direction: Direction::Forward,
+                recovery_point: RecoveryPoint::Latest,
+            }
+        }
+        Operation::ReverseReplicate => ItemState::Committed {
+            direction: Direction::Forward,
+        },
+    }
+}
+
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
