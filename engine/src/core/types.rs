@@ -541,7 +541,9 @@ pub struct JobState {
     pub steps: Vec<StepRecord>,
     /// Steps that are running, waiting to retry or waiting for an operator.
     pub active: BTreeSet<StepId>,
-    /// Armed timers and when they are due.
+    /// Armed timers and when they are due (a list on the wire: JSON map
+    /// keys must be strings).
+    #[serde(with = "timer_list")]
     pub timers: BTreeMap<TimerId, Millis>,
     /// Last output tail reported per step.
     pub outputs: BTreeMap<StepId, String>,
@@ -549,4 +551,30 @@ pub struct JobState {
     pub answers: BTreeMap<StepId, Answer>,
     /// Set once a test is completed or forcibly ended.
     pub test: Option<TestClosure>,
+}
+
+/// `BTreeMap<TimerId, Millis>` as a list of `{timer, due}` records.
+mod timer_list {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Armed {
+        timer: TimerId,
+        due: Millis,
+    }
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<TimerId, Millis>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(|(t, d)| Armed { timer: *t, due: *d }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<TimerId, Millis>, D::Error> {
+        let v: Vec<Armed> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|a| (a.timer, a.due)).collect())
+    }
 }
