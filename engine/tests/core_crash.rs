@@ -145,7 +145,7 @@ impl World {
         c.extend(
             self.timers
                 .iter()
-                .filter(|(t, _)| **t != TimerId::TestDeadline || choice % 11 == 0)
+                .filter(|(t, _)| **t != TimerId::TestDeadline || choice.is_multiple_of(11))
                 .map(|(t, d)| Cand::Fire(*t, *d)),
         );
         match self.state.mode {
@@ -159,7 +159,7 @@ impl World {
                     .expect("an incomplete cleanup has a failed step");
                 c.push(Cand::FixCleanup(failed));
             }
-            Mode::Running if choice % 29 == 0 => c.push(Cand::Cancel),
+            Mode::Running if choice.is_multiple_of(29) => c.push(Cand::Cancel),
             _ => {}
         }
         if c.is_empty()
@@ -209,13 +209,13 @@ impl World {
                 match reason {
                     AwaitReason::Manual => JobEvent::ManualAnswered {
                         step,
-                        done: h % 4 != 0,
+                        done: !h.is_multiple_of(4),
                         by,
                         note: None,
                         at,
                     },
                     AwaitReason::Failed { .. } => JobEvent::OperatorAction {
-                        action: if h % 3 == 0 {
+                        action: if h.is_multiple_of(3) {
                             OperatorAction::Skip { step }
                         } else {
                             OperatorAction::Retry { step }
@@ -246,7 +246,7 @@ impl World {
                 at,
             },
             Cand::FixCleanup(step) => JobEvent::OperatorAction {
-                action: if hash(seed, &format!("fix{step}")) % 2 == 0 {
+                action: if hash(seed, &format!("fix{step}")).is_multiple_of(2) {
                     OperatorAction::Skip { step }
                 } else {
                     OperatorAction::Retry { step }
