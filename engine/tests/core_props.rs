@@ -405,6 +405,17 @@ impl Sut {
             .filter(|&s| !st.steps[s].state.is_final() && st.steps[s].state != StepState::Pending)
             .collect();
         assert_eq!(active, st.active);
+        // Every attempt that runs outside was issued (exactly once: `observe`
+        // refuses a second issue).
+        for (s, r) in st.steps.iter().enumerate() {
+            let a = r.state.attempt();
+            if a > 0 && outside(&job.ctx, s) && !matches!(r.state, StepState::Skipped { .. }) {
+                assert!(
+                    self.issued.contains(&(s, a)),
+                    "step {s} attempt {a} never issued"
+                );
+            }
+        }
         // Every step waiting on a timer has it armed, and only those.
         for (s, r) in st.steps.iter().enumerate() {
             if let StepState::RetryWaiting { attempt, .. } = r.state {
