@@ -405,6 +405,27 @@ impl Sut {
             .filter(|&s| !st.steps[s].state.is_final() && st.steps[s].state != StepState::Pending)
             .collect();
         assert_eq!(active, st.active);
+        // Eagerness: while nothing blocks, no step that the rules allow to
+        // start is left waiting.
+        let phase = match st.mode {
+            Mode::Running if !oracle_halted(job) => Some(false),
+            Mode::CleaningUp => Some(true),
+            _ => None,
+        };
+        if let Some(cleanup) = phase {
+            for s in 0..st.steps.len() {
+                if st.steps[s].state != StepState::Pending || job.ctx.is_cleanup(s) != cleanup {
+                    continue;
+                }
+                let node = job.ctx.node(s).unwrap();
+                let off = if cleanup { job.ctx.main_len() } else { 0 };
+                let ready = node
+                    .deps
+                    .iter()
+                    .all(|&d| oracle_dep_done(job, &self.op, d + off));
+                assert!(!ready, "step {} could start but was left pending", node.key);
+            }
+        }
         // Every attempt that runs outside was issued (exactly once: `observe`
         // refuses a second issue).
         for (s, r) in st.steps.iter().enumerate() {
