@@ -23,6 +23,9 @@ pub struct Scenario {
     plan: Plan,
     op: Operation,
     scheduled: bool,
+    /// Start the items in the other state the operation accepts (a failed
+    /// failover, for a retry or a rollback).
+    alt_items: bool,
 }
 
 /// The reference state: the scenario plus a coarse model of the job's phase,
@@ -74,12 +77,18 @@ impl ReferenceStateMachine for CoreMachine {
     type Transition = Act;
 
     fn init_state() -> BoxedStrategy<RefState> {
-        (arb_plan(), arb_operation(), proptest::bool::weighted(0.25))
-            .prop_map(|(plan, op, scheduled)| RefState {
+        (
+            arb_plan(),
+            arb_operation(),
+            proptest::bool::weighted(0.25),
+            any::<bool>(),
+        )
+            .prop_map(|(plan, op, scheduled, alt_items)| RefState {
                 sc: Scenario {
                     plan,
                     op,
                     scheduled,
+                    alt_items,
                 },
                 started: false,
                 closed: false,
@@ -206,7 +215,17 @@ impl Sut {
             .vms()
             .into_iter()
             .map(|v| {
-                let st = initial_item(&sc.op);
+                let st = match sc.op {
+                    Operation::Failover {
+                        kind: FailoverKind::Planned | FailoverKind::Unplanned,
+                        direction,
+                        ..
+                    } if sc.alt_items => ItemState::FailoverFailed { direction },
+                    Operation::Rollback if sc.alt_items => ItemState::FailoverFailed {
+                        direction: drplan_engine::plan::model::Direction::Forward,
+                    },
+                    _ => initial_item(&sc.op),
+                };
                 item::check_operation(v, &st, &sc.op).expect("initial item fits the operation");
                 (v.to_string(), st)
             })

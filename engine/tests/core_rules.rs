@@ -776,6 +776,16 @@ fn check_operation_says_what_a_vm_must_be() {
     );
     assert!(item::check_operation("db", &failed, &Operation::Rollback).is_ok());
     assert!(item::check_operation("db", &failed, &test_op()).is_err());
+    // A whole job: every VM that is not ready is reported.
+    let items = [
+        ("a", protected),
+        ("b", failed),
+        ("c", ItemState::Unprotected),
+    ];
+    let errs = item::check_job(&test_op(), items.iter().map(|(v, s)| (*v, s))).unwrap_err();
+    let vms: Vec<&str> = errs.iter().map(|e| e.vm.as_str()).collect();
+    assert_eq!(vms, vec!["b", "c"]);
+    assert!(item::check_job(&op, [("a", &protected), ("b", &failed)]).is_ok());
 }
 
 #[test]

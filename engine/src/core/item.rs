@@ -264,3 +264,20 @@ pub fn check_operation(vm: &str, state: &ItemState, operation: &Operation) -> Re
         })
     }
 }
+
+/// [`check_operation`] for every VM of a job at once: every VM that is not
+/// ready, not just the first (an operator fixes them all in one go).
+pub fn check_job<'a>(
+    operation: &Operation,
+    items: impl IntoIterator<Item = (&'a str, &'a ItemState)>,
+) -> Result<(), Vec<NotReady>> {
+    let problems: Vec<NotReady> = items
+        .into_iter()
+        .filter_map(|(vm, state)| check_operation(vm, state, operation).err())
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
