@@ -7,6 +7,9 @@
 //! Layout:
 //! - [`plan`]: the plan language (YAML files, diagnostics, validation,
 //!   compilation to an execution DAG, graph rendering).
+//! - [`core`]: the pure job, step and replicated-item state machines (no
+//!   I/O, no clock: events in, effects out).
 
+pub mod core;
 pub mod plan;
 pub mod store;

@@ -1,0 +1,189 @@
+//! What a job's transitions need to know about its plan: the compiled DAGs
+//! and a few derived indexes, built once per job (not persisted: recompiling
+//! the stored plan text gives the same numbering).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::plan::compile::{ExecNode, ExecPlan, NodeKind, Operation, StepId, compile};
+use crate::plan::model::{CommitPolicy, FailoverKind, MAX_TEST_DURATION, Plan};
+
+use super::types::Millis;
+
+/// One VM's chain of operations in one part of the job.
+#[derive(Debug, Clone)]
+pub(crate) struct Chain {
+    pub vm: String,
+    /// Step ids in chain order.
+    pub steps: Vec<StepId>,
+    pub cleanup: bool,
+}
+
+/// The compiled plans of a job plus the plan facts the core needs.
+///
+/// Step ids: `0..main.nodes.len()` are the main plan's nodes; for a test
+/// failover the cleanup plan's nodes follow, shifted by `main.nodes.len()`.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub main: ExecPlan,
+    /// The test cleanup plan (`compile(plan, Operation::TestCleanup)`); test
+    /// failovers only.
+    pub cleanup: Option<ExecPlan>,
+    /// How long a test may stay open (at most [`MAX_TEST_DURATION`]).
+    pub test_max_duration: Duration,
+    pub commit: CommitPolicy,
+    deps: Vec<Vec<StepId>>,
+    dependents: Vec<Vec<StepId>>,
+    chains: Vec<Chain>,
+    /// Node → index into `chains`.
+    chain_of: Vec<Option<u32>>,
+    /// Cleanup chain index → the main chain of the same VM (test jobs).
+    cleanup_source: BTreeMap<usize, usize>,
+}
+
+impl JobContext {
+    /// Compile `plan` for `operation` (and its test cleanup, for tests).
+    pub fn new(plan: &Plan, operation: Operation) -> JobContext {
+        let main = compile(plan, operation);
+        let cleanup = (operation.kind() == Some(FailoverKind::Test))
+            .then(|| compile(plan, Operation::TestCleanup));
+        JobContext::from_plans(main, cleanup, plan.test.max_duration, plan.commit)
+    }
+
+    /// Build from already compiled plans.
+    pub fn from_plans(
+        main: ExecPlan,
+        cleanup: Option<ExecPlan>,
+        test_max_duration: Duration,
+        commit: CommitPolicy,
+    ) -> JobContext {
+        let n = main.nodes.len();
+        let m = cleanup.as_ref().map_or(0, |c| c.nodes.len());
+        let mut deps: Vec<Vec<StepId>> = Vec::with_capacity(n + m);
+        deps.extend(main.nodes.iter().map(|x| x.deps.clone()));
+        if let Some(c) = &cleanup {
+            deps.extend(
+                c.nodes
+                    .iter()
+                    .map(|x| x.deps.iter().map(|d| d + n).collect()),
+            );
+        }
+        let mut dependents = vec![Vec::new(); n + m];
+        for (id, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                if d < n + m {
+                    dependents[d].push(id);
+                }
+            }
+        }
+
+        // VM chains: compile pushes one VM's operations consecutively, each
+        // depending on the previous one; key them by (part, group, vm).
+        let mut chains: Vec<Chain> = Vec::new();
+        let mut chain_of = vec![None; n + m];
+        let mut index: BTreeMap<(bool, Option<usize>, &str), usize> = BTreeMap::new();
+        let parts = [(false, &main.nodes, 0)]
+            .into_iter()
+            .chain(cleanup.as_ref().map(|c| (true, &c.nodes, n)));
+        for (is_cleanup, nodes, offset) in parts {
+            for node in nodes.iter() {
+                if let NodeKind::Vm { vm, .. } = &node.kind {
+                    let c = *index
+                        .entry((is_cleanup, node.group, vm))
+                        .or_insert_with(|| {
+                            chains.push(Chain {
+                                vm: vm.clone(),
+                                steps: Vec::new(),
+                                cleanup: is_cleanup,
+                            });
+                            chains.len() - 1
+                        });
+                    chains[c].steps.push(node.id + offset);
+                    chain_of[node.id + offset] = Some(c as u32);
+                }
+            }
+        }
+        let mut cleanup_source = BTreeMap::new();
+        for (&(is_cleanup, group, vm), &c) in &index {
+            if is_cleanup && let Some(&src) = index.get(&(false, group, vm)) {
+                cleanup_source.insert(c, src);
+            }
+        }
+        JobContext {
+            main,
+            cleanup,
+            test_max_duration: test_max_duration.min(MAX_TEST_DURATION),
+            commit,
+            deps,
+            dependents,
+            chains,
+            chain_of,
+            cleanup_source,
+        }
+    }
+
+    /// Number of steps (main plus cleanup).
+    pub fn len(&self) -> usize {
+        self.deps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.deps.is_empty()
+    }
+
+    /// Number of main-plan steps; ids from here on are cleanup steps.
+    pub fn main_len(&self) -> usize {
+        self.main.nodes.len()
+    }
+
+    pub fn is_cleanup(&self, step: StepId) -> bool {
+        step >= self.main_len()
+    }
+
+    /// The node of a step (ids in the job's numbering).
+    pub fn node(&self, step: StepId) -> Option<&ExecNode> {
+        let n = self.main_len();
+        if step < n {
+            self.main.nodes.get(step)
+        } else {
+            self.cleanup.as_ref()?.nodes.get(step - n)
+        }
+    }
+
+    /// A step's dependencies, in the job's numbering.
+    pub fn deps(&self, step: StepId) -> &[StepId] {
+        &self.deps[step]
+    }
+
+    pub fn dependents(&self, step: StepId) -> &[StepId] {
+        &self.dependents[step]
+    }
+
+    pub fn is_test(&self) -> bool {
+        self.main.operation.kind() == Some(FailoverKind::Test)
+    }
+
+    /// The test deadline in milliseconds.
+    pub fn test_max_ms(&self) -> Millis {
+        ms(self.test_max_duration)
+    }
+
+    pub(crate) fn chain(&self, step: StepId) -> Option<(usize, &Chain)> {
+        let c = self.chain_of.get(step).copied().flatten()? as usize;
+        Some((c, &self.chains[c]))
+    }
+
+    pub(crate) fn chains(&self) -> &[Chain] {
+        &self.chains
+    }
+
+    /// For a cleanup chain, the main chain of the same VM.
+    pub(crate) fn cleanup_source(&self, chain: usize) -> Option<&Chain> {
+        self.cleanup_source.get(&chain).map(|&c| &self.chains[c])
+    }
+}
+
+/// A duration in milliseconds, saturating (a validated plan never comes near).
+pub(crate) fn ms(d: Duration) -> Millis {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,580 @@
+//! The data of the core: persisted events, effects, timers, step and job
+//! states. Events and [`JobState`] are serde types and therefore a
+//! compatibility promise (events are the durable log, states are snapshots):
+//! rename nothing, add variants at the end, and let the store codec's version
+//! carry migrations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::item::ItemEvent;
+use crate::plan::compile::{Operation, StepId, VmOp};
+use crate::store::JobId;
+
+/// Unix time in milliseconds. The core never reads a clock: every instant
+/// arrives inside an event.
+pub type Millis = u64;
+
+/// What a job was asked to do (the first event of every job).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub id: JobId,
+    pub plan_name: String,
+    /// Content hash of the plan text the job runs (the store keeps the text).
+    pub plan_hash: String,
+    pub operation: Operation,
+    pub requested_by: String,
+    /// The VMs the job leases (sorted, as [`crate::plan::ExecPlan::vms`]).
+    pub vms: Vec<String>,
+    /// A scheduled job starts at this time (or earlier on `StartNow`).
+    pub start_at: Option<Millis>,
+    /// The job that caused this one (e.g. an auto-commit after a failover).
+    pub parent: Option<JobId>,
+}
+
+/// How a step attempt ended, as the runtime reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed {
+        error: String,
+    },
+    /// The runtime enforces script and VM-operation timeouts and reports them.
+    TimedOut,
+    /// The attempt was cancelled (normally because drplan asked to).
+    Cancelled,
+}
+
+/// An operator's command on a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum OperatorAction {
+    /// Run a failed step again (a new attempt, a new idempotency key).
+    Retry {
+        step: StepId,
+    },
+    /// Give up on a failed step; it counts as done for its dependents.
+    Skip {
+        step: StepId,
+    },
+    Cancel,
+    /// Close an open test failover: clean up everything it created.
+    CompleteTest {
+        notes: String,
+    },
+    /// Start a scheduled job now.
+    StartNow,
+}
+
+/// A persisted input of a job. **Compatibility promise**: these are the
+/// records of the job event log; the store codec versions them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobEvent {
+    Submitted {
+        spec: JobSpec,
+        at: Millis,
+    },
+    Started {
+        at: Millis,
+    },
+    StepFinished {
+        step: StepId,
+        attempt: u32,
+        outcome: Outcome,
+        /// The last lines of a script's output, for the operator.
+        output_tail: Option<String>,
+        at: Millis,
+    },
+    ManualAnswered {
+        step: StepId,
+        done: bool,
+        by: String,
+        note: Option<String>,
+        at: Millis,
+    },
+    TimerFired {
+        timer: TimerId,
+        at: Millis,
+    },
+    OperatorAction {
+        action: OperatorAction,
+        by: String,
+        at: Millis,
+    },
+}
+
+impl JobEvent {
+    /// When the event happened.
+    pub fn at(&self) -> Millis {
+        match self {
+            JobEvent::Submitted { at, .. }
+            | JobEvent::Started { at }
+            | JobEvent::StepFinished { at, .. }
+            | JobEvent::ManualAnswered { at, .. }
+            | JobEvent::TimerFired { at, .. }
+            | JobEvent::OperatorAction { at, .. } => *at,
+        }
+    }
+}
+
+/// A job's timers. The store indexes them by due time as a `u64`
+/// ([`TimerId::to_u64`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "timer", rename_all = "snake_case")]
+pub enum TimerId {
+    /// A test failover left open this long is forcibly ended.
+    TestDeadline,
+    /// Run attempt `attempt + 1` of a script.
+    Retry { step: StepId, attempt: u32 },
+    /// A manual step was not answered in time.
+    ManualTimeout { step: StepId },
+    /// A wait step is over.
+    Wait { step: StepId },
+    /// A scheduled job's start time.
+    ScheduledStart,
+}
+
+const TAG_SHIFT: u32 = 56;
+const STEP_SHIFT: u32 = 24;
+const ATTEMPT_MASK: u64 = (1 << STEP_SHIFT) - 1;
+
+impl TimerId {
+    /// A dense `u64` for the store's timer index: tag (8 bits), step (32),
+    /// attempt (24). `None` when the numbers do not fit, which no validated
+    /// plan reaches (2^32 steps, 2^24 attempts).
+    pub fn to_u64(self) -> Option<u64> {
+        let pack = |tag: u64, step: StepId, attempt: u32| -> Option<u64> {
+            let step = u32::try_from(step).ok()? as u64;
+            let attempt = attempt as u64;
+            (attempt <= ATTEMPT_MASK).then_some((tag << TAG_SHIFT) | (step << STEP_SHIFT) | attempt)
+        };
+        match self {
+            TimerId::TestDeadline => pack(0, 0, 0),
+            TimerId::Retry { step, attempt } => pack(1, step, attempt),
+            TimerId::ManualTimeout { step } => pack(2, step, 0),
+            TimerId::Wait { step } => pack(3, step, 0),
+            TimerId::ScheduledStart => pack(4, 0, 0),
+        }
+    }
+
+    /// The inverse of [`TimerId::to_u64`].
+    pub fn from_u64(v: u64) -> Option<TimerId> {
+        let step = ((v >> STEP_SHIFT) & u32::MAX as u64) as StepId;
+        let attempt = (v & ATTEMPT_MASK) as u32;
+        let t = match v >> TAG_SHIFT {
+            0 => TimerId::TestDeadline,
+            1 => TimerId::Retry { step, attempt },
+            2 => TimerId::ManualTimeout { step },
+            3 => TimerId::Wait { step },
+            4 => TimerId::ScheduledStart,
+            _ => return None,
+        };
+        // Reject encodings with stray bits, so decoding is exact.
+        (t.to_u64() == Some(v)).then_some(t)
+    }
+}
+
+impl fmt::Display for TimerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TimerId::TestDeadline => f.write_str("test deadline"),
+            TimerId::Retry { step, attempt } => {
+                write!(f, "retry of step {step} after attempt {attempt}")
+            }
+            TimerId::ManualTimeout { step } => write!(f, "timeout of manual step {step}"),
+            TimerId::Wait { step } => write!(f, "end of wait step {step}"),
+            TimerId::ScheduledStart => f.write_str("scheduled start"),
+        }
+    }
+}
+
+/// The idempotency key of one attempt of one step: `{job}/{node key}/{attempt}`.
+/// The fabric and the script runner treat a repeated key as the same
+/// operation, which makes re-issuing after a crash safe.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IdemKey {
+    pub job: JobId,
+    pub node: String,
+    pub attempt: u32,
+}
+
+impl fmt::Display for IdemKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.job, self.node, self.attempt)
+    }
+}
+
+/// What the runtime must do after a transition. Bookkeeping effects are
+/// written in the same atomic store batch as the event that caused them,
+/// before any external effect is performed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    // External: performed after the batch is durable.
+    RunVmOp {
+        step: StepId,
+        attempt: u32,
+        key: IdemKey,
+        vm: String,
+        op: VmOp,
+    },
+    RunScript {
+        step: StepId,
+        attempt: u32,
+        key: IdemKey,
+    },
+    /// Tell operators a step waits for them (a manual step, or a failure
+    /// under the planned-failover policy).
+    AwaitOperator {
+        step: StepId,
+    },
+    CancelStep {
+        step: StepId,
+        attempt: u32,
+    },
+    // Bookkeeping: part of the event's batch.
+    ArmTimer {
+        timer: TimerId,
+        due: Millis,
+    },
+    DisarmTimer {
+        timer: TimerId,
+        due: Millis,
+    },
+    ReleaseLeases,
+    Item {
+        vm: String,
+        event: ItemEvent,
+    },
+    /// Submit a follow-up job (auto-commit / auto-rollback) at `due`.
+    ScheduleFollowUp {
+        operation: Operation,
+        due: Millis,
+    },
+    Finished {
+        status: JobStatus,
+    },
+}
+
+impl Effect {
+    /// True for effects the runtime writes into the event's own batch.
+    pub fn is_bookkeeping(&self) -> bool {
+        !matches!(
+            self,
+            Effect::RunVmOp { .. }
+                | Effect::RunScript { .. }
+                | Effect::AwaitOperator { .. }
+                | Effect::CancelStep { .. }
+        )
+    }
+}
+
+/// Operators' names for where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobStatus {
+    NotStarted,
+    InProgress,
+    WaitingForOperator,
+    Succeeded,
+    CompletedWithErrors,
+    Failed,
+    Cancelling,
+    Cancelled,
+    // Test failovers.
+    AwaitingCleanup,
+    CleaningUp,
+    CleanupIncomplete,
+    TestCompleted,
+    TestForciblyEnded,
+}
+
+impl JobStatus {
+    /// A terminal job accepts no further event and holds no lease or timer.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded
+                | JobStatus::CompletedWithErrors
+                | JobStatus::Failed
+                | JobStatus::Cancelled
+                | JobStatus::TestCompleted
+                | JobStatus::TestForciblyEnded
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::NotStarted => "not started",
+            JobStatus::InProgress => "in progress",
+            JobStatus::WaitingForOperator => "waiting for operator",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::CompletedWithErrors => "completed with errors",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelling => "cancelling",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::AwaitingCleanup => "awaiting cleanup",
+            JobStatus::CleaningUp => "cleaning up",
+            JobStatus::CleanupIncomplete => "cleanup incomplete",
+            JobStatus::TestCompleted => "test completed",
+            JobStatus::TestForciblyEnded => "test forcibly ended",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Failure {
+    Error { error: String },
+    TimedOut,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Error { error } => f.write_str(error),
+            Failure::TimedOut => f.write_str("timed out"),
+        }
+    }
+}
+
+/// Why a step waits for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum AwaitReason {
+    /// A manual step: the operator confirms it done (or not).
+    Manual,
+    /// A failed required step under the planned-failover policy: the plan is
+    /// halted until the operator retries, skips or cancels.
+    Failed { failure: Failure },
+}
+
+/// Why a step did not run (or stopped counting).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// An earlier operation of the same VM chain failed (that step's id).
+    ChainFailed { step: StepId },
+    /// The operator skipped the step after it failed.
+    Operator { by: String },
+    /// A manual step with `on_timeout: continue` got no answer in time.
+    ManualTimedOut,
+    /// Test cleanup: the VM's test VM was never requested, nothing to delete.
+    NothingToClean,
+}
+
+/// The state of one step (one attempt counter per step; attempts start at 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Running {
+        attempt: u32,
+    },
+    /// Attempt `attempt` failed; the retry timer runs attempt `attempt + 1`.
+    RetryWaiting {
+        attempt: u32,
+        failure: Failure,
+    },
+    AwaitingOperator {
+        attempt: u32,
+        reason: AwaitReason,
+    },
+    Succeeded {
+        attempt: u32,
+    },
+    Failed {
+        attempt: u32,
+        error: String,
+    },
+    TimedOut {
+        attempt: u32,
+    },
+    Skipped {
+        reason: SkipReason,
+    },
+    Cancelled {
+        attempt: u32,
+    },
+}
+
+impl StepState {
+    /// Finished in some way: nothing more will happen to the step unless an
+    /// operator retries it.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            StepState::Succeeded { .. }
+                | StepState::Failed { .. }
+                | StepState::TimedOut { .. }
+                | StepState::Skipped { .. }
+                | StepState::Cancelled { .. }
+        )
+    }
+
+    /// Ended in failure (not skipped, not cancelled).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, StepState::Failed { .. } | StepState::TimedOut { .. })
+    }
+
+    /// The latest attempt started (0 = never started).
+    pub fn attempt(&self) -> u32 {
+        match self {
+            StepState::Pending | StepState::Skipped { .. } => 0,
+            StepState::Running { attempt }
+            | StepState::RetryWaiting { attempt, .. }
+            | StepState::AwaitingOperator { attempt, .. }
+            | StepState::Succeeded { attempt }
+            | StepState::Failed { attempt, .. }
+            | StepState::TimedOut { attempt }
+            | StepState::Cancelled { attempt } => *attempt,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running { .. } => "running",
+            StepState::RetryWaiting { .. } => "waiting to retry",
+            StepState::AwaitingOperator {
+                reason: AwaitReason::Manual,
+                ..
+            } => "waiting for an operator's answer",
+            StepState::AwaitingOperator { .. } => "failed, waiting for an operator's decision",
+            StepState::Succeeded { .. } => "succeeded",
+            StepState::Failed { .. } => "failed",
+            StepState::TimedOut { .. } => "timed out",
+            StepState::Skipped { .. } => "skipped",
+            StepState::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
+/// One step's record: its state and when it first started / last finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub state: StepState,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+impl StepRecord {
+    pub(crate) const PENDING: StepRecord = StepRecord {
+        state: StepState::Pending,
+        started_at: None,
+        finished_at: None,
+    };
+}
+
+/// A manual step's answer, kept for the audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub done: bool,
+    pub by: String,
+    pub note: Option<String>,
+    pub at: Millis,
+}
+
+/// What to do once a cancellation has drained the running steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterCancel {
+    /// A non-test job: it ends Cancelled.
+    Cancelled,
+    /// A cancelled test: test VMs may exist, so the test stays open.
+    AwaitCleanup,
+    /// A completed (or forcibly ended) test: clean up.
+    Cleanup,
+}
+
+/// Where a job is in its life. [`JobState::status`] derives the operator's
+/// status from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Mode {
+    NotStarted,
+    /// Running the main DAG.
+    Running,
+    Cancelling {
+        then: AfterCancel,
+    },
+    AwaitingCleanup,
+    CleaningUp,
+    CleanupIncomplete,
+    Finished {
+        status: JobStatus,
+    },
+}
+
+/// How a test ended: the operator's notes, who closed it, and whether the
+/// deadline did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestClosure {
+    pub notes: String,
+    pub by: String,
+    pub at: Millis,
+    pub forced: bool,
+}
+
+/// The state of a job: what snapshots hold. One [`StepRecord`] per step,
+/// indexed by [`StepId`] in the job's numbering (main plan nodes first, then
+/// the test cleanup nodes shifted by the main plan's length); sparse maps for
+/// the rare data (outputs, answers) keep a 10,000-VM job small.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobState {
+    pub spec: JobSpec,
+    pub submitted_at: Millis,
+    pub mode: Mode,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub steps: Vec<StepRecord>,
+    /// Steps that are running, waiting to retry or waiting for an operator.
+    pub active: BTreeSet<StepId>,
+    /// Armed timers and when they are due (a list on the wire: JSON map
+    /// keys must be strings).
+    #[serde(with = "timer_list")]
+    pub timers: BTreeMap<TimerId, Millis>,
+    /// Last output tail reported per step.
+    pub outputs: BTreeMap<StepId, String>,
+    /// Manual answers per step (the latest).
+    pub answers: BTreeMap<StepId, Answer>,
+    /// Set once a test is completed or forcibly ended.
+    pub test: Option<TestClosure>,
+}
+
+/// `BTreeMap<TimerId, Millis>` as a list of `{timer, due}` records.
+mod timer_list {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Armed {
+        timer: TimerId,
+        due: Millis,
+    }
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<TimerId, Millis>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(|(t, d)| Armed { timer: *t, due: *d }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<TimerId, Millis>, D::Error> {
+        let v: Vec<Armed> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|a| (a.timer, a.due)).collect())
+    }
+}
