@@ -87,8 +87,9 @@ fn bench(c: &mut Criterion) {
         );
     }
     let plan = validated.clone().unwrap_or_else(|| g.plan.clone());
+    let steps: usize = plan.groups.iter().map(|g| g.pre.len() + g.post.len()).sum();
     eprintln!(
-        "plan: {} bytes, inventory: {} bytes, {} VMs, {} groups, {} nodes compiled",
+        "plan: {} bytes, inventory: {} bytes, {} VMs, {} groups, {steps} steps, {} nodes compiled",
         g.plan_yaml.len(),
         g.fabric_yaml.len(),
         GROUPS * VMS_PER_GROUP,
