@@ -12,6 +12,7 @@ pub mod compile;
 pub mod diag;
 pub mod fabric_file;
 pub mod file;
+pub mod generate;
 pub mod model;
 pub mod render;
 pub mod validate;
