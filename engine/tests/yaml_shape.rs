@@ -426,3 +426,48 @@ fn inventory_problems_are_all_reported() {
     assert_eq!(d[1].message, "this VM is missing `host`");
     assert_eq!(d[2].message, "this VM is missing `protection`");
 }
+
+/// A file with shape problems that can be set aside (unknown keys, bad
+/// values of optional keys) is still decoded without them, so semantic
+/// validation can report its problems in the same run.
+#[test]
+fn lenient_parse_sets_aside_unknown_keys_and_keeps_positions() {
+    let text = "drplan: 1\nname: p\nsource: a/b\ntarget: c/d\nbogus: {x: 1}\ngroups:\n  - {name: g, colour: red, vms: [v1]}\n  - name: h\n    pre:\n      - name: s\n        retries: many\n        run: [\"true\"]\n";
+    let (plan, diags) = yaml::parse_lenient::<PlanFile>("p.yaml", text.as_bytes());
+    let found: Vec<(&str, u64, u64)> = diags.iter().map(|d| (d.code, d.line, d.column)).collect();
+    assert_eq!(
+        found,
+        vec![("DP0201", 5, 1), ("DP0201", 7, 15), ("DP0202", 11, 18)],
+        "{diags:#?}"
+    );
+    let plan = plan.expect("every problem can be set aside, so the rest decodes");
+    let groups = &plan.groups.value;
+    assert_eq!(groups.len(), 2);
+    // Positions after the cut-out text are unchanged.
+    assert_eq!(
+        (
+            groups[1].name.referenced.line(),
+            groups[1].name.referenced.column()
+        ),
+        (8, 11)
+    );
+    assert_eq!(
+        groups[1].pre[0].retries, None,
+        "the bad optional value is set aside"
+    );
+    assert_eq!(groups[0].vms.len(), 1);
+}
+
+/// A missing required key cannot be set aside: no value, only the shape
+/// problems.
+#[test]
+fn lenient_parse_gives_up_on_missing_required_keys() {
+    let text = "drplan: 1\nname: p\nsource: a/b\ngroups: []\nextra: 1\n";
+    let (plan, diags) = yaml::parse_lenient::<PlanFile>("p.yaml", text.as_bytes());
+    assert!(plan.is_none());
+    let codes: Vec<&str> = diags.iter().map(|d| d.code).collect();
+    assert!(
+        codes.contains(&"DP0203") && codes.contains(&"DP0201"),
+        "{diags:#?}"
+    );
+}

@@ -115,13 +115,12 @@ pub fn load(plan_path: &Path, fabric: Option<&Path>) -> Loaded {
     } else {
         base_dir
     };
-    let file: Option<file::PlanFile> = match yaml::parse(&plan_name, &bytes) {
-        Ok(f) => Some(f),
-        Err(d) => {
-            out.diagnostics.extend(d);
-            None
-        }
-    };
+    // Shape problems that can be set aside (unknown keys, bad optional
+    // values) still let the semantic checks run, so the author sees every
+    // problem at once; `shape_ok` keeps such a plan from ever being valid.
+    let (file, shape_diags): (Option<file::PlanFile>, _) = yaml::parse_lenient(&plan_name, &bytes);
+    let shape_ok = shape_diags.is_empty();
+    out.diagnostics.extend(shape_diags);
     out.plan_text = String::from_utf8(bytes).ok();
 
     // The inventory: --fabric wins over the plan's own `fabric:` key.
@@ -141,7 +140,7 @@ pub fn load(plan_path: &Path, fabric: Option<&Path>) -> Loaded {
     if let Some(f) = &file {
         let (plan, diags) =
             validate::validate_plan(&plan_name, f, &base_dir, out.inventory.as_ref());
-        out.plan = plan;
+        out.plan = plan.filter(|_| shape_ok);
         out.diagnostics.extend(diags);
     }
     diag::sort(&mut out.diagnostics);
@@ -155,14 +154,17 @@ pub fn load_fabric(path: &Path) -> (Option<Inventory>, Option<String>, Vec<Diagn
         Ok(b) => b,
         Err(d) => return (None, None, vec![d]),
     };
-    let parsed: Result<fabric_file::FabricFile, _> = yaml::parse(&name, &bytes);
+    let (parsed, mut diags): (Option<fabric_file::FabricFile>, _) =
+        yaml::parse_lenient(&name, &bytes);
+    let shape_ok = diags.is_empty();
     let text = String::from_utf8(bytes).ok();
     match parsed {
-        Ok(f) => {
-            let (inv, diags) = validate::validate_fabric(&name, &f);
-            (inv, text, diags)
+        Some(f) => {
+            let (inv, more) = validate::validate_fabric(&name, &f);
+            diags.extend(more);
+            (inv.filter(|_| shape_ok), text, diags)
         }
-        Err(d) => (None, text, d),
+        None => (None, text, diags),
     }
 }
 

@@ -104,6 +104,124 @@ pub fn parse<T: DeserializeOwned + JsonSchema>(
     Err(diags)
 }
 
+/// Like [`parse`], but when every shape problem can be set aside (an
+/// unknown key, or a bad value of an optional key), also decode the file
+/// *without* the offending entries, so that semantic validation can run and
+/// report its problems too: authors get every problem in one pass, as a
+/// compiler gives them. Returns the value (if one could be decoded) and the
+/// shape diagnostics; a value returned together with diagnostics must only
+/// be validated, never run.
+pub fn parse_lenient<T: DeserializeOwned + JsonSchema>(
+    file: &str,
+    bytes: &[u8],
+) -> (Option<T>, Vec<Diagnostic>) {
+    let cx = Cx {
+        file,
+        schema: schema_for::<T>(),
+    };
+    let text = match check_bytes(&cx, bytes) {
+        Ok(t) => t,
+        Err(d) => return (None, vec![d]),
+    };
+    let err = match serde_saphyr::from_str_with_options::<T>(text, typed_options()) {
+        Ok(v) => return (Some(v), Vec::new()),
+        Err(e) => e,
+    };
+    if is_fatal(&err) {
+        return (None, vec![yaml_error(&cx, &err)]);
+    }
+    let root = match parse_tree(&cx, text) {
+        Ok(r) => r,
+        Err(d) => return (None, vec![d]),
+    };
+    let mut checker = Checker {
+        file: cx.file,
+        text,
+        schema: cx.schema,
+        diags: Vec::new(),
+        path: Vec::new(),
+        repairs: Vec::new(),
+        covered: Vec::new(),
+    };
+    checker.find_duplicate_keys(&root);
+    checker.check(&root, cx.schema.root, false);
+    if checker.diags.is_empty() {
+        return (None, vec![yaml_error(&cx, &err)]);
+    }
+    let value = if checker.all_covered() {
+        let repaired = blank_ranges(text, &checker.repairs);
+        serde_saphyr::from_str_with_options::<T>(&repaired, typed_options()).ok()
+    } else {
+        None
+    };
+    let mut diags = checker.diags;
+    super::diag::sort(&mut diags);
+    (value, diags)
+}
+
+/// `text` with the characters of each byte range replaced by spaces (one
+/// space per character, newlines kept), so every line and column outside
+/// the ranges stays where it was.
+fn blank_ranges(text: &str, ranges: &[(usize, usize)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        let blank = c != '\n' && ranges.iter().any(|&(a, b)| i >= a && i < b);
+        out.push(if blank { ' ' } else { c });
+    }
+    out
+}
+
+/// The byte range of a mapping entry `k: v` in `text`, if it can be cut out
+/// without changing the meaning of anything else. Block entries run from the
+/// key to the end of the last line that belongs to them (more indented
+/// lines, or `- ` items at the key's indentation); flow entries
+/// (`{a: 1, k: v}`) only when the value is a one-line scalar, together with
+/// the comma that follows.
+fn entry_range(text: &str, k: &Node<'_>, v: &Node<'_>) -> Option<(usize, usize)> {
+    let ks = k.start as usize;
+    let line_start = text[..ks].rfind('\n').map_or(0, |i| i + 1);
+    let before = &text[line_start..ks];
+    if before.chars().all(|c| c == ' ' || c == '-') {
+        let indent = ks - line_start;
+        let mut end = text[ks..].find('\n').map_or(text.len(), |i| ks + i);
+        let mut rest = end;
+        while rest < text.len() {
+            let next_start = rest + 1;
+            let next_end = text[next_start..]
+                .find('\n')
+                .map_or(text.len(), |i| next_start + i);
+            let line = &text[next_start..next_end];
+            let trimmed = line.trim_start_matches(' ');
+            let ind = line.len() - trimmed.len();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                rest = next_end;
+                continue;
+            }
+            let compact_item = ind == indent && (trimmed == "-" || trimmed.starts_with("- "));
+            if ind > indent || compact_item {
+                end = next_end;
+                rest = next_end;
+            } else {
+                break;
+            }
+        }
+        return Some((ks, end));
+    }
+    if !v.is_scalar() || v.len == 0 {
+        return None;
+    }
+    let mut end = v.start as usize + v.len as usize;
+    if end > text.len() || text[ks..end].contains('\n') {
+        return None;
+    }
+    let tail = &text[end..];
+    let skipped = tail.len() - tail.trim_start_matches(' ').len();
+    if tail[skipped..].starts_with(',') {
+        end += skipped + 1;
+    }
+    Some((ks, end))
+}
+
 /// Every shape problem of `bytes` read as `T` (stages 1 to 3), without
 /// decoding it: empty when [`parse`] would succeed. For tools (and tests)
 /// that want the full list even when the decoder alone would accept the file.
@@ -131,6 +249,8 @@ fn shape_problems(cx: &Cx<'_>, text: &str) -> Vec<Diagnostic> {
         schema,
         diags: Vec::new(),
         path: Vec::new(),
+        repairs: Vec::new(),
+        covered: Vec::new(),
     };
     checker.find_duplicate_keys(&root);
     checker.check(&root, schema.root, false);
@@ -966,9 +1086,18 @@ struct Checker<'n> {
     schema: &'static Schema,
     diags: Vec<Diagnostic>,
     path: Vec<Seg<'n>>,
+    /// Byte ranges of entries that can be cut out (see [`parse_lenient`]).
+    repairs: Vec<(usize, usize)>,
+    /// Ranges of `diags` indices that those cuts set aside.
+    covered: Vec<std::ops::Range<usize>>,
 }
 
 impl<'n> Checker<'n> {
+    /// Whether every problem found sits in an entry that can be cut out.
+    fn all_covered(&self) -> bool {
+        !self.full() && (0..self.diags.len()).all(|i| self.covered.iter().any(|r| r.contains(&i)))
+    }
+
     fn push(&mut self, d: Diagnostic) {
         if self.diags.len() < MAX_DIAGNOSTICS {
             self.diags.push(d);
@@ -1185,8 +1314,41 @@ impl<'n> Checker<'n> {
         shape: &'static Shape,
         strict: bool,
     ) {
-        let mut seen = vec![false; shape.props.len()];
         for (k, v) in entries {
+            let before = self.diags.len();
+            // Set aside: an unknown key, or a bad value of an optional key.
+            let can_cut = match k.scalar_text(self.text) {
+                Some(name) => match shape.props.iter().find(|p| p.name == name) {
+                    Some(p) => !p.required,
+                    None => matches!(shape.additional, Additional::Deny),
+                },
+                None => false,
+            };
+            self.check_entry(k, v, shape, strict);
+            let after = self.diags.len();
+            // Cut the innermost entries only: when the problems inside this
+            // entry were all set aside already, the entry itself stays.
+            let uncovered = (before..after).any(|i| !self.covered.iter().any(|r| r.contains(&i)));
+            if uncovered
+                && can_cut
+                && !strict
+                && let Some(range) = entry_range(self.text, k, v)
+            {
+                self.repairs.push(range);
+                self.covered.push(before..after);
+            }
+        }
+        self.check_missing(node, shape);
+    }
+
+    fn check_entry(
+        &mut self,
+        k: &'n Node<'n>,
+        v: &'n Node<'n>,
+        shape: &'static Shape,
+        strict: bool,
+    ) {
+        {
             let Some(name) = k.scalar_text(self.text) else {
                 self.push(Diagnostic::error(
                     codes::WRONG_TYPE,
@@ -1194,14 +1356,13 @@ impl<'n> Checker<'n> {
                     k.pos(),
                     "a key must be a name, not a list or a mapping",
                 ));
-                continue;
+                return;
             };
             if let Some(i) = shape.props.iter().position(|p| p.name == name) {
-                seen[i] = true;
                 self.path.push(Seg::Key(key_str(k, self.text)));
                 self.check(v, shape.props[i].shape, strict);
                 self.path.pop();
-                continue;
+                return;
             }
             match shape.additional {
                 Additional::Any => {}
@@ -1230,6 +1391,21 @@ impl<'n> Checker<'n> {
                 }
             }
         }
+    }
+
+    fn check_missing(&mut self, node: &'n Node<'n>, shape: &'static Shape) {
+        let seen: Vec<bool> = match &node.kind {
+            Kind::Map(entries) => shape
+                .props
+                .iter()
+                .map(|p| {
+                    entries
+                        .iter()
+                        .any(|(k, _)| k.scalar_text(self.text).as_deref() == Some(p.name.as_str()))
+                })
+                .collect(),
+            _ => return,
+        };
         for (p, seen) in shape.props.iter().zip(seen) {
             if p.required && !seen {
                 let noun = shape.noun.as_deref().unwrap_or("mapping");

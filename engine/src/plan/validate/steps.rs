@@ -62,7 +62,7 @@ pub(super) fn validate_list(
                     first.line
                 ),
             )
-            .hint("step names are unique in their list: they name the step in logs and in `drplan status`");
+            .hint("step names are unique in their list: they name the step in logs and in `drplan show`");
         } else {
             seen.insert(name, pos(&s.name));
         }
