@@ -11,5 +11,6 @@
 //!   I/O, no clock: events in, effects out).
 
 pub mod core;
+pub mod fabric;
 pub mod plan;
 pub mod store;
