@@ -568,7 +568,10 @@ impl SimFabric {
                         let (tx, _) = watch::channel(None);
                         w.in_flight.insert(key_s.to_string(), tx);
                         let extra = w.faults.extra_delay(op, vm);
-                        break self.config.delay(op, key_s) + extra;
+                        // Whole milliseconds: tokio's timer has that
+                        // resolution, so the report states what was slept.
+                        let d = self.config.delay(op, key_s) + extra;
+                        break Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64);
                     }
                 }
             };
