@@ -586,3 +586,62 @@ async fn snapshot_and_restore_mid_scenario() {
 }
 
 use drplan_engine::fabric::OpContext;
+
+#[tokio::test]
+async fn deltas_rebuild_the_state_and_forgotten_keys_go() {
+    let inv = shipped();
+    let f = instant(&inv);
+    let mut persisted = f.snapshot();
+    assert!(f.take_delta().is_empty());
+    let mut deltas = Vec::new();
+    run_ok(
+        &f,
+        "1",
+        "web-01",
+        &planned_chain()[..2],
+        &ctx(FailoverKind::Planned),
+    )
+    .await;
+    deltas.push(f.take_delta());
+    run_ok(
+        &f,
+        "1",
+        "web-01",
+        &planned_chain()[2..],
+        &ctx(FailoverKind::Planned),
+    )
+    .await;
+    run_ok(
+        &f,
+        "2",
+        "sql-01",
+        &test_chain(None),
+        &ctx(FailoverKind::Test),
+    )
+    .await;
+    // A repeat changes only its call counter.
+    run_ok(
+        &f,
+        "2",
+        "sql-01",
+        &test_chain(None),
+        &ctx(FailoverKind::Test),
+    )
+    .await;
+    deltas.push(f.take_delta());
+    assert_eq!(deltas[0].vms.len(), 1);
+    assert_eq!(deltas[0].keys.len(), 2);
+    assert_eq!(deltas[1].vms.len(), 2);
+    assert_eq!(deltas[1].keys.len(), 4);
+    assert_eq!(f.forget_keys("1/"), 4);
+    deltas.push(f.take_delta());
+    assert_eq!(deltas[2].keys.values().filter(|r| r.is_none()).count(), 4);
+    for d in &deltas {
+        persisted.apply(d);
+    }
+    // An old delta applied late does not roll anything back.
+    persisted.apply(&deltas[0]);
+    assert_eq!(persisted, f.snapshot());
+    assert_eq!(f.executed().len(), 2);
+    assert!(f.executed().iter().all(|(k, _)| k.starts_with("2/")));
+}

@@ -34,7 +34,7 @@ pub mod sim;
 pub use faults::{Fault, FaultError, FaultSet};
 pub use network::Attachment;
 pub use points::PointUsed;
-pub use sim::{SimConfig, SimFabric, SimState};
+pub use sim::{SimConfig, SimDelta, SimFabric, SimState};
 
 /// The idempotency key of one fabric operation: the string form of a
 /// [`core::IdemKey`](IdemKey) (`{job}/{node}/{attempt}`) or any other string

@@ -134,7 +134,8 @@ impl History {
     }
 
     fn is_app(p: &PointPolicy, t: Millis) -> bool {
-        p.app_consistent_every_ms.is_some_and(|a| t.is_multiple_of(a))
+        p.app_consistent_every_ms
+            .is_some_and(|a| t.is_multiple_of(a))
     }
 
     /// Every point available at `now`, oldest first.

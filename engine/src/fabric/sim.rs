@@ -275,6 +275,47 @@ pub struct SimState {
     pub fired_once: BTreeSet<String>,
 }
 
+/// The changes of [`SimFabric::take_delta`]: current values of what
+/// changed; a key mapped to `None` was forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimDelta {
+    pub generation: u64,
+    pub vms: BTreeMap<String, SimVm>,
+    pub keys: BTreeMap<String, Option<KeyRecord>>,
+    pub fired_once: BTreeSet<String>,
+}
+
+impl SimDelta {
+    pub fn is_empty(&self) -> bool {
+        self.vms.is_empty() && self.keys.is_empty()
+    }
+}
+
+impl SimState {
+    /// Apply a delta taken after this state (deltas must be applied in the
+    /// order they were taken; an older one is ignored).
+    pub fn apply(&mut self, delta: &SimDelta) {
+        if delta.generation < self.generation {
+            return;
+        }
+        self.generation = delta.generation;
+        for (n, v) in &delta.vms {
+            self.vms.insert(n.clone(), v.clone());
+        }
+        for (k, r) in &delta.keys {
+            match r {
+                Some(r) => {
+                    self.keys.insert(k.clone(), r.clone());
+                }
+                None => {
+                    self.keys.remove(k);
+                }
+            }
+        }
+        self.fired_once = delta.fired_once.clone();
+    }
+}
+
 /// A test VM still present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Residue {
@@ -346,6 +387,9 @@ struct World {
     mappings: Vec<Mapping>,
     /// Keys being executed: a concurrent repeat waits for the result.
     in_flight: HashMap<String, watch::Sender<Option<OpResult>>>,
+    /// Changed since the last [`SimFabric::take_delta`].
+    dirty_vms: BTreeSet<String>,
+    dirty_keys: BTreeSet<String>,
 }
 
 /// The simulated fabric. Share it as `Arc<SimFabric>` (or `Arc<dyn Fabric>`).
@@ -391,6 +435,8 @@ impl SimFabric {
                 faults,
                 mappings: inventory.network_mappings.clone(),
                 in_flight: HashMap::new(),
+                dirty_vms: BTreeSet::new(),
+                dirty_keys: BTreeSet::new(),
             }),
             config,
         }
@@ -430,6 +476,8 @@ impl SimFabric {
                 faults,
                 mappings: inventory.network_mappings.clone(),
                 in_flight: HashMap::new(),
+                dirty_vms: BTreeSet::new(),
+                dirty_keys: BTreeSet::new(),
             }),
         })
     }
@@ -448,6 +496,61 @@ impl SimFabric {
     /// A consistent copy of the world, for persistence.
     pub fn snapshot(&self) -> SimState {
         self.lock().state.clone()
+    }
+
+    /// What changed since the last call (or since construction): the
+    /// current value of every VM and key record touched, for a runtime that
+    /// persists the world incrementally (in the same store batch as the
+    /// outcomes it reports; see docs/fabric.md). Applying every delta in
+    /// order to the snapshot taken at construction gives [`Self::snapshot`].
+    pub fn take_delta(&self) -> SimDelta {
+        let mut w = self.lock();
+        let World {
+            state,
+            dirty_vms,
+            dirty_keys,
+            ..
+        } = &mut *w;
+        let delta = SimDelta {
+            generation: state.generation,
+            vms: std::mem::take(dirty_vms)
+                .into_iter()
+                .filter_map(|n| state.vms.get(&n).map(|v| (n, v.clone())))
+                .collect(),
+            keys: std::mem::take(dirty_keys)
+                .into_iter()
+                .map(|k| {
+                    let rec = state.keys.get(&k).cloned();
+                    (k, rec)
+                })
+                .collect(),
+            fired_once: state.fired_once.clone(),
+        };
+        delta
+    }
+
+    /// Forget the key records whose key starts with `prefix` (e.g. `"42/"`,
+    /// every key of job 42): once a job is terminal its keys are never
+    /// re-issued, and 10,000 VMs leave 40,000 records per failover.
+    pub fn forget_keys(&self, prefix: &str) -> usize {
+        let mut w = self.lock();
+        let World {
+            state, dirty_keys, ..
+        } = &mut *w;
+        let gone: Vec<String> = state
+            .keys
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            state.keys.remove(k);
+            dirty_keys.insert(k.clone());
+        }
+        if !gone.is_empty() {
+            state.generation += 1;
+        }
+        gone.len()
     }
 
     /// The generation of the current state (see [`SimState::generation`]).
@@ -560,6 +663,7 @@ impl SimFabric {
                     rec.calls += 1;
                     let result = rec.result.clone();
                     w.state.generation += 1;
+                    w.dirty_keys.insert(key_s.to_string());
                     return result;
                 }
                 match w.in_flight.get(key_s) {
@@ -618,6 +722,8 @@ impl SimFabric {
             },
         );
         state.generation += 1;
+        w.dirty_vms.insert(vm.to_string());
+        w.dirty_keys.insert(key_s.to_string());
         if let Some(tx) = w.in_flight.remove(key_s) {
             tx.send_replace(Some(result.clone()));
         }
