@@ -511,7 +511,7 @@ impl SimFabric {
             dirty_keys,
             ..
         } = &mut *w;
-        let delta = SimDelta {
+        SimDelta {
             generation: state.generation,
             vms: std::mem::take(dirty_vms)
                 .into_iter()
@@ -525,8 +525,7 @@ impl SimFabric {
                 })
                 .collect(),
             fired_once: state.fired_once.clone(),
-        };
-        delta
+        }
     }
 
     /// Forget the key records whose key starts with `prefix` (e.g. `"42/"`,
