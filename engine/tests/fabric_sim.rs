@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use drplan_engine::fabric::sim::{Protection, Replication};
 use drplan_engine::fabric::{
-    Fabric, FabricError, Fault, FaultSet, OpKey, OpKind, SimConfig, SimFabric, SimState,
+    Fabric, FabricError, Fault, FaultSet, OpContext, OpKey, OpKind, SimConfig, SimFabric, SimState,
 };
 use drplan_engine::plan::compile::{RecoveryPoint, VmOp};
 use drplan_engine::plan::model::{Direction, FailoverKind, ProtectionState};
@@ -585,8 +585,6 @@ async fn snapshot_and_restore_mid_scenario() {
     assert!(SimFabric::restore(&inv, SimConfig::instant(), FaultSet::default(), bad).is_err());
 }
 
-use drplan_engine::fabric::OpContext;
-
 #[tokio::test]
 async fn deltas_rebuild_the_state_and_forgotten_keys_go() {
     let inv = shipped();
@@ -644,4 +642,67 @@ async fn deltas_rebuild_the_state_and_forgotten_keys_go() {
     assert_eq!(persisted, f.snapshot());
     assert_eq!(f.executed().len(), 2);
     assert!(f.executed().iter().all(|(k, _)| k.starts_with("2/")));
+}
+
+#[tokio::test]
+async fn run_dispatches_every_vm_op_to_its_method() {
+    let inv = shipped();
+    let f = instant(&inv);
+    let planned = ctx(FailoverKind::Planned);
+    let test = ctx(FailoverKind::Test);
+    // Each op in an order where it is legal, with the context it needs.
+    let script: Vec<(&str, VmOp, OpContext)> = vec![
+        ("sql-02", VmOp::CreateTestVm { network: None }, test),
+        ("sql-02", VmOp::StartTestVm, test),
+        ("sql-02", VmOp::DeleteTestVm, plain()),
+        (
+            "sql-02",
+            VmOp::ShutdownPrimary {
+                if_reachable: false,
+            },
+            planned,
+        ),
+        ("sql-02", VmOp::SyncFinalDelta, planned),
+        (
+            "sql-02",
+            VmOp::Failover {
+                recovery_point: RecoveryPoint::Latest,
+            },
+            planned,
+        ),
+        ("sql-02", VmOp::StartReplica, planned),
+        (
+            "sql-02",
+            VmOp::ChangeRecoveryPoint {
+                recovery_point: RecoveryPoint::LatestProcessed,
+            },
+            plain(),
+        ),
+        ("sql-02", VmOp::Rollback, plain()),
+        (
+            "sql-01",
+            VmOp::ShutdownPrimary { if_reachable: true },
+            ctx(FailoverKind::Unplanned),
+        ),
+        (
+            "sql-01",
+            VmOp::Failover {
+                recovery_point: RecoveryPoint::Latest,
+            },
+            ctx(FailoverKind::Unplanned),
+        ),
+        ("sql-01", VmOp::Commit, plain()),
+        ("sql-01", VmOp::ReverseReplicate, plain()),
+    ];
+    for (i, (vm, op, cx)) in script.iter().enumerate() {
+        let r = f
+            .run(&OpKey(format!("s{i}")), vm, op, cx)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", op.name()));
+        assert_eq!(r.op, OpKind::of(op));
+        assert_eq!(r.op.as_str(), op.name());
+        assert_eq!(r.vm, *vm);
+    }
+    assert_eq!(f.vm("sql-01").unwrap().direction, Direction::Reverse);
+    assert!(f.vm("sql-02").unwrap().failover.is_none());
 }
