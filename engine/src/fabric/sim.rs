@@ -1136,7 +1136,10 @@ impl Cx<'_> {
         let tgt = v.target().expect("protected");
         self.need(tgt, "fail over the replica")?;
         self.injected(fired)?;
-        let history = v.history().expect("replicating");
+        // A state restored from disk may be inconsistent: refuse, do not panic.
+        let history = v
+            .history()
+            .ok_or_else(|| self.not_ready("it is not replicating"))?;
         let point = history.select(&v.policy, self.ctx.now, rp).map_err(|m| {
             FabricError::NoRecoveryPoint {
                 vm: self.vm.to_string(),
@@ -1409,7 +1412,7 @@ impl Cx<'_> {
         self.injected(fired)?;
         let point = v
             .history()
-            .expect("failed over")
+            .ok_or_else(|| self.not_ready("it is not replicating"))?
             .select(&v.policy, self.ctx.now, rp)
             .map_err(|m| FabricError::NoRecoveryPoint {
                 vm: self.vm.to_string(),
