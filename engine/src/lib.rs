@@ -9,7 +9,10 @@
 //!   compilation to an execution DAG, graph rendering).
 //! - [`core`]: the pure job, step and replicated-item state machines (no
 //!   I/O, no clock: events in, effects out).
+//! - [`fabric`]: the `Fabric` trait the runtime performs VM operations
+//!   through, and the simulated two-site fabric (`SimFabric`).
 
 pub mod core;
+pub mod fabric;
 pub mod plan;
 pub mod store;
