@@ -9,7 +9,11 @@
 //!   compilation to an execution DAG, graph rendering).
 //! - [`core`]: the pure job, step and replicated-item state machines (no
 //!   I/O, no clock: events in, effects out).
+//! - [`script`]: runs one attempt of a script step as a child process in
+//!   its own process group (timeouts, bounded output, published values).
 
 pub mod core;
 pub mod plan;
+#[cfg(unix)]
+pub mod script;
 pub mod store;
