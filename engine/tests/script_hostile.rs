@@ -246,3 +246,33 @@ async fn the_script_leads_its_own_process_group() {
     assert_eq!(lines[0], lines[1], "pid and process group differ");
     assert_ne!(lines[1].parse::<u32>().unwrap(), std::process::id());
 }
+
+#[tokio::test]
+async fn a_values_file_replaced_by_a_fifo_or_a_link_cannot_block_or_flood() {
+    let cases = [
+        (
+            "rm \"$DRPLAN_OUTPUT\"; mkfifo \"$DRPLAN_OUTPUT\"",
+            "could not be read (it is not a regular file)",
+        ),
+        (
+            "rm \"$DRPLAN_OUTPUT\"; ln -s /dev/zero \"$DRPLAN_OUTPUT\"",
+            "replaced by a symbolic link",
+        ),
+        ("rm \"$DRPLAN_OUTPUT\"", "was removed by the script"),
+    ];
+    for (line, expect) in cases {
+        let r = run(&runner(), request(shell(line))).await;
+        assert_eq!(r.outcome, ScriptOutcome::Succeeded, "{line}: {}", r.output);
+        assert!(r.values.is_empty());
+        assert!(
+            r.duration < Duration::from_secs(2),
+            "{line}: {:?}",
+            r.duration
+        );
+        assert!(
+            r.warnings.iter().any(|w| w.contains(expect)),
+            "{line}: {:?}",
+            r.warnings
+        );
+    }
+}

@@ -337,3 +337,39 @@ async fn the_shipped_update_dns_script_runs_once_per_key() {
     );
     assert_eq!(first.values, again.values);
 }
+
+/// The `DRPLAN_*` names in the first column of the variable table of a
+/// markdown file (`| `DRPLAN_X` | ... |`).
+fn documented_vars(doc: &str) -> std::collections::BTreeSet<String> {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(doc);
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("| `DRPLAN_"))
+        .filter_map(|l| l.split_once('`'))
+        .map(|(name, _)| format!("DRPLAN_{name}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_docs_list_exactly_the_variables_a_script_gets() {
+    let mut req = request(argv(&["env", "-0"]));
+    req.context.values.insert("zone".into(), "x".into());
+    let r = run(&runner(), req).await;
+    let set: std::collections::BTreeSet<String> = r
+        .output
+        .split('\0')
+        .filter_map(|e| e.split_once('=').map(|(k, _)| k))
+        .filter(|k| k.starts_with("DRPLAN_"))
+        .map(|k| k.replace("DRPLAN_VALUE_zone", "DRPLAN_VALUE_<key>"))
+        .collect();
+    assert_eq!(set.len(), 12, "{set:?}");
+    for doc in ["plan-format.md", "scripts.md"] {
+        assert_eq!(
+            documented_vars(doc),
+            set,
+            "docs/{doc} and the runner disagree"
+        );
+    }
+}

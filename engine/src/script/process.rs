@@ -48,17 +48,13 @@ impl Group {
     /// Resolves once the main process has exited; does not reap it.
     pub(crate) async fn exited(&self) {
         if let Some(fd) = &self.pidfd {
-            loop {
-                match fd.readable().await {
-                    Ok(mut guard) => {
-                        if self.has_exited() {
-                            return;
-                        }
-                        guard.clear_ready();
-                    }
-                    // The reactor is gone (runtime shutting down): poll.
-                    Err(_) => break,
+            // An error means the reactor is gone (runtime shutting down):
+            // fall back to polling.
+            while let Ok(mut guard) = fd.readable().await {
+                if self.has_exited() {
+                    return;
                 }
+                guard.clear_ready();
             }
         }
         // Without a pidfd: poll. Cheap (one waitid), and the latency is

@@ -5,7 +5,8 @@
 //! becomes a warning for the operator, never an error.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::tail::human_bytes;
@@ -26,20 +27,36 @@ pub(crate) fn read_values(
     warnings: &mut Vec<String>,
 ) -> BTreeMap<String, String> {
     let mut data = Vec::new();
-    let read = std::fs::File::open(path)
-        .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut data));
+    // The script may have replaced the file: by a FIFO (a plain open would
+    // block for ever), or by a symlink to a device or a huge file. Open
+    // without following links and without blocking, and read only a
+    // regular file, and only `limit` bytes of it.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path);
+    let read = opened.and_then(|f| {
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::other("it is not a regular file"));
+        }
+        f.take(limit.saturating_add(1)).read_to_end(&mut data)
+    });
     if let Err(e) = read {
-        // The runner created the file; the script may have removed it.
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warnings.push(format!(
-                "could not read the published values in {}: {e}",
-                path.display()
-            ));
-        } else {
+        if e.kind() == io::ErrorKind::NotFound {
             warnings.push(
                 "the DRPLAN_OUTPUT file was removed by the script; no values were published"
                     .to_string(),
             );
+        } else if e.raw_os_error() == Some(libc::ELOOP) {
+            warnings.push(
+                "the DRPLAN_OUTPUT file was replaced by a symbolic link; no values were \
+                 published (append to the file instead)"
+                    .to_string(),
+            );
+        } else {
+            warnings.push(format!(
+                "the DRPLAN_OUTPUT file could not be read ({e}); no values were published"
+            ));
         }
         return BTreeMap::new();
     }
