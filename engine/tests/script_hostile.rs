@@ -60,9 +60,8 @@ async fn a_background_child_holding_the_pipe_does_not_keep_the_run_going() {
     // drain (300 ms) + SIGTERM, which `sleep` obeys at once.
     assert!(r.duration < Duration::from_secs(2), "{:?}", r.duration);
     assert!(
-        r.warnings
-            .iter()
-            .any(|w| w.contains("left 1 process running in its process group")),
+        r.warnings.iter().any(|w| w
+            .ends_with("left 1 process running in its process group; stopped them with SIGTERM")),
         "{:?}",
         r.warnings
     );
@@ -82,7 +81,10 @@ async fn leftovers_ignoring_sigterm_are_killed_too() {
     assert_eq!(r.outcome, ScriptOutcome::Succeeded);
     assert!(r.duration < Duration::from_secs(3), "{:?}", r.duration);
     assert!(
-        r.warnings.iter().any(|w| w.contains("left 2 processes")),
+        r.warnings.iter().any(|w| w.ends_with(
+            "left 2 processes running in its process group; killed them (SIGKILL) after they \
+             ignored SIGTERM for 500ms"
+        )),
         "{:?}",
         r.warnings
     );
@@ -274,5 +276,37 @@ async fn a_values_file_replaced_by_a_fifo_or_a_link_cannot_block_or_flood() {
             "{line}: {:?}",
             r.warnings
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_do_not_hold_each_other_open() {
+    // While long attempts run, short ones started alongside end at once
+    // and see only their own output: no run's pipe leaks into another's
+    // processes (it would keep it open until they exit).
+    let runner = std::sync::Arc::new(runner());
+    let mut handles = Vec::new();
+    for i in 0..12 {
+        let runner = std::sync::Arc::clone(&runner);
+        handles.push(tokio::spawn(async move {
+            let line = if i % 3 == 0 {
+                format!("echo long {i}; sleep 3")
+            } else {
+                format!("echo short {i}")
+            };
+            let r = run(&runner, request(shell(&line))).await;
+            (i, r)
+        }));
+    }
+    for h in handles {
+        let (i, r) = h.await.unwrap();
+        assert_eq!(r.outcome, ScriptOutcome::Succeeded);
+        assert!(r.warnings.is_empty(), "{i}: {:?}", r.warnings);
+        if i % 3 == 0 {
+            assert_eq!(r.output, format!("long {i}\n"));
+        } else {
+            assert_eq!(r.output, format!("short {i}\n"));
+            assert!(r.duration < Duration::from_secs(2), "{i}: {:?}", r.duration);
+        }
     }
 }

@@ -17,7 +17,7 @@
 //!   published-values file is read up to [`RunnerConfig::values_limit`].
 //! - **No secrets leak.** The environment is built from nothing: an
 //!   allowlist of the engine's variables, the step's `env`, then the
-//!   `DRPLAN_*` context (see [`env`]).
+//!   `DRPLAN_*` context (see [`mod@env`]).
 //! - **Clear failures.** A program that is missing, not executable or has
 //!   a broken `#!` line is [`ScriptOutcome::CouldNotStart`] with a message
 //!   that says which and where.
@@ -348,13 +348,19 @@ impl ScriptRunner {
                 match group.others_alive() {
                     Some(0) => {}
                     Some(n) => {
+                        let killed = self.stop_group(&group).await;
+                        let how = if killed {
+                            format!(
+                                "killed them (SIGKILL) after they ignored SIGTERM for {}",
+                                humantime::format_duration(self.config.kill_grace)
+                            )
+                        } else {
+                            "stopped them with SIGTERM".to_string()
+                        };
                         warnings.push(format!(
-                            "the script left {n} process{} running in its process group; stopped \
-                             (SIGTERM, then SIGKILL after {})",
+                            "the script left {n} process{} running in its process group; {how}",
                             if n == 1 { "" } else { "es" },
-                            humantime::format_duration(self.config.kill_grace)
                         ));
-                        self.stop_group(&group).await;
                     }
                     // No way to list the group here: stop whatever is left.
                     None => group.signal(libc::SIGKILL),
