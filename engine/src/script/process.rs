@@ -219,3 +219,62 @@ fn members(pgid: libc::pid_t) -> Option<Vec<Member>> {
 fn members(_pgid: libc::pid_t) -> Option<Vec<Member>> {
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::time::Instant;
+
+    fn leader(script: &str) -> Child {
+        std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn exit_is_seen_without_reaping_with_and_without_a_pidfd() {
+        for use_pidfd in [true, false] {
+            let mut g = Group::new(leader("sleep 0.1; exit 4"));
+            if !use_pidfd {
+                // Where pidfds are unavailable (older kernels, other unixes).
+                g.pidfd = None;
+            }
+            assert!(!g.has_exited());
+            let started = Instant::now();
+            tokio::time::timeout(Duration::from_secs(5), g.exited())
+                .await
+                .expect("exit noticed");
+            assert!(started.elapsed() >= Duration::from_millis(80));
+            // Not reaped yet: the zombie still holds the group id.
+            // SAFETY: signal 0 only checks for existence.
+            assert_eq!(unsafe { libc::kill(-g.pid, 0) }, 0);
+            assert_eq!(
+                g.reap().and_then(|s| s.code()),
+                Some(4),
+                "pidfd {use_pidfd}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_an_unfinished_group_kills_and_reaps_it() {
+        let g = Group::new(leader("sleep 30"));
+        let pid = g.pid;
+        drop(g);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Killed, and reaped by the drop's thread: a zombie would still
+        // answer a group kill.
+        loop {
+            // SAFETY: signal 0 only checks for existence.
+            let gone = unsafe { libc::kill(-pid, 0) } == -1;
+            if gone {
+                break;
+            }
+            assert!(Instant::now() < deadline, "group {pid} survived the drop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
