@@ -11,8 +11,13 @@
 //!   I/O, no clock: events in, effects out).
 //! - [`fabric`]: the `Fabric` trait the runtime performs VM operations
 //!   through, and the simulated two-site fabric (`SimFabric`).
+//! - [`store`]: the durable store (sled; an in-memory one for tests).
+//! - [`script`]: runs one attempt of a script step as a child process in
+//!   its own process group (timeouts, bounded output, published values).
 
 pub mod core;
 pub mod fabric;
 pub mod plan;
+#[cfg(unix)]
+pub mod script;
 pub mod store;
