@@ -3,7 +3,7 @@
 //!
 //! Pipeline: bytes → [`yaml::parse`] (size limits, YAML syntax, the shape
 //! checked against the JSON Schema, all problems at once) → the serde mirror
-//! types in [`file`] / [`fabric_file`] → [`validate`] (names, references,
+//! types in [`file`](mod@file) / [`fabric_file`] → [`validate`] (names, references,
 //! cycles, durations, scripts, the plan against the inventory) → the
 //! validated [`model::Plan`] / [`model::Inventory`] → [`compile::compile`] →
 //! [`compile::ExecPlan`].
