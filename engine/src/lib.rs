@@ -9,7 +9,11 @@
 //!   compilation to an execution DAG, graph rendering).
 //! - [`core`]: the pure job, step and replicated-item state machines (no
 //!   I/O, no clock: events in, effects out).
+//! - [`store`]: durable storage (event logs, timers, leases, items).
+//! - [`journal`]: the core event-sourced on the store: submit, record,
+//!   reopen and resume jobs.
 
 pub mod core;
+pub mod journal;
 pub mod plan;
 pub mod store;
