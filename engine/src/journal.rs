@@ -209,18 +209,12 @@ fn busy_message(
         (None, Some(plan)) => format!(" (plan `{plan}`)"),
         (None, None) => String::new(),
     };
-    format!(
-        "VM `{vm}` is in use by job {holder}{what}; wait for that job to finish or cancel it"
-    )
+    format!("VM `{vm}` is in use by job {holder}{what}; wait for that job to finish or cancel it")
 }
 
 fn not_ready_message(problems: &[NotReady]) -> String {
     let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-    format!(
-        "{} VM(s) not ready: {}",
-        problems.len(),
-        lines.join("; ")
-    )
+    format!("{} VM(s) not ready: {}", problems.len(), lines.join("; "))
 }
 
 /// One live job in memory.
@@ -293,7 +287,10 @@ impl Journal {
             .collect();
         let committer = GroupCommitter::new(store.clone());
         if !orphans.is_empty() {
-            tracing::info!(?orphans, "releasing leases of jobs that were never recorded");
+            tracing::info!(
+                ?orphans,
+                "releasing leases of jobs that were never recorded"
+            );
             committer.commit(
                 orphans
                     .into_iter()
@@ -347,10 +344,7 @@ impl Journal {
                 start_at: req.start_at,
                 parent: req.parent,
             };
-            let event = JobEvent::Submitted {
-                spec,
-                at: req.at,
-            };
+            let event = JobEvent::Submitted { spec, at: req.at };
             let (state, fx) = core::submit(&ctx, &event).map_err(JournalError::Rejected)?;
             let meta = JobMeta {
                 id,
@@ -473,7 +467,9 @@ impl Journal {
                 // them; if someone was faster, the start will tell.
                 match self.store.acquire_leases(id, &vms) {
                     Ok(()) => drop(self.committer.submit(Vec::new())),
-                    Err(e) => tracing::info!(job = %id, error = %e, "follow-up job's VMs not reserved"),
+                    Err(e) => {
+                        tracing::info!(job = %id, error = %e, "follow-up job's VMs not reserved")
+                    }
                 }
             }
         }
@@ -812,11 +808,8 @@ impl Journal {
             .iter()
             .map(|vm| self.item_state(vm))
             .collect::<Result<Vec<_>, _>>()?;
-        item::check_job(
-            operation,
-            vms.iter().map(String::as_str).zip(states.iter()),
-        )
-        .map_err(JournalError::NotReady)
+        item::check_job(operation, vms.iter().map(String::as_str).zip(states.iter()))
+            .map_err(JournalError::NotReady)
     }
 
     fn read_live(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<JobId, Cell>> {
@@ -851,11 +844,9 @@ fn model_record(plan: &Plan) -> Result<(String, String), JournalError> {
     let key = format!("model:{}", blake3::hash(&bytes).to_hex());
     // The codec header is ASCII for every version below 128 and the body
     // is JSON, so the record is valid UTF-8 and fits a text entry.
-    let text = String::from_utf8(bytes).map_err(|e| {
-        StoreError::Corrupt {
-            what: "plan model record".into(),
-            detail: e.to_string(),
-        }
+    let text = String::from_utf8(bytes).map_err(|e| StoreError::Corrupt {
+        what: "plan model record".into(),
+        detail: e.to_string(),
     })?;
     Ok((key, text))
 }
@@ -891,17 +882,20 @@ fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
     let job = meta.id;
     let damaged = |seq: Option<u64>, detail: String| JournalError::Damaged { job, seq, detail };
     let text = store.text(&meta.model_key)?.ok_or_else(|| {
-        damaged(None, format!("its plan model `{}` is missing", meta.model_key))
+        damaged(
+            None,
+            format!("its plan model `{}` is missing", meta.model_key),
+        )
     })?;
-    let record: PlanRecord = codec::decode(text.as_bytes())
-        .map_err(|e| damaged(None, format!("plan model: {e}")))?;
+    let record: PlanRecord =
+        codec::decode(text.as_bytes()).map_err(|e| damaged(None, format!("plan model: {e}")))?;
     let plan = Arc::new(record.plan);
     let ctx = JobContext::new(&plan, meta.operation);
 
     let (mut state, from) = match store.snapshot(job)? {
         Some((seq, bytes)) => {
-            let state: JobState = codec::decode(&bytes)
-                .map_err(|e| damaged(Some(seq), format!("snapshot: {e}")))?;
+            let state: JobState =
+                codec::decode(&bytes).map_err(|e| damaged(Some(seq), format!("snapshot: {e}")))?;
             if state.spec.id != job || state.steps.len() != ctx.len() {
                 return Err(damaged(
                     Some(seq),

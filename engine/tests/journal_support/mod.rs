@@ -78,7 +78,12 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(store: Arc<dyn Store>, opts: JournalOptions, fabric: Fabric, choices: Vec<u8>) -> Sim {
+    pub fn new(
+        store: Arc<dyn Store>,
+        opts: JournalOptions,
+        fabric: Fabric,
+        choices: Vec<u8>,
+    ) -> Sim {
         Sim {
             journal: Journal::open_with(store, opts).expect("open"),
             out: Outside {
@@ -91,9 +96,24 @@ impl Sim {
         }
     }
 
+    /// A sim over an already opened journal (nothing in flight).
+    pub fn with_journal(journal: Journal, out: Outside, choices: Vec<u8>) -> Sim {
+        Sim {
+            journal,
+            out,
+            mem: Volatile::default(),
+            choices,
+        }
+    }
+
     /// Restart on `store` (a crash copy): reopen, then perform what
     /// `resume` says.
-    pub fn restart(store: Arc<dyn Store>, opts: JournalOptions, out: Outside, choices: Vec<u8>) -> Sim {
+    pub fn restart(
+        store: Arc<dyn Store>,
+        opts: JournalOptions,
+        out: Outside,
+        choices: Vec<u8>,
+    ) -> Sim {
         let journal = Journal::open_with(store, opts).expect("reopen after a crash");
         let mut sim = Sim {
             journal,
@@ -112,7 +132,12 @@ impl Sim {
         sim
     }
 
-    pub fn submit(&mut self, plan: &Plan, operation: Operation, start_at: Option<Millis>) -> Result<JobId, JournalError> {
+    pub fn submit(
+        &mut self,
+        plan: &Plan,
+        operation: Operation,
+        start_at: Option<Millis>,
+    ) -> Result<JobId, JournalError> {
         let (id, fx) = self.journal.submit(SubmitRequest {
             plan: plan.clone(),
             plan_text: format!("# plan {}\n", plan.name),
@@ -130,13 +155,19 @@ impl Sim {
     pub fn perform(&mut self, job: JobId, fx: &[Effect]) {
         for e in fx {
             match e {
-                Effect::RunVmOp { step, attempt, key, .. } | Effect::RunScript { step, attempt, key } => {
+                Effect::RunVmOp {
+                    step, attempt, key, ..
+                }
+                | Effect::RunScript { step, attempt, key } => {
                     let k = key.to_string();
                     assert_eq!(key.job, job);
                     *self.out.fabric.requests.entry(k.clone()).or_default() += 1;
                     // The fabric deduplicates by key: a repeat is the same operation.
                     self.out.fabric.executed.insert(k.clone());
-                    let prev = self.mem.inflight.insert((job, *step, *attempt), (k.clone(), false));
+                    let prev = self
+                        .mem
+                        .inflight
+                        .insert((job, *step, *attempt), (k.clone(), false));
                     assert!(prev.is_none_or(|(pk, _)| pk == k), "one attempt, one key");
                 }
                 Effect::CancelStep { step, attempt } => {
@@ -248,7 +279,9 @@ impl Sim {
                 )
             }
             Cand::Prompt(job, step) => {
-                let StepState::AwaitingOperator { attempt, reason } = states[&job].steps[step].state.clone() else {
+                let StepState::AwaitingOperator { attempt, reason } =
+                    states[&job].steps[step].state.clone()
+                else {
                     unreachable!()
                 };
                 let h = hash(seed, &format!("{job}/{step}/{attempt}"));
@@ -274,13 +307,21 @@ impl Sim {
             }
             Cand::Fire(job, timer, due) => {
                 self.out.now = self.out.now.max(due);
-                (job, JobEvent::TimerFired { timer, at: self.out.now })
+                (
+                    job,
+                    JobEvent::TimerFired {
+                        timer,
+                        at: self.out.now,
+                    },
+                )
             }
             Cand::Start(job) => (job, JobEvent::Started { at }),
             Cand::Complete(job) => (
                 job,
                 JobEvent::OperatorAction {
-                    action: OperatorAction::CompleteTest { notes: "seen".into() },
+                    action: OperatorAction::CompleteTest {
+                        notes: "seen".into(),
+                    },
                     by,
                     at,
                 },
@@ -346,9 +387,22 @@ impl Sim {
     /// After an outcome is durable the fabric forgets the operation.
     fn settle(&mut self, job: JobId, ev: &JobEvent) {
         match ev {
-            JobEvent::StepFinished { step, attempt, outcome, .. } => {
-                let (key, _) = self.mem.inflight.remove(&(job, *step, *attempt)).expect("in flight");
-                let prev = self.out.fabric.completed.insert(key.clone(), outcome.clone());
+            JobEvent::StepFinished {
+                step,
+                attempt,
+                outcome,
+                ..
+            } => {
+                let (key, _) = self
+                    .mem
+                    .inflight
+                    .remove(&(job, *step, *attempt))
+                    .expect("in flight");
+                let prev = self
+                    .out
+                    .fabric
+                    .completed
+                    .insert(key.clone(), outcome.clone());
                 assert!(prev.is_none(), "operation {key} completed twice");
             }
             JobEvent::ManualAnswered { step, .. }
