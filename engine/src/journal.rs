@@ -22,7 +22,8 @@
 //! # Failure model
 //!
 //! - A rejected event ([`Rejected`]) writes nothing; a duplicate outcome
-//!   (at-least-once delivery, [`Rejected::is_duplicate`]) is `Ok(vec![])`.
+//!   (at-least-once delivery, [`Rejected::is_duplicate`]), and an outcome
+//!   or timer that arrives after its job ended, is `Ok(vec![])`.
 //! - A failure *before* the commit (an illegal replicated-item transition,
 //!   a VM taken at start, a record that cannot be encoded) writes nothing;
 //!   the job's cached state is rebuilt from the store, so it is again the
@@ -409,7 +410,14 @@ impl Journal {
     /// the commit is durable).
     pub fn record(&self, job: JobId, event: JobEvent) -> Result<Vec<Effect>, JournalError> {
         self.check_poison()?;
-        let cell = self.cell(job)?;
+        let cell = match self.cell(job) {
+            Ok(cell) => cell,
+            Err(JournalError::Finished { .. }) if late_delivery(&event) => {
+                tracing::debug!(%job, "dropping an outcome delivered after the job ended");
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
         let mut live = lock_job(&cell, job)?;
         // Another caller may have poisoned the journal while we waited.
         self.check_poison()?;
@@ -428,6 +436,10 @@ impl Journal {
             Ok(fx) => fx,
             Err(r) if r.is_duplicate() => {
                 tracing::debug!(%job, reason = %r, "dropping a repeated delivery");
+                return Ok(Vec::new());
+            }
+            Err(Rejected::JobFinished { .. }) if late_delivery(&event) => {
+                tracing::debug!(%job, "dropping an outcome delivered after the job ended");
                 return Ok(Vec::new());
             }
             Err(Rejected::JobFinished { job, status }) => {
@@ -821,6 +833,17 @@ impl Journal {
     fn write_live(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<JobId, Cell>> {
         self.live.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// An outcome or a timer arriving after its job ended: at-least-once
+/// delivery makes this routine (the job ended on the first delivery, or
+/// ended otherwise and the outcome no longer matters), so it is dropped like
+/// any other repeat. Operators' commands on a finished job are refused.
+fn late_delivery(event: &JobEvent) -> bool {
+    matches!(
+        event,
+        JobEvent::StepFinished { .. } | JobEvent::TimerFired { .. }
+    )
 }
 
 fn lock_job(cell: &Cell, job: JobId) -> Result<MutexGuard<'_, Live>, JournalError> {

@@ -299,3 +299,75 @@ fn a_damaged_event_is_a_clear_error_naming_job_and_seq() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_repeated_outcome_is_acknowledged_without_a_second_record() {
+    let mem = Arc::new(MemStore::new());
+    let mut sim = Sim::new(
+        mem.clone(),
+        JournalOptions::default(),
+        all_ok(),
+        CALM.to_vec(),
+    );
+    let job = sim
+        .submit(&named("p1", &["web1"]), planned(), None)
+        .unwrap();
+    let fx = sim
+        .journal
+        .record(job, drplan_engine::core::JobEvent::Started { at: T0 + 1 })
+        .unwrap();
+    let Some(drplan_engine::core::Effect::RunScript { step, attempt, .. }) = fx.first().cloned()
+    else {
+        panic!("the pre script starts first: {fx:?}");
+    };
+    let outcome = drplan_engine::core::JobEvent::StepFinished {
+        step,
+        attempt,
+        outcome: drplan_engine::core::Outcome::Succeeded,
+        output_tail: None,
+        at: T0 + 2,
+    };
+    let first = sim.journal.record(job, outcome.clone()).unwrap();
+    assert!(!first.is_empty(), "the VM chain starts after the script");
+    let log = sim.journal.events(job).unwrap();
+    assert_eq!(sim.journal.record(job, outcome).unwrap(), vec![]);
+    assert_eq!(
+        sim.journal.events(job).unwrap(),
+        log,
+        "the repeat is not logged"
+    );
+    // A real refusal is an error and writes nothing either.
+    let refused = sim
+        .journal
+        .record(job, drplan_engine::core::JobEvent::Started { at: T0 + 3 });
+    assert!(
+        matches!(refused, Err(JournalError::Rejected(_))),
+        "{refused:?}"
+    );
+    assert_eq!(sim.journal.events(job).unwrap(), log);
+}
+
+#[test]
+fn leases_of_a_submission_that_never_committed_are_released_on_open() {
+    // A submission leased its VMs, another commit's flush made the leases
+    // durable, and drplan died before the submission's own commit.
+    let mem = Arc::new(MemStore::new());
+    let ghost = mem.allocate_job_id().unwrap();
+    mem.acquire_leases(ghost, &["web1".to_string()]).unwrap();
+    mem.flush().unwrap();
+    let mut sim = Sim::new(
+        mem.clone(),
+        JournalOptions::default(),
+        all_ok(),
+        CALM.to_vec(),
+    );
+    assert_eq!(
+        mem.crash_copy().leases().unwrap(),
+        vec![],
+        "released durably"
+    );
+    let job = sim
+        .submit(&named("p1", &["web1"]), planned(), None)
+        .unwrap();
+    assert_ne!(job, ghost);
+}
