@@ -10,9 +10,13 @@
 //!   `Journal::open` a job of 100,000 events (a planned failover whose
 //!   flaky script an operator retried 50,000 times), with a snapshot every
 //!   1,024 events and without any.
+//! - `reopen/100k_events/store_open_only`: `SledStore::open` alone on the
+//!   snapshotted store, to show the store's share.
 //! - `reopen/25k_vms/snapshots`: the same for a planned failover over
 //!   25,000 VMs (`generate::large_plan(1250, 20, 7)`, ~100,000 events) where
 //!   state and plan are large.
+//! - `rebuild_in_memory/100k_events/{snapshots,no_snapshots}`: the
+//!   journal's own share (decode, replay) on the in-memory store.
 //! - `durable/1_job`: one job, one durable commit (one fdatasync) per event.
 //! - `durable/64_jobs`: 64 jobs on 64 threads through group commit.
 //! - `chain/1000_steps`: a linear chain of 1,000 script steps run to the
@@ -33,6 +37,7 @@ use drplan_engine::plan::model::{
     CloudRef, Command, CommitPolicy, FailoverKind, Group, Plan, Step, StepAction, TestSettings,
     When,
 };
+use drplan_engine::store::mem::MemStore;
 use drplan_engine::store::sled_store::SledStore;
 use drplan_engine::store::{EventVisitor, JobId, Store, StoreError, TimerEntry, Write};
 
@@ -245,15 +250,14 @@ fn build_large_job(dir: &Path) -> u64 {
             while let Some(e) = fx.pop() {
                 at += 1;
                 let ev = match e {
-                    Effect::RunVmOp { step, attempt, .. } | Effect::RunScript { step, attempt, .. } => {
-                        JobEvent::StepFinished {
-                            step,
-                            attempt,
-                            outcome: Outcome::Succeeded,
-                            output_tail: None,
-                            at,
-                        }
-                    }
+                    Effect::RunVmOp { step, attempt, .. }
+                    | Effect::RunScript { step, attempt, .. } => JobEvent::StepFinished {
+                        step,
+                        attempt,
+                        outcome: Outcome::Succeeded,
+                        output_tail: None,
+                        at,
+                    },
                     Effect::AwaitOperator { step } => JobEvent::ManualAnswered {
                         step,
                         done: true,
@@ -284,6 +288,35 @@ fn build_large_job(dir: &Path) -> u64 {
     }
     sled.flush().unwrap();
     events
+}
+
+/// The journal's own share of a reopen: the same 100,000-event job on the
+/// in-memory store (no disk, no log scan by sled).
+fn rebuild(c: &mut Criterion) {
+    const EVENTS: u64 = 100_000;
+    let mut g = c.benchmark_group("rebuild_in_memory");
+    g.sample_size(10);
+    for (name, every) in [
+        ("100k_events/snapshots", 1024),
+        ("100k_events/no_snapshots", 0),
+    ] {
+        let mem = Arc::new(MemStore::new());
+        {
+            let opts = JournalOptions {
+                snapshot_every: every,
+                ..JournalOptions::default()
+            };
+            let j = Journal::open_with(mem.clone(), opts).unwrap();
+            let mut l = RetryLoop::start(&j);
+            for _ in 2..EVENTS {
+                l.next(&j);
+            }
+        }
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(Journal::open(mem.clone()).unwrap().resume().len()))
+        });
+    }
+    g.finish();
 }
 
 fn raw_fdatasync(c: &mut Criterion) {
@@ -320,6 +353,10 @@ fn reopen(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("reopen");
     g.sample_size(10);
+    // The store's share: opening sled alone (it scans its log).
+    g.bench_function("100k_events/store_open_only", |b| {
+        b.iter(|| black_box(SledStore::open(&with).unwrap().dir().to_path_buf()))
+    });
     for (name, dir) in [
         ("100k_events/snapshots", &with),
         ("100k_events/no_snapshots", &without),
@@ -369,7 +406,10 @@ fn durable(c: &mut Criterion) {
     });
     g.finish();
     let after = j.commit_stats();
-    let (batches, flushes) = (after.batches - before.batches, after.flushes - before.flushes);
+    let (batches, flushes) = (
+        after.batches - before.batches,
+        after.flushes - before.flushes,
+    );
     eprintln!(
         "64 jobs: {batches} commits in {flushes} flushes ({:.1} per flush, largest group {})",
         batches as f64 / flushes.max(1) as f64,
@@ -427,6 +467,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = raw_fdatasync, reopen, durable, chain_1000
+    targets = raw_fdatasync, reopen, rebuild, durable, chain_1000
 }
 criterion_main!(benches);

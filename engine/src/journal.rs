@@ -915,7 +915,9 @@ fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
     let plan = Arc::new(record.plan);
     let ctx = JobContext::new(&plan, meta.operation);
 
-    let (mut state, from) = match store.snapshot(job)? {
+    // Start from the snapshot, else from event 0 (`Submitted`); one scan
+    // of the log either way.
+    let (mut state, from): (Option<JobState>, u64) = match store.snapshot(job)? {
         Some((seq, bytes)) => {
             let state: JobState =
                 codec::decode(&bytes).map_err(|e| damaged(Some(seq), format!("snapshot: {e}")))?;
@@ -925,27 +927,23 @@ fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
                     "snapshot does not belong to this job and plan".into(),
                 ));
             }
-            (state, seq + 1)
+            (Some(state), seq + 1)
         }
-        None => {
-            let first = store
-                .events(job, 0)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| damaged(Some(0), "the log is empty".into()))?;
-            let event = decode_event(job, 0, &first.1)?;
-            let (state, _) = core::submit(&ctx, &event)
-                .map_err(|e| damaged(Some(0), format!("does not replay: {e}")))?;
-            (state, 1)
-        }
+        None => (None, 0),
     };
     let mut failure: Option<JournalError> = None;
     let mut next_seq = from;
     let visited = store.for_each_event(job, from, &mut |seq, bytes| {
-        let outcome = decode_event(job, seq, bytes).and_then(|event| {
-            core::apply(&ctx, &mut state, &event)
+        let outcome = decode_event(job, seq, bytes).and_then(|event| match state.as_mut() {
+            Some(st) => core::apply(&ctx, st, &event)
                 .map(|_| ())
-                .map_err(|e| damaged(Some(seq), format!("does not replay: {e}")))
+                .map_err(|e| damaged(Some(seq), format!("does not replay: {e}"))),
+            None => {
+                let (st, _) = core::submit(&ctx, &event)
+                    .map_err(|e| damaged(Some(seq), format!("does not replay: {e}")))?;
+                state = Some(st);
+                Ok(())
+            }
         });
         match outcome {
             Ok(()) => {
@@ -963,6 +961,7 @@ fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
         return Err(e);
     }
     visited?;
+    let state = state.ok_or_else(|| damaged(Some(0), "the log is empty".into()))?;
     Ok(Live {
         ctx: Arc::new(ctx),
         plan,
