@@ -6,6 +6,8 @@
 //!
 //! - `fdatasync/raw_256B`: the floor, measured in the same run: append 256
 //!   bytes to a file and `fdatasync`, per record.
+//! - `store/durable_append_256B`: the store alone (apply one event, flush):
+//!   the ceiling for one job's durable transitions.
 //! - `reopen/100k_events/{snapshots,no_snapshots}`: open a SledStore and
 //!   `Journal::open` a job of 100,000 events (a planned failover whose
 //!   flaky script an operator retried 50,000 times), with a snapshot every
@@ -334,6 +336,32 @@ fn raw_fdatasync(c: &mut Criterion) {
     g.finish();
 }
 
+/// The store alone: one 256-byte event applied and flushed (sled flush +
+/// fdatasync), no journal, no commit thread: the journal's ceiling.
+fn store_durable_append(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SledStore::open(tmp.path()).unwrap();
+    let job = store.allocate_job_id().unwrap();
+    let payload = vec![0x5au8; 256];
+    let mut seq = 0u64;
+    let mut g = c.benchmark_group("store");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("durable_append_256B", |b| {
+        b.iter(|| {
+            store
+                .apply(&[Write::Event {
+                    job,
+                    seq,
+                    payload: payload.clone(),
+                }])
+                .unwrap();
+            store.flush().unwrap();
+            seq += 1;
+        })
+    });
+    g.finish();
+}
+
 fn reopen(c: &mut Criterion) {
     const EVENTS: u64 = 100_000;
     let tmp = tempfile::tempdir().unwrap();
@@ -467,6 +495,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = raw_fdatasync, reopen, rebuild, durable, chain_1000
+    targets = raw_fdatasync, store_durable_append, durable, chain_1000, reopen, rebuild
 }
 criterion_main!(benches);
