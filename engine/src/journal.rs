@@ -51,7 +51,7 @@
 //! # Leases and replicated items
 //!
 //! `submit` leases every VM of the job (all or none) before anything else,
-//! then checks the VMs' replicated-item records with [`check_job`] while it
+//! then checks the VMs' replicated-item records with [`item::check_job`] while it
 //! holds them, so no other job can change them in between. A VM with no
 //! record takes its state from [`JournalOptions::default_item`]
 //! (`Protected { Forward }` unless the caller says otherwise: protection
