@@ -181,6 +181,9 @@ fn a_planned_failover_with_auto_commit_leaves_a_scheduled_commit_job() {
 
     let jobs = sim.journal.jobs().unwrap();
     assert_eq!(jobs.len(), 2, "{jobs:?}");
+    // The summary follows the status (written with the final event).
+    assert_eq!(jobs[0].status, JobStatus::Succeeded);
+    assert_eq!(jobs[0].updated_at, end);
     let child = &jobs[1];
     assert_eq!(child.operation, Operation::Commit);
     assert_eq!(child.parent, Some(parent));
