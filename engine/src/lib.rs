@@ -12,11 +12,14 @@
 //! - [`fabric`]: the `Fabric` trait the runtime performs VM operations
 //!   through, and the simulated two-site fabric (`SimFabric`).
 //! - [`store`]: the durable store (sled; an in-memory one for tests).
+//! - [`journal`]: the core event-sourced on the store: submit, record,
+//!   reopen and resume jobs.
 //! - [`script`]: runs one attempt of a script step as a child process in
 //!   its own process group (timeouts, bounded output, published values).
 
 pub mod core;
 pub mod fabric;
+pub mod journal;
 pub mod plan;
 #[cfg(unix)]
 pub mod script;

@@ -1,0 +1,972 @@
+//! The journal: the pure core, event-sourced on the durable store.
+//!
+//! [`Journal`] is where the sans-IO core ([`crate::core`]) meets the store
+//! ([`crate::store`]). It keeps every live job in memory (its
+//! [`JobContext`], [`JobState`] and next sequence number), and for every
+//! input it
+//!
+//! 1. applies the event to the cached state with [`core::apply`];
+//! 2. turns the event and the bookkeeping effects ([`Effect::is_bookkeeping`])
+//!    into ONE atomic store batch: the event, the job's metadata when its
+//!    status changed, timers, lease release, replicated-item records, a
+//!    follow-up job, and a snapshot every [`JournalOptions::snapshot_every`]
+//!    events;
+//! 3. commits that batch durably through the [`GroupCommitter`] (concurrent
+//!    calls for different jobs share one flush);
+//! 4. only then hands back the external effects (run a VM operation, run a
+//!    script, prompt an operator, cancel a step) for the runtime to perform.
+//!
+//! The API is synchronous: every call may block on a flush. The async
+//! runtime calls it from a blocking thread.
+//!
+//! # Failure model
+//!
+//! - A rejected event ([`Rejected`]) writes nothing; a duplicate outcome
+//!   (at-least-once delivery, [`Rejected::is_duplicate`]), and an outcome
+//!   or timer that arrives after its job ended, is `Ok(vec![])`.
+//! - A failure *before* the commit (an illegal replicated-item transition,
+//!   a VM taken at start, a record that cannot be encoded) writes nothing;
+//!   the job's cached state is rebuilt from the store, so it is again the
+//!   last durable state.
+//! - A failed *commit* (the flush failed, the commit thread stopped) leaves
+//!   the batch "unknown": it was applied and may still reach the disk. The
+//!   journal cannot roll the store back, and acting on the batch or
+//!   forgetting it would both be wrong, so it **poisons itself**: every later
+//!   `submit` / `record` fails with [`JournalError::Poisoned`] until the
+//!   process reopens the store ([`Journal::open`]) and resumes from what is
+//!   really durable. Nothing that was not durable is ever acknowledged or
+//!   performed.
+//!
+//! # What is stored per job
+//!
+//! - the plan text by its blake3 hash ([`Write::Text`], named in the spec);
+//! - the validated plan model ([`PlanRecord`], codec-encoded) under
+//!   `model:<blake3 of the record>`: a restart rebuilds the job from it and
+//!   never depends on plan files still existing or still validating
+//!   (compilation is deterministic, so the same step numbering results);
+//! - [`JobMeta`], a small summary that lists jobs without reading logs;
+//! - the event log (seq 0 is `Submitted`, carrying the [`JobSpec`]);
+//! - a [`JobState`] snapshot every `snapshot_every` events.
+//!
+//! # Leases and replicated items
+//!
+//! `submit` leases every VM of the job (all or none) before anything else,
+//! then checks the VMs' replicated-item records with [`item::check_job`] while it
+//! holds them, so no other job can change them in between. A VM with no
+//! record takes its state from [`JournalOptions::default_item`]
+//! (`Protected { Forward }` unless the caller says otherwise: protection
+//! management, which will write these records, comes in a later issue).
+//! A follow-up job (auto-commit, auto-rollback) is created in its parent's
+//! final batch; its VMs are reserved right after that commit when they are
+//! free, and in any case leased and checked again when it starts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::core::item::{self, IllegalItemTransition, ItemState, NotReady};
+use crate::core::{
+    self, Effect, JobContext, JobEvent, JobSpec, JobState, JobStatus, Millis, Mode, Rejected,
+    TimerId,
+};
+use crate::plan::compile::Operation;
+use crate::plan::model::{Direction, Plan};
+use crate::store::commit::GroupCommitter;
+use crate::store::{JobId, Store, StoreError, Write, codec};
+
+/// Events between two snapshots of a job's state, unless configured.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1024;
+
+/// What to submit: a validated plan, its text, and what to do with it.
+#[derive(Debug, Clone)]
+pub struct SubmitRequest {
+    pub plan: Plan,
+    /// The exact plan text (kept by content hash for audits).
+    pub plan_text: String,
+    pub operation: Operation,
+    pub requested_by: String,
+    /// Submission time (Unix ms).
+    pub at: Millis,
+    /// A scheduled start (the job waits for its `ScheduledStart` timer).
+    pub start_at: Option<Millis>,
+    pub parent: Option<JobId>,
+}
+
+/// A job's summary record, stored beside its log and rewritten whenever its
+/// status changes. Versioned by the store codec; new fields get serde
+/// defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMeta {
+    pub id: JobId,
+    pub plan_name: String,
+    /// blake3 of the plan text (the store keeps the text under it).
+    pub plan_hash: String,
+    /// Store key of the validated plan model ([`PlanRecord`]).
+    pub model_key: String,
+    pub operation: Operation,
+    pub status: JobStatus,
+    pub requested_by: String,
+    pub parent: Option<JobId>,
+    pub start_at: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// The validated plan a job runs, as stored (codec-encoded JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    pub plan: Plan,
+}
+
+/// A VM's replicated-item state when the store has no record for it.
+pub type DefaultItem = Arc<dyn Fn(&str) -> ItemState + Send + Sync>;
+
+/// Tunables of a [`Journal`].
+#[derive(Clone)]
+pub struct JournalOptions {
+    /// A snapshot of a job's state is written with every event whose
+    /// sequence number is a multiple of this (0: never).
+    pub snapshot_every: u64,
+    /// The state of a VM without an item record (see the module docs).
+    pub default_item: DefaultItem,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            default_item: Arc::new(|_| ItemState::Protected {
+                direction: Direction::Forward,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for JournalOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalOptions")
+            .field("snapshot_every", &self.snapshot_every)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the journal can refuse or fail with.
+#[derive(Debug, Clone, Error)]
+pub enum JournalError {
+    /// A VM of the job is leased by another job.
+    #[error("{}", busy_message(vm, *holder, holder_operation.as_ref(), holder_plan.as_deref()))]
+    VmBusy {
+        vm: String,
+        holder: JobId,
+        holder_operation: Option<Operation>,
+        holder_plan: Option<String>,
+    },
+    /// Replicated items are not in a state the operation needs (all of them).
+    #[error("{}", not_ready_message(.0))]
+    NotReady(Vec<NotReady>),
+    /// The core refused the event; nothing was written.
+    #[error(transparent)]
+    Rejected(Rejected),
+    #[error("job {0} does not exist")]
+    UnknownJob(JobId),
+    #[error("job {job} is finished ({status}); it takes no more events")]
+    Finished { job: JobId, status: JobStatus },
+    /// A stored record of a job cannot be read back.
+    #[error("job {job}: {} is damaged: {detail}", seq.map_or_else(|| "a record".to_string(), |s| format!("event {s}")))]
+    Damaged {
+        job: JobId,
+        seq: Option<u64>,
+        detail: String,
+    },
+    /// A job asked for an item transition its VM's record does not allow:
+    /// a bug (the lease should have kept the item stable). Nothing written.
+    #[error("job {job}: VM `{vm}`: {source}; nothing was recorded")]
+    IllegalItem {
+        job: JobId,
+        vm: String,
+        source: IllegalItemTransition,
+    },
+    /// A commit failed; see the module docs.
+    #[error(
+        "the journal stopped after a failed commit ({detail}); nothing since was acknowledged: \
+         restart drplan to resume from the durable state"
+    )]
+    Poisoned { detail: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn busy_message(
+    vm: &str,
+    holder: JobId,
+    operation: Option<&Operation>,
+    plan: Option<&str>,
+) -> String {
+    let what = match (operation, plan) {
+        (Some(op), Some(plan)) => format!(" ({op} of plan `{plan}`)"),
+        (Some(op), None) => format!(" ({op})"),
+        (None, Some(plan)) => format!(" (plan `{plan}`)"),
+        (None, None) => String::new(),
+    };
+    format!("VM `{vm}` is in use by job {holder}{what}; wait for that job to finish or cancel it")
+}
+
+fn not_ready_message(problems: &[NotReady]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    format!("{} VM(s) not ready: {}", problems.len(), lines.join("; "))
+}
+
+/// One live job in memory.
+struct Live {
+    ctx: Arc<JobContext>,
+    plan: Arc<Plan>,
+    state: JobState,
+    next_seq: u64,
+    meta: JobMeta,
+}
+
+type Cell = Arc<Mutex<Live>>;
+
+/// The event-sourced job store. `Sync`: share it behind an `Arc`; calls for
+/// different jobs run concurrently and share flushes, calls for one job are
+/// serialized (its events are committed in sequence order).
+pub struct Journal {
+    store: Arc<dyn Store>,
+    committer: GroupCommitter,
+    opts: JournalOptions,
+    /// Live (non-terminal) jobs. The map lock is held only to look a job up
+    /// or insert/remove one, never across a commit.
+    live: RwLock<BTreeMap<JobId, Cell>>,
+    poisoned: OnceLock<String>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("opts", &self.opts)
+            .field("poisoned", &self.poisoned.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The writes of one commit, plus jobs it creates.
+struct Batch {
+    writes: Vec<Write>,
+    children: Vec<Live>,
+}
+
+impl Journal {
+    /// Opens the journal on `store` with default options.
+    pub fn open(store: Arc<dyn Store>) -> Result<Journal, JournalError> {
+        Journal::open_with(store, JournalOptions::default())
+    }
+
+    /// Opens the journal: rebuilds every non-terminal job from its snapshot
+    /// and the tail of its log, and releases leases no live job owns (a
+    /// submission that crashed before its commit).
+    pub fn open_with(store: Arc<dyn Store>, opts: JournalOptions) -> Result<Journal, JournalError> {
+        let mut live = BTreeMap::new();
+        for (id, bytes) in store.jobs()? {
+            let meta: JobMeta = codec::decode(&bytes).map_err(|e| JournalError::Damaged {
+                job: id,
+                seq: None,
+                detail: format!("job metadata: {e}"),
+            })?;
+            if meta.status.is_terminal() {
+                continue;
+            }
+            let job = load(&*store, meta)?;
+            live.insert(id, Arc::new(Mutex::new(job)));
+        }
+        let orphans: BTreeSet<JobId> = store
+            .leases()?
+            .into_iter()
+            .map(|(_, holder)| holder)
+            .filter(|h| !live.contains_key(h))
+            .collect();
+        let committer = GroupCommitter::new(store.clone());
+        if !orphans.is_empty() {
+            tracing::info!(
+                ?orphans,
+                "releasing leases of jobs that were never recorded"
+            );
+            committer.commit(
+                orphans
+                    .into_iter()
+                    .map(|job| Write::ReleaseLeases { job })
+                    .collect(),
+            )?;
+        }
+        Ok(Journal {
+            store,
+            committer,
+            opts,
+            live: RwLock::new(live),
+            poisoned: OnceLock::new(),
+        })
+    }
+
+    /// The store underneath (for diagnostics and tests).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Flush statistics of the group committer.
+    pub fn commit_stats(&self) -> crate::store::commit::CommitStats {
+        self.committer.stats()
+    }
+
+    /// Submits a job: leases its VMs, checks their replicated items, and
+    /// durably records the plan, the job and its `Submitted` event. Returns
+    /// the job id and the external effects (none for a fresh job: it waits
+    /// for `Started` or its scheduled start).
+    pub fn submit(&self, req: SubmitRequest) -> Result<(JobId, Vec<Effect>), JournalError> {
+        self.check_poison()?;
+        let ctx = JobContext::new(&req.plan, req.operation);
+        let vms: Vec<String> = ctx.main.vms().iter().map(|s| s.to_string()).collect();
+        let plan_hash = blake3::hash(req.plan_text.as_bytes()).to_hex().to_string();
+        let plan = Arc::new(req.plan);
+        let (model_key, model_text) = model_record(&plan)?;
+
+        let id = self.store.allocate_job_id()?;
+        self.acquire(id, &vms)?;
+        // From here the job holds leases: give them back on any refusal.
+        let prepared = (|| {
+            self.check_items(&req.operation, &vms)?;
+            let spec = JobSpec {
+                id,
+                plan_name: plan.name.clone(),
+                plan_hash: plan_hash.clone(),
+                operation: req.operation,
+                requested_by: req.requested_by.clone(),
+                vms: vms.clone(),
+                start_at: req.start_at,
+                parent: req.parent,
+            };
+            let event = JobEvent::Submitted { spec, at: req.at };
+            let (state, fx) = core::submit(&ctx, &event).map_err(JournalError::Rejected)?;
+            let meta = JobMeta {
+                id,
+                plan_name: plan.name.clone(),
+                plan_hash: plan_hash.clone(),
+                model_key: model_key.clone(),
+                operation: req.operation,
+                status: state.status(),
+                requested_by: req.requested_by.clone(),
+                parent: req.parent,
+                start_at: req.start_at,
+                created_at: req.at,
+                updated_at: req.at,
+            };
+            let mut writes = Vec::with_capacity(5 + fx.len());
+            if self.store.text(&plan_hash)?.is_none() {
+                writes.push(Write::Text {
+                    hash: plan_hash.clone(),
+                    text: req.plan_text.clone(),
+                });
+            }
+            if self.store.text(&model_key)?.is_none() {
+                writes.push(Write::Text {
+                    hash: model_key.clone(),
+                    text: model_text,
+                });
+            }
+            writes.push(Write::JobMeta {
+                job: id,
+                payload: codec::try_encode(&meta)?,
+            });
+            writes.push(Write::Event {
+                job: id,
+                seq: 0,
+                payload: codec::try_encode(&event)?,
+            });
+            let mut items = BTreeMap::new();
+            let external = self.bookkeeping(id, &fx, &mut items, &mut Vec::new(), &mut writes)?;
+            Ok((state, meta, writes, external))
+        })();
+        let (state, meta, writes, external) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.commit(vec![Write::ReleaseLeases { job: id }])?;
+                return Err(e);
+            }
+        };
+        self.commit(writes)?;
+        let job = Live {
+            ctx: Arc::new(ctx),
+            plan,
+            state,
+            next_seq: 1,
+            meta,
+        };
+        self.write_live().insert(id, Arc::new(Mutex::new(job)));
+        Ok((id, external))
+    }
+
+    /// Records one event of a live job: applies it, commits it with its
+    /// bookkeeping, and returns the external effects to perform (only once
+    /// the commit is durable).
+    pub fn record(&self, job: JobId, event: JobEvent) -> Result<Vec<Effect>, JournalError> {
+        self.check_poison()?;
+        let cell = match self.cell(job) {
+            Ok(cell) => cell,
+            Err(JournalError::Finished { .. }) if late_delivery(&event) => {
+                tracing::debug!(%job, "dropping an outcome delivered after the job ended");
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut live = lock_job(&cell, job)?;
+        // Another caller may have poisoned the journal while we waited.
+        self.check_poison()?;
+        let before = live.state.status();
+        let was_not_started = live.state.mode == Mode::NotStarted;
+        // A fired timer leaves the state without a disarm effect; its index
+        // entry goes in the same batch.
+        let fired = match &event {
+            JobEvent::TimerFired { timer, .. } => {
+                live.state.timers.get(timer).map(|due| (*timer, *due))
+            }
+            _ => None,
+        };
+        let l = &mut *live;
+        let fx = match core::apply(&l.ctx, &mut l.state, &event) {
+            Ok(fx) => fx,
+            Err(r) if r.is_duplicate() => {
+                tracing::debug!(%job, reason = %r, "dropping a repeated delivery");
+                return Ok(Vec::new());
+            }
+            Err(Rejected::JobFinished { .. }) if late_delivery(&event) => {
+                tracing::debug!(%job, "dropping an outcome delivered after the job ended");
+                return Ok(Vec::new());
+            }
+            Err(Rejected::JobFinished { job, status }) => {
+                return Err(JournalError::Finished { job, status });
+            }
+            Err(r) => return Err(JournalError::Rejected(r)),
+        };
+        // The cached state is now ahead of the store. Until the commit
+        // returns, any failure must restore it (reload) or poison.
+        let batch = match self.prepare(l, &event, fired, before, was_not_started, &fx) {
+            Ok(b) => b,
+            Err(e) => {
+                self.reload(l)?;
+                return Err(e);
+            }
+        };
+        let Batch { writes, children } = batch;
+        self.commit(writes)?;
+        l.next_seq += 1;
+        let status = l.state.status();
+        if status != before {
+            l.meta.status = status;
+            l.meta.updated_at = event.at();
+        }
+        let finished = l.state.is_terminal();
+        let external: Vec<Effect> = fx.into_iter().filter(|e| !e.is_bookkeeping()).collect();
+        drop(live);
+        if !children.is_empty() || finished {
+            let mut map = self.write_live();
+            if finished {
+                map.remove(&job);
+            }
+            for child in children {
+                let (id, vms) = (child.meta.id, child.state.spec.vms.clone());
+                map.insert(id, Arc::new(Mutex::new(child)));
+                // Reserve the follow-up's VMs now that the parent released
+                // them; if someone was faster, the start will tell.
+                match self.store.acquire_leases(id, &vms) {
+                    Ok(()) => drop(self.committer.submit(Vec::new())),
+                    Err(e) => {
+                        tracing::info!(job = %id, error = %e, "follow-up job's VMs not reserved")
+                    }
+                }
+            }
+        }
+        Ok(external)
+    }
+
+    /// Builds the batch for an applied event.
+    fn prepare(
+        &self,
+        l: &mut Live,
+        event: &JobEvent,
+        fired: Option<(TimerId, Millis)>,
+        before: JobStatus,
+        was_not_started: bool,
+        fx: &[Effect],
+    ) -> Result<Batch, JournalError> {
+        let job = l.meta.id;
+        if was_not_started && l.state.mode != Mode::NotStarted && !l.state.is_terminal() {
+            // The job starts: it must hold its VMs (a follow-up may not yet)
+            // and they must still be ready.
+            self.acquire(job, &l.state.spec.vms)?;
+            self.check_items(&l.state.spec.operation, &l.state.spec.vms)?;
+        }
+        let seq = l.next_seq;
+        let mut writes = Vec::with_capacity(2 + fx.len());
+        writes.push(Write::Event {
+            job,
+            seq,
+            payload: codec::try_encode(event)?,
+        });
+        if let Some((timer, due)) = fired {
+            writes.push(Write::DisarmTimer {
+                due_ms: due,
+                job,
+                timer: timer_u64(job, timer)?,
+            });
+        }
+        let status = l.state.status();
+        if status != before {
+            let mut meta = l.meta.clone();
+            meta.status = status;
+            meta.updated_at = event.at();
+            writes.push(Write::JobMeta {
+                job,
+                payload: codec::try_encode(&meta)?,
+            });
+        }
+        let mut items = BTreeMap::new();
+        let mut children = Vec::new();
+        let mut follow_ups = Vec::new();
+        self.bookkeeping(job, fx, &mut items, &mut follow_ups, &mut writes)?;
+        for (operation, due) in follow_ups {
+            let child = self.follow_up(l, operation, due, event.at(), &mut writes)?;
+            children.push(child);
+        }
+        if self.opts.snapshot_every > 0 && seq.is_multiple_of(self.opts.snapshot_every) {
+            writes.push(Write::Snapshot {
+                job,
+                seq,
+                payload: codec::try_encode(&l.state)?,
+            });
+        }
+        Ok(Batch { writes, children })
+    }
+
+    /// Maps bookkeeping effects to writes; returns the external effects.
+    /// Follow-ups are returned in `follow_ups` (they need the parent).
+    fn bookkeeping(
+        &self,
+        job: JobId,
+        fx: &[Effect],
+        items: &mut BTreeMap<String, ItemState>,
+        follow_ups: &mut Vec<(Operation, Millis)>,
+        writes: &mut Vec<Write>,
+    ) -> Result<Vec<Effect>, JournalError> {
+        let mut external = Vec::new();
+        for e in fx {
+            match e {
+                Effect::ArmTimer { timer, due } => writes.push(Write::ArmTimer {
+                    due_ms: *due,
+                    job,
+                    timer: timer_u64(job, *timer)?,
+                }),
+                Effect::DisarmTimer { timer, due } => writes.push(Write::DisarmTimer {
+                    due_ms: *due,
+                    job,
+                    timer: timer_u64(job, *timer)?,
+                }),
+                Effect::ReleaseLeases => writes.push(Write::ReleaseLeases { job }),
+                Effect::Item { vm, event } => {
+                    let current = match items.get(vm) {
+                        Some(s) => *s,
+                        None => self.item_state(vm)?,
+                    };
+                    let next = item::transition(&current, event).map_err(|source| {
+                        JournalError::IllegalItem {
+                            job,
+                            vm: vm.clone(),
+                            source,
+                        }
+                    })?;
+                    items.insert(vm.clone(), next);
+                    writes.push(Write::Item {
+                        vm: vm.clone(),
+                        payload: codec::try_encode(&next)?,
+                    });
+                }
+                Effect::ScheduleFollowUp { operation, due } => follow_ups.push((*operation, *due)),
+                Effect::Finished { .. } => {}
+                Effect::RunVmOp { .. }
+                | Effect::RunScript { .. }
+                | Effect::AwaitOperator { .. }
+                | Effect::CancelStep { .. } => external.push(e.clone()),
+            }
+        }
+        Ok(external)
+    }
+
+    /// A follow-up job of `parent` (same plan), written into the parent's
+    /// batch: metadata, `Submitted` with its scheduled start, its timer.
+    fn follow_up(
+        &self,
+        parent: &Live,
+        operation: Operation,
+        due: Millis,
+        at: Millis,
+        writes: &mut Vec<Write>,
+    ) -> Result<Live, JournalError> {
+        let id = self.store.allocate_job_id()?;
+        let ctx = JobContext::new(&parent.plan, operation);
+        let spec = JobSpec {
+            id,
+            plan_name: parent.meta.plan_name.clone(),
+            plan_hash: parent.meta.plan_hash.clone(),
+            operation,
+            requested_by: parent.meta.requested_by.clone(),
+            vms: ctx.main.vms().iter().map(|s| s.to_string()).collect(),
+            start_at: Some(due),
+            parent: Some(parent.meta.id),
+        };
+        let event = JobEvent::Submitted { spec, at };
+        let (state, fx) = core::submit(&ctx, &event).map_err(JournalError::Rejected)?;
+        let meta = JobMeta {
+            id,
+            operation,
+            status: state.status(),
+            parent: Some(parent.meta.id),
+            start_at: Some(due),
+            created_at: at,
+            updated_at: at,
+            ..parent.meta.clone()
+        };
+        writes.push(Write::JobMeta {
+            job: id,
+            payload: codec::try_encode(&meta)?,
+        });
+        writes.push(Write::Event {
+            job: id,
+            seq: 0,
+            payload: codec::try_encode(&event)?,
+        });
+        // A fresh job's effects are its start timer only.
+        self.bookkeeping(id, &fx, &mut BTreeMap::new(), &mut Vec::new(), writes)?;
+        Ok(Live {
+            ctx: Arc::new(ctx),
+            plan: parent.plan.clone(),
+            state,
+            next_seq: 1,
+            meta,
+        })
+    }
+
+    /// What to issue again after a restart, per live job (see
+    /// [`core::resume_effects`]).
+    pub fn resume(&self) -> Vec<(JobId, Effect)> {
+        let cells: Vec<(JobId, Cell)> = self
+            .read_live()
+            .iter()
+            .map(|(id, c)| (*id, c.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (id, cell) in cells {
+            let Ok(live) = cell.lock() else { continue };
+            out.extend(
+                core::resume_effects(&live.ctx, &live.state)
+                    .into_iter()
+                    .map(|e| (id, e)),
+            );
+        }
+        out
+    }
+
+    /// Armed timers due at or before `now`, from the store's index, sorted
+    /// by due time: (job, timer, due).
+    pub fn due_timers(&self, now: Millis) -> Result<Vec<(JobId, TimerId, Millis)>, JournalError> {
+        self.store
+            .timers_due(now)?
+            .into_iter()
+            .map(|t| {
+                let timer = TimerId::from_u64(t.timer).ok_or_else(|| JournalError::Damaged {
+                    job: t.job,
+                    seq: None,
+                    detail: format!("timer index entry {:#x} is not a timer", t.timer),
+                })?;
+                Ok((t.job, timer, t.due_ms))
+            })
+            .collect()
+    }
+
+    /// A job's current state: live ones from memory, finished ones rebuilt
+    /// from the store.
+    pub fn job(&self, id: JobId) -> Result<Option<JobState>, JournalError> {
+        if let Some(cell) = self.read_live().get(&id).cloned() {
+            return Ok(Some(lock_job(&cell, id)?.state.clone()));
+        }
+        let Some(bytes) = self.store.job_meta(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(load(&*self.store, decode_meta(id, &bytes)?)?.state))
+    }
+
+    /// The compiled plans of a live job (what the runtime needs to perform
+    /// its effects).
+    pub fn context(&self, id: JobId) -> Option<Arc<JobContext>> {
+        let cell = self.read_live().get(&id).cloned()?;
+        let live = cell.lock().ok()?;
+        Some(live.ctx.clone())
+    }
+
+    /// Every job's summary, by id.
+    pub fn jobs(&self) -> Result<Vec<JobMeta>, JournalError> {
+        self.store
+            .jobs()?
+            .into_iter()
+            .map(|(id, bytes)| decode_meta(id, &bytes))
+            .collect()
+    }
+
+    /// A job's whole history.
+    pub fn events(&self, id: JobId) -> Result<Vec<JobEvent>, JournalError> {
+        let mut out = Vec::new();
+        for (seq, bytes) in self.store.events(id, 0)? {
+            out.push(decode_event(id, seq, &bytes)?);
+        }
+        Ok(out)
+    }
+
+    /// A VM's stored replicated-item record (`None`: no record yet).
+    pub fn item(&self, vm: &str) -> Result<Option<ItemState>, JournalError> {
+        self.store
+            .item(vm)?
+            .map(|bytes| decode_item(vm, &bytes))
+            .transpose()
+    }
+
+    /// Every lease, as (VM, holder).
+    pub fn leases(&self) -> Result<Vec<(String, JobId)>, JournalError> {
+        Ok(self.store.leases()?)
+    }
+
+    // ---------------------------------------------------------------------
+
+    fn check_poison(&self) -> Result<(), JournalError> {
+        match self.poisoned.get() {
+            Some(detail) => Err(JournalError::Poisoned {
+                detail: detail.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits a batch durably; any failure poisons the journal.
+    fn commit(&self, writes: Vec<Write>) -> Result<(), JournalError> {
+        self.committer.commit(writes).map_err(|e| {
+            let detail = e.to_string();
+            tracing::error!(error = %detail, "commit failed; the journal refuses work until reopened");
+            let _ = self.poisoned.set(detail.clone());
+            JournalError::Poisoned { detail }
+        })
+    }
+
+    fn cell(&self, job: JobId) -> Result<Cell, JournalError> {
+        if let Some(c) = self.read_live().get(&job) {
+            return Ok(c.clone());
+        }
+        match self.store.job_meta(job)? {
+            Some(bytes) => {
+                let meta = decode_meta(job, &bytes)?;
+                Err(JournalError::Finished {
+                    job,
+                    status: meta.status,
+                })
+            }
+            None => Err(JournalError::UnknownJob(job)),
+        }
+    }
+
+    /// Rebuilds a job's cached state from the store (its last durable state,
+    /// since nothing of the failed attempt was written).
+    fn reload(&self, l: &mut Live) -> Result<(), JournalError> {
+        let fresh = load(&*self.store, l.meta.clone())?;
+        *l = fresh;
+        Ok(())
+    }
+
+    fn acquire(&self, job: JobId, vms: &[String]) -> Result<(), JournalError> {
+        match self.store.acquire_leases(job, vms) {
+            Ok(()) => Ok(()),
+            Err(StoreError::LeaseHeld { vm, holder }) => {
+                let meta = self
+                    .store
+                    .job_meta(holder)
+                    .ok()
+                    .flatten()
+                    .and_then(|b| codec::decode::<JobMeta>(&b).ok());
+                Err(JournalError::VmBusy {
+                    vm,
+                    holder,
+                    holder_operation: meta.as_ref().map(|m| m.operation),
+                    holder_plan: meta.map(|m| m.plan_name),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn item_state(&self, vm: &str) -> Result<ItemState, JournalError> {
+        Ok(match self.store.item(vm)? {
+            Some(bytes) => decode_item(vm, &bytes)?,
+            None => (self.opts.default_item)(vm),
+        })
+    }
+
+    fn check_items(&self, operation: &Operation, vms: &[String]) -> Result<(), JournalError> {
+        let states = vms
+            .iter()
+            .map(|vm| self.item_state(vm))
+            .collect::<Result<Vec<_>, _>>()?;
+        item::check_job(operation, vms.iter().map(String::as_str).zip(states.iter()))
+            .map_err(JournalError::NotReady)
+    }
+
+    fn read_live(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<JobId, Cell>> {
+        // The map is only ever changed by single inserts/removes, which a
+        // panic cannot leave half done.
+        self.live.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_live(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<JobId, Cell>> {
+        self.live.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An outcome or a timer arriving after its job ended: at-least-once
+/// delivery makes this routine (the job ended on the first delivery, or
+/// ended otherwise and the outcome no longer matters), so it is dropped like
+/// any other repeat. Operators' commands on a finished job are refused.
+fn late_delivery(event: &JobEvent) -> bool {
+    matches!(
+        event,
+        JobEvent::StepFinished { .. } | JobEvent::TimerFired { .. }
+    )
+}
+
+fn lock_job(cell: &Cell, job: JobId) -> Result<MutexGuard<'_, Live>, JournalError> {
+    // A panic while a job was being recorded may have left its state ahead
+    // of the store: refuse to use it rather than guess.
+    cell.lock().map_err(|_| JournalError::Poisoned {
+        detail: format!("a thread panicked while recording job {job}"),
+    })
+}
+
+fn timer_u64(job: JobId, timer: TimerId) -> Result<u64, JournalError> {
+    timer.to_u64().ok_or_else(|| JournalError::Damaged {
+        job,
+        seq: None,
+        detail: format!("timer `{timer}` does not fit the timer index"),
+    })
+}
+
+fn model_record(plan: &Plan) -> Result<(String, String), JournalError> {
+    let bytes = codec::try_encode(&PlanRecord { plan: plan.clone() })?;
+    let key = format!("model:{}", blake3::hash(&bytes).to_hex());
+    // The codec header is ASCII for every version below 128 and the body
+    // is JSON, so the record is valid UTF-8 and fits a text entry.
+    let text = String::from_utf8(bytes).map_err(|e| StoreError::Corrupt {
+        what: "plan model record".into(),
+        detail: e.to_string(),
+    })?;
+    Ok((key, text))
+}
+
+fn decode_meta(job: JobId, bytes: &[u8]) -> Result<JobMeta, JournalError> {
+    codec::decode(bytes).map_err(|e| JournalError::Damaged {
+        job,
+        seq: None,
+        detail: format!("job metadata: {e}"),
+    })
+}
+
+fn decode_event(job: JobId, seq: u64, bytes: &[u8]) -> Result<JobEvent, JournalError> {
+    codec::decode(bytes).map_err(|e| JournalError::Damaged {
+        job,
+        seq: Some(seq),
+        detail: e.to_string(),
+    })
+}
+
+fn decode_item(vm: &str, bytes: &[u8]) -> Result<ItemState, JournalError> {
+    codec::decode(bytes).map_err(|e| {
+        JournalError::Store(StoreError::Corrupt {
+            what: format!("replicated-item record of VM `{vm}`"),
+            detail: e.to_string(),
+        })
+    })
+}
+
+/// Rebuilds one job from the store: its plan model, its snapshot (if any)
+/// and the events after it.
+fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
+    let job = meta.id;
+    let damaged = |seq: Option<u64>, detail: String| JournalError::Damaged { job, seq, detail };
+    let text = store.text(&meta.model_key)?.ok_or_else(|| {
+        damaged(
+            None,
+            format!("its plan model `{}` is missing", meta.model_key),
+        )
+    })?;
+    let record: PlanRecord =
+        codec::decode(text.as_bytes()).map_err(|e| damaged(None, format!("plan model: {e}")))?;
+    let plan = Arc::new(record.plan);
+    let ctx = JobContext::new(&plan, meta.operation);
+
+    // Start from the snapshot, else from event 0 (`Submitted`); one scan
+    // of the log either way.
+    let (mut state, from): (Option<JobState>, u64) = match store.snapshot(job)? {
+        Some((seq, bytes)) => {
+            let state: JobState =
+                codec::decode(&bytes).map_err(|e| damaged(Some(seq), format!("snapshot: {e}")))?;
+            if state.spec.id != job || state.steps.len() != ctx.len() {
+                return Err(damaged(
+                    Some(seq),
+                    "snapshot does not belong to this job and plan".into(),
+                ));
+            }
+            (Some(state), seq + 1)
+        }
+        None => (None, 0),
+    };
+    let mut failure: Option<JournalError> = None;
+    let mut next_seq = from;
+    let visited = store.for_each_event(job, from, &mut |seq, bytes| {
+        let outcome = decode_event(job, seq, bytes).and_then(|event| match state.as_mut() {
+            Some(st) => core::apply(&ctx, st, &event)
+                .map(|_| ())
+                .map_err(|e| damaged(Some(seq), format!("does not replay: {e}"))),
+            None => {
+                let (st, _) = core::submit(&ctx, &event)
+                    .map_err(|e| damaged(Some(seq), format!("does not replay: {e}")))?;
+                state = Some(st);
+                Ok(())
+            }
+        });
+        match outcome {
+            Ok(()) => {
+                next_seq = seq + 1;
+                Ok(())
+            }
+            Err(e) => {
+                failure = Some(e);
+                // Stops the scan; the real error is in `failure`.
+                Err(StoreError::CommitterStopped)
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    visited?;
+    let state = state.ok_or_else(|| damaged(Some(0), "the log is empty".into()))?;
+    Ok(Live {
+        ctx: Arc::new(ctx),
+        plan,
+        state,
+        next_seq,
+        meta,
+    })
+}
