@@ -8,6 +8,7 @@
 //!   UTF-8 text), or output that cannot be written.
 
 mod graph;
+mod jobs;
 mod render_diag;
 mod schema;
 mod validate;
@@ -140,6 +141,8 @@ pub enum Command {
     /// Print the JSON Schema of the plan or inventory file format (for editors).
     #[command(after_help = SCHEMA_HELP)]
     Schema(schema::SchemaArgs),
+    /// List the jobs of a data directory (newest last).
+    Jobs(jobs::JobsArgs),
 }
 
 /// A plan path argument and the optional inventory override, shared by the
@@ -160,6 +163,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args, &cli.global),
         Command::Graph(args) => graph::run(&args, &cli.global),
         Command::Schema(args) => schema::run(&args),
+        Command::Jobs(args) => jobs::run(&args),
     };
     exit.into()
 }
