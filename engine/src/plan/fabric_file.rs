@@ -21,7 +21,8 @@ pub const FABRIC_FORMAT_VERSION: u32 = 1;
 pub struct FabricFile {
     /// Inventory format version. Must be `1`.
     #[serde(rename = "drplan-fabric")]
-    #[schemars(with = "u32", extend("const" = 1))]
+    // Not `const: 1`, for the reasons given on `PlanFile::drplan`.
+    #[schemars(with = "u32", extend("examples" = [1]))]
     pub drplan_fabric: Spanned<u32>,
     /// Management servers (one VMM server per datacenter).
     pub sites: Vec<SiteFile>,

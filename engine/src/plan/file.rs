@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use schemars::JsonSchema;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -36,7 +36,10 @@ pub const PLAN_FORMAT_VERSION: u32 = 1;
 #[schemars(title = "drplan recovery plan (format v1)")]
 pub struct PlanFile {
     /// Plan format version. Must be `1`.
-    #[schemars(with = "u32", extend("const" = 1))]
+    // Not `const: 1`: the shape check would then answer `drplan: one` with
+    // "must be one of `1`" instead of "must be a whole number", and a newer
+    // version deserves validation's VERSION diagnostic.
+    #[schemars(with = "u32", extend("examples" = [1]))]
     pub drplan: Spanned<u32>,
     /// Plan name: letters, digits, `-`, `_` and `.`, starting with a letter or digit.
     #[schemars(with = "String")]
@@ -229,6 +232,21 @@ impl<'de> Visitor<'de> for VmEntryVisitor {
         Ok(VmEntryFile::Name(v))
     }
 
+    /// `[name, optional]`: serde's derived structs also accept their fields
+    /// in order as a list, and so did the derived untagged enum; keep
+    /// accepting exactly that (one or two items, nothing more).
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<VmEntryFile, A::Error> {
+        let name = match seq.next_element::<Exact<String>>()? {
+            Some(n) => n.0,
+            None => return Err(de::Error::invalid_length(0, &"a VM name and `optional`")),
+        };
+        let optional = seq.next_element::<Exact<bool>>()?.is_some_and(|o| o.0);
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::invalid_length(3, &"at most a VM name and `optional`"));
+        }
+        Ok(VmEntryFile::Detailed(VmOptionsFile { name, optional }))
+    }
+
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<VmEntryFile, A::Error> {
         let mut name: Option<String> = None;
         let mut optional: Option<bool> = None;
@@ -373,4 +391,60 @@ pub struct StepFile {
     /// An optional step's failure does not fail its group.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vms(text: &str) -> Result<Vec<Spanned<VmEntryFile>>, serde_saphyr::Error> {
+        serde_saphyr::from_str(text)
+    }
+
+    #[test]
+    fn vm_entries_decode_like_the_untagged_enum_did() {
+        let v = vms("- web-1\n- { name: db-1, optional: true }\n- { name: db-2 }\n- [app-1, true]\n- [app-2]\n")
+            .expect("valid entries");
+        let got: Vec<&VmEntryFile> = v.iter().map(|s| &s.value).collect();
+        let detailed = |name: &str, optional| {
+            VmEntryFile::Detailed(VmOptionsFile {
+                name: name.into(),
+                optional,
+            })
+        };
+        assert_eq!(
+            got,
+            vec![
+                &VmEntryFile::Name("web-1".into()),
+                &detailed("db-1", true),
+                &detailed("db-2", false),
+                &detailed("app-1", true),
+                &detailed("app-2", false),
+            ]
+        );
+        // Spans survive: each entry is located where it is written.
+        let lines: Vec<u64> = v.iter().map(|s| s.referenced.line()).collect();
+        assert_eq!(lines, vec![1, 2, 3, 4, 5]);
+        assert_eq!(v[1].referenced.column(), 3);
+    }
+
+    #[test]
+    fn vm_entries_reject_what_the_untagged_enum_rejected() {
+        for bad in [
+            "- 123\n",
+            "- true\n",
+            "- ~\n",
+            "- { name: 123 }\n",
+            "- { name: a, optional: \"true\" }\n",
+            "- { name: a, optional: 1 }\n",
+            "- { optional: true }\n",
+            "- { name: a, colour: red }\n",
+            "- { name: a, name: b }\n",
+            "- []\n",
+            "- [a, true, x]\n",
+            "- [[a]]\n",
+        ] {
+            assert!(vms(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
 }
