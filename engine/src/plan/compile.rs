@@ -464,14 +464,7 @@ pub fn compile(plan: &Plan, op: Operation) -> ExecPlan {
             vm_tails
         };
         set_prefix(&mut prefix, &group.name, "/post/");
-        exits[g] = b.chain_steps(
-            &prefix,
-            Some(g),
-            Phase::Post,
-            &group.post,
-            &op,
-            before_post,
-        );
+        exits[g] = b.chain_steps(&prefix, Some(g), Phase::Post, &group.post, &op, before_post);
     }
 
     if op == Operation::TestCleanup {

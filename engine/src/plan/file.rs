@@ -242,7 +242,10 @@ impl<'de> Visitor<'de> for VmEntryVisitor {
         };
         let optional = seq.next_element::<Exact<bool>>()?.is_some_and(|o| o.0);
         if seq.next_element::<de::IgnoredAny>()?.is_some() {
-            return Err(de::Error::invalid_length(3, &"at most a VM name and `optional`"));
+            return Err(de::Error::invalid_length(
+                3,
+                &"at most a VM name and `optional`",
+            ));
         }
         Ok(VmEntryFile::Detailed(VmOptionsFile { name, optional }))
     }
