@@ -192,6 +192,17 @@ pub struct VmOptionsFile {
     pub optional: bool,
 }
 
+/// `fail` or `continue`, or null (an explicit "not set"). Not an `enum`
+/// with `null` in it: the shape check would list `null` as a choice.
+fn on_timeout_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "anyOf": [
+            { "type": "string", "enum": ["fail", "continue"] },
+            { "type": "null" }
+        ]
+    })
+}
+
 impl<'de> Deserialize<'de> for VmEntryFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(VmEntryVisitor)
@@ -389,7 +400,7 @@ pub struct StepFile {
     pub when: Option<Vec<Spanned<String>>>,
     /// What a manual step's timeout does: `fail` (default) or `continue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<String>", extend("enum" = ["fail", "continue", null]))]
+    #[schemars(schema_with = "on_timeout_schema")]
     pub on_timeout: Option<Spanned<String>>,
     /// An optional step's failure does not fail its group.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
