@@ -412,7 +412,7 @@ fn argv(ctx: &mut Ctx, name: &str, run: &Spanned<Vec<String>>, base_dir: &Path) 
             p
         };
         match ctx.programs.metadata(&path) {
-            Err((kind, _)) if kind == std::io::ErrorKind::NotFound => {
+            Err((std::io::ErrorKind::NotFound, _)) => {
                 ctx.error(
                     codes::PROGRAM_MISSING,
                     at,
