@@ -536,3 +536,78 @@ pub fn group_order(plan: &Plan) -> Vec<usize> {
     // which the validator reports as a cycle before we get here.
     order
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::generate::large_plan;
+
+    fn operations() -> Vec<Operation> {
+        vec![
+            Operation::failover(FailoverKind::Test),
+            Operation::failover(FailoverKind::Planned),
+            Operation::failover(FailoverKind::Unplanned),
+            Operation::Failover {
+                kind: FailoverKind::Planned,
+                direction: Direction::Reverse,
+                recovery_point: RecoveryPoint::default(),
+                shutdown_primary: true,
+            },
+            Operation::TestCleanup,
+            Operation::Commit,
+        ]
+    }
+
+    /// The keys built piecewise are the documented `GROUP/pre/STEP`,
+    /// `GROUP/vm/VM/OP`, `GROUP/post/STEP`, `cleanup/STEP`, spelled out
+    /// here independently with `format!`.
+    #[test]
+    fn keys_are_the_documented_ones() {
+        let g = large_plan(40, 3, 7);
+        let plan = &g.plan;
+        for op in operations() {
+            let exec = compile(plan, op);
+            assert!(!exec.nodes.is_empty(), "{op}");
+            for n in &exec.nodes {
+                let group = n.group.map(|i| plan.groups[i].name.as_str());
+                let expected = match (&n.kind, n.phase, group) {
+                    (NodeKind::Step(s), Phase::Pre, Some(g)) => format!("{g}/pre/{}", s.name),
+                    (NodeKind::Step(s), Phase::Post, Some(g)) => format!("{g}/post/{}", s.name),
+                    (NodeKind::Step(s), Phase::Cleanup, None) => format!("cleanup/{}", s.name),
+                    (NodeKind::Vm { vm, op }, Phase::Vm, Some(g)) => {
+                        format!("{g}/vm/{vm}/{}", op.name())
+                    }
+                    other => panic!("unexpected node shape {other:?}"),
+                };
+                assert_eq!(n.key, expected);
+                assert!(n.deps.iter().all(|&d| d < n.id), "{}", n.key);
+            }
+            let edges: usize = exec.nodes.iter().map(|n| n.deps.len()).sum();
+            assert_eq!(exec.graph.edge_count(), edges);
+        }
+    }
+
+    /// Sharing steps (`Arc<Step>`) changes nothing in the serialized form:
+    /// a node reads back equal, and a step node is a plain step in JSON.
+    #[test]
+    fn nodes_serialize_as_plain_steps() {
+        let g = large_plan(20, 2, 3);
+        let exec = compile(&g.plan, Operation::failover(FailoverKind::Planned));
+        let step_node = exec
+            .nodes
+            .iter()
+            .find(|n| matches!(n.kind, NodeKind::Step(_)))
+            .expect("the generated plan has steps");
+        let NodeKind::Step(step) = &step_node.kind else {
+            unreachable!()
+        };
+        let json = serde_json::to_value(&step_node.kind).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({ "Step": serde_json::to_value(&**step).expect("step") })
+        );
+        let text = serde_json::to_string(&exec.nodes).expect("serializes");
+        let back: Vec<ExecNode> = serde_json::from_str(&text).expect("reads back");
+        assert_eq!(back, exec.nodes);
+    }
+}
