@@ -163,15 +163,16 @@ pub struct GroupFile {
     pub post: Vec<StepFile>,
 }
 
+// `Deserialize` is written by hand (below): serde's derive for an untagged
+// enum buffers every entry into an intermediate `Content` tree and then
+// tries each variant on it, which for 10,000 VMs is a measurable share of
+// reading a plan. The schema (derived, from the `untagged` attribute) is
+// unchanged and the hand-written decoder accepts exactly what the derived
+// one did: a string, a mapping with `name` (a string) and `optional` (a
+// boolean), or those two as a list; numbers and booleans are not names.
+// (A plain comment, not a doc comment: doc comments become the schema's
+// descriptions, which editors show to plan authors.)
 /// A VM of a group.
-///
-/// `Deserialize` is written by hand (below): serde's derive for an untagged
-/// enum buffers every entry into an intermediate `Content` tree and then
-/// tries each variant on it, which for 10,000 VMs is a measurable share of
-/// reading a plan. The schema (derived, from the `untagged` attribute) is
-/// unchanged and the hand-written decoder accepts exactly what the derived
-/// one did: a string, or a mapping with `name` (a string) and `optional` (a
-/// boolean), nothing else; numbers and booleans are not names here.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum VmEntryFile {
