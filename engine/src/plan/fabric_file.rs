@@ -8,6 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+use super::file::{DURATION_PATTERN, SITE_CLOUD_PATTERN};
+
 /// The inventory file format version this build reads.
 pub const FABRIC_FORMAT_VERSION: u32 = 1;
 
@@ -19,7 +21,8 @@ pub const FABRIC_FORMAT_VERSION: u32 = 1;
 pub struct FabricFile {
     /// Inventory format version. Must be `1`.
     #[serde(rename = "drplan-fabric")]
-    #[schemars(with = "u32")]
+    // Not `const: 1`, for the reasons given on `PlanFile::drplan`.
+    #[schemars(with = "u32", extend("examples" = [1]))]
     pub drplan_fabric: Spanned<u32>,
     /// Management servers (one VMM server per datacenter).
     pub sites: Vec<SiteFile>,
@@ -122,7 +125,7 @@ pub struct PolicyFile {
     #[schemars(with = "String")]
     pub host_os: Spanned<String>,
     /// How often deltas ship: exactly `30s`, `5m` or `15m`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("pattern" = DURATION_PATTERN, "examples" = ["5m", "30s", "15m"]))]
     pub copy_frequency: Spanned<String>,
     /// Hours of recovery points kept (default 0 = only the latest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,13 +133,13 @@ pub struct PolicyFile {
     pub retention_hours: Option<Spanned<u32>>,
     /// App-consistent snapshot frequency: `1h` to `12h`, below the retention window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN, "examples" = ["1h", "4h"]))]
     pub app_consistent_frequency: Option<Spanned<String>>,
     /// Compress data in transit.
     #[serde(default)]
     pub compression: bool,
     /// `certificate` (HTTPS, port 8084 by default) or `kerberos` (HTTP, port 8083 by default).
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("enum" = ["certificate", "kerberos"]))]
     pub authentication: Spanned<String>,
     /// Replication port; defaults by authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,7 +158,7 @@ pub struct PolicyFile {
 #[serde(deny_unknown_fields)]
 pub struct InitialReplicationFile {
     /// `network` (default) or `offline`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("enum" = ["network", "offline"]))]
     pub method: Spanned<String>,
     /// For `network`: `now` (default) or an RFC 3339 time to start at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,10 +179,10 @@ pub struct InitialReplicationFile {
 #[serde(deny_unknown_fields)]
 pub struct PairingFile {
     /// Source cloud as `site/cloud`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("pattern" = SITE_CLOUD_PATTERN, "examples" = ["primary-vmm/gold"]))]
     pub source: Spanned<String>,
     /// Target cloud as `site/cloud`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("pattern" = SITE_CLOUD_PATTERN, "examples" = ["secondary-vmm/gold-dr"]))]
     pub target: Spanned<String>,
     /// Policy names (one per host OS version in the source cloud).
     #[schemars(with = "Vec<String>")]
@@ -191,10 +194,10 @@ pub struct PairingFile {
 #[serde(deny_unknown_fields)]
 pub struct MappingFile {
     /// Source as `site/name`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("pattern" = SITE_CLOUD_PATTERN))]
     pub source: Spanned<String>,
     /// Target as `site/name`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("pattern" = SITE_CLOUD_PATTERN))]
     pub target: Spanned<String>,
 }
 
@@ -226,7 +229,7 @@ pub struct VmFile {
     pub storage: Option<Spanned<String>>,
     /// `unprotected`, `protected` (replicating, failover-ready), or
     /// `replicated-externally` (a replica exists that drplan adopts).
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("enum" = ["unprotected", "protected", "replicated-externally"]))]
     pub protection: Spanned<String>,
 }
 

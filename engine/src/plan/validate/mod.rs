@@ -112,6 +112,11 @@ fn pos<T>(s: &Spanned<T>) -> Pos {
 pub(crate) struct Ctx<'a> {
     file: &'a str,
     diags: Vec<Diagnostic>,
+    /// What the file system said about each script path, and whether each
+    /// bare program name is on PATH: large plans run the same few scripts
+    /// from hundreds of steps, and every look-up is one system call per
+    /// PATH entry. Per validation run, so a script added since is seen.
+    programs: steps::ProgramCache,
 }
 
 impl<'a> Ctx<'a> {
@@ -119,6 +124,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             file,
             diags: Vec::new(),
+            programs: steps::ProgramCache::default(),
         }
     }
 

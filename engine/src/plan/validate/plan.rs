@@ -69,7 +69,11 @@ pub(super) fn validate(
     let afters = super::graph::resolve(ctx, groups, &first_group);
 
     // VMs: unique within a group, and in one group only (a VM fails over once).
-    let mut vm_home: HashMap<&str, (usize, Pos)> = HashMap::new();
+    let mut vm_home: HashMap<&str, (usize, Pos)> =
+        HashMap::with_capacity(groups.iter().map(|g| g.vms.len()).sum());
+    // One map for every group, cleared between them: a plan has thousands
+    // of small groups.
+    let mut in_group: HashMap<&str, Pos> = HashMap::new();
     let mut vm_index = None;
     let mut model_groups = Vec::with_capacity(groups.len());
     for (gi, g) in groups.iter().enumerate() {
@@ -82,7 +86,7 @@ pub(super) fn validate(
             )
             .hint("it only orders the groups around it; add VMs or steps, or remove it");
         }
-        let mut in_group: HashMap<&str, Pos> = HashMap::new();
+        in_group.clear();
         let mut vms = Vec::with_capacity(g.vms.len());
         for entry in &g.vms {
             let at = pos(entry);

@@ -411,8 +411,8 @@ fn argv(ctx: &mut Ctx, name: &str, run: &Spanned<Vec<String>>, base_dir: &Path) 
             );
             p
         };
-        match std::fs::metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match ctx.programs.metadata(&path) {
+            Err((std::io::ErrorKind::NotFound, _)) => {
                 ctx.error(
                     codes::PROGRAM_MISSING,
                     at,
@@ -424,7 +424,7 @@ fn argv(ctx: &mut Ctx, name: &str, run: &Spanned<Vec<String>>, base_dir: &Path) 
                 ));
                 return None;
             }
-            Err(e) => {
+            Err((_, e)) => {
                 ctx.error(
                     codes::PROGRAM_MISSING,
                     at,
@@ -455,7 +455,7 @@ fn argv(ctx: &mut Ctx, name: &str, run: &Spanned<Vec<String>>, base_dir: &Path) 
             }
             Ok(_) => {}
         }
-    } else if !on_path(program) {
+    } else if !ctx.programs.on_path(program) {
         ctx.warning(
             codes::NOT_ON_PATH,
             at,
@@ -478,6 +478,33 @@ fn is_executable(_m: &std::fs::Metadata) -> bool {
 }
 
 /// Whether `program` is an executable file in a directory of `$PATH`.
+/// Memoized file-system look-ups for [`argv`] (see `Ctx::programs`).
+#[derive(Default)]
+pub(super) struct ProgramCache {
+    metadata: HashMap<PathBuf, Result<std::fs::Metadata, (std::io::ErrorKind, String)>>,
+    on_path: HashMap<String, bool>,
+}
+
+impl ProgramCache {
+    fn metadata(&mut self, path: &Path) -> Result<std::fs::Metadata, (std::io::ErrorKind, String)> {
+        if let Some(m) = self.metadata.get(path) {
+            return m.clone();
+        }
+        let m = std::fs::metadata(path).map_err(|e| (e.kind(), e.to_string()));
+        self.metadata.insert(path.to_path_buf(), m.clone());
+        m
+    }
+
+    fn on_path(&mut self, program: &str) -> bool {
+        if let Some(&found) = self.on_path.get(program) {
+            return found;
+        }
+        let found = on_path(program);
+        self.on_path.insert(program.to_string(), found);
+        found
+    }
+}
+
 fn on_path(program: &str) -> bool {
     let Some(paths) = std::env::var_os("PATH") else {
         return false;
