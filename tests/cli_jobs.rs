@@ -25,7 +25,18 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn submit_test_failover(dir: &Path) {
+/// The tests of this file run one at a time: a store's lock is an `flock`
+/// on an open file, and a child spawned by a parallel test could inherit the
+/// descriptor for the instant between its fork and exec, holding the lock.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Submits a test failover of the shipped three-tier plan; returns the
+/// journal, which keeps the store open until it is dropped.
+fn submit_test_failover(dir: &Path) -> Journal {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let loaded = plan::load(&root.join("plans/three-tier.yaml"), None);
     let plan = loaded.plan.expect("the shipped plan is valid");
@@ -42,10 +53,12 @@ fn submit_test_failover(dir: &Path) {
             parent: None,
         })
         .expect("the job is accepted");
+    journal
 }
 
 #[test]
 fn lists_nothing_for_a_directory_that_does_not_exist_and_does_not_create_it() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("nowhere");
     let o = drplan(&["jobs", "--data-dir", dir.to_str().unwrap()]);
@@ -56,8 +69,9 @@ fn lists_nothing_for_a_directory_that_does_not_exist_and_does_not_create_it() {
 
 #[test]
 fn lists_a_submitted_job_in_text_and_json() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    submit_test_failover(tmp.path());
+    drop(submit_test_failover(tmp.path()));
     let dir = tmp.path().to_str().unwrap();
     let o = drplan(&["jobs", "--data-dir", dir]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -74,10 +88,10 @@ fn lists_a_submitted_job_in_text_and_json() {
 
 #[test]
 fn a_store_in_use_is_refused_clearly_without_hanging() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    submit_test_failover(tmp.path());
     // This process holds the store open while the CLI tries to read it.
-    let _held = SledStore::open(tmp.path()).expect("opens");
+    let _held = submit_test_failover(tmp.path());
     let o = drplan(&["jobs", "--data-dir", tmp.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("in use"), "{}", text(&o));
