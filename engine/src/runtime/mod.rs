@@ -543,13 +543,15 @@ impl Inner {
             })
             .await?;
         self.publish(job, Update::Recorded(event), status);
+        // The journal keeps bookkeeping effects (armed timers) to itself,
+        // so any durable event may have changed the timer index.
+        self.timers_changed.notify_one();
         self.perform(job, fx);
         Ok(())
     }
 
     /// Performs the effects of one durable transition.
     fn perform(self: &Arc<Self>, job: JobId, fx: Vec<Effect>) {
-        let mut timers = false;
         for e in fx {
             match e {
                 Effect::RunVmOp {
@@ -581,19 +583,16 @@ impl Inner {
                         tx.send_replace(true);
                     }
                 }
-                Effect::ArmTimer { .. } => timers = true,
                 Effect::Finished { status } => {
                     tracing::info!(%job, %status, "job finished");
                     lock(&self.values).remove(&job);
                 }
-                Effect::DisarmTimer { .. }
+                Effect::ArmTimer { .. }
+                | Effect::DisarmTimer { .. }
                 | Effect::ReleaseLeases
                 | Effect::Item { .. }
                 | Effect::ScheduleFollowUp { .. } => {}
             }
-        }
-        if timers {
-            self.timers_changed.notify_one();
         }
     }
 

@@ -46,10 +46,31 @@ pub fn sim(inv: &Inventory, faults: &[&str]) -> Arc<SimFabric> {
     Arc::new(SimFabric::new(inv, config, faults))
 }
 
-pub fn runner() -> ScriptRunner {
+/// A runner whose scripts keep their state (the shipped scripts' "already
+/// done for this key" markers) in `scratch`, so tests do not see each
+/// other's job ids.
+pub fn runner(scratch: &std::path::Path) -> ScriptRunner {
     let mut config = RunnerConfig::from_process_env();
     config.kill_grace = Duration::from_millis(200);
+    config.scratch_dir = scratch.to_path_buf();
+    config.inherited_env.retain(|(k, _)| k != "TMPDIR");
+    config
+        .inherited_env
+        .push(("TMPDIR".into(), scratch.as_os_str().to_owned()));
     ScriptRunner::new(config)
+}
+
+/// An engine plus the scratch folder of its scripts.
+pub struct Harness {
+    pub engine: Engine,
+    _scratch: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.engine
+    }
 }
 
 pub async fn engine(
@@ -57,17 +78,22 @@ pub async fn engine(
     fabric: Arc<SimFabric>,
     clock: Arc<TestClock>,
     inv: &Inventory,
-) -> Engine {
-    Engine::start(EngineConfig {
+) -> Harness {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let engine = Engine::start(EngineConfig {
         store,
         fabric,
-        scripts: runner(),
+        scripts: runner(scratch.path()),
         clock,
         max_concurrent_vm_ops: 4,
         inventory: Some(inv.clone()),
     })
     .await
-    .expect("engine starts")
+    .expect("engine starts");
+    Harness {
+        engine,
+        _scratch: scratch,
+    }
 }
 
 pub fn mem() -> Arc<MemStore> {
@@ -123,4 +149,38 @@ pub fn failures(events: &[JobEvent]) -> Vec<(usize, String)> {
             _ => None,
         })
         .collect()
+}
+
+/// Steps waiting for an operator: (step, node key, failed?).
+pub async fn awaiting(engine: &Engine, job: JobId) -> Vec<(usize, String, bool)> {
+    use drplan_engine::core::{AwaitReason, StepState};
+    let st = engine.job(job).await.unwrap().expect("job");
+    let ctx = engine.context(job).await.unwrap();
+    st.active
+        .iter()
+        .filter_map(|&s| match &st.steps[s].state {
+            StepState::AwaitingOperator { reason, .. } => Some((
+                s,
+                ctx.node(s).map(|n| n.key.clone()).unwrap_or_default(),
+                matches!(reason, AwaitReason::Failed { .. }),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Answers the plan's manual step once it waits (and nothing else waits).
+pub async fn answer_verify_health(engine: &Engine, job: JobId) {
+    wait(engine, job, |s| s == JobStatus::WaitingForOperator).await;
+    let w = awaiting(engine, job).await;
+    assert_eq!(
+        w.iter()
+            .map(|(_, k, f)| (k.as_str(), *f))
+            .collect::<Vec<_>>(),
+        [("application/post/verify-health", false)]
+    );
+    engine
+        .answer_manual(job, w[0].0, true, "bob", None)
+        .await
+        .expect("answered");
 }
