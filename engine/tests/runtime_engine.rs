@@ -306,3 +306,55 @@ async fn a_second_job_over_the_same_vms_is_refused_naming_the_first() {
     assert!(msg.contains("test failover"), "{msg}");
     assert_eq!(engine.jobs().await.unwrap().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_job_cancels_its_operation_in_flight() {
+    use drplan_engine::core::{Outcome, StepState};
+    use drplan_engine::runtime::Update;
+    let s = three_tier();
+    // sql-01's failover takes an hour: the cancel arrives while it runs.
+    let fabric = sim(&s.inventory, &["slow:failover:sql-01:1h"]);
+    let clock = Arc::new(TestClock::new(T0));
+    let engine = engine(mem(), fabric.clone(), clock, &s.inventory).await;
+    let mut updates = engine.subscribe_all();
+    let job = engine
+        .submit(submission(&s, FailoverKind::Planned))
+        .await
+        .unwrap();
+    let slow = engine
+        .step_id(job, "database/vm/sql-01/failover")
+        .await
+        .unwrap()
+        .unwrap();
+    loop {
+        let u = updates.next().await.expect("updates");
+        if matches!(u.update, Update::AttemptStarted { step, .. } if step == slow) {
+            break;
+        }
+    }
+    engine.cancel(job, "bob").await.expect("cancel");
+    let end = wait(&engine, job, |s| s.is_terminal()).await;
+    let events = engine.events(job).await.unwrap();
+    assert_eq!(end, JobStatus::Cancelled, "{}", history(&events));
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            JobEvent::StepFinished { step, outcome: Outcome::Cancelled, .. } if *step == slow
+        )),
+        "{}",
+        history(&events)
+    );
+    let st = engine.job(job).await.unwrap().unwrap();
+    assert!(matches!(st.steps[slow].state, StepState::Cancelled { .. }));
+    // The dropped call left the fabric as if it had never been made.
+    assert!(
+        !fabric
+            .executed()
+            .iter()
+            .any(|(k, _)| k.contains("sql-01/failover")),
+        "{:?}",
+        fabric.executed()
+    );
+    // Cancelled long before the hour the operation would have taken.
+    assert!(st.finished_at.unwrap() < T0 + 3_600_000);
+}

@@ -301,8 +301,7 @@ impl Engine {
         let (job, fx, status) = inner
             .blocking(move |j| {
                 let (job, fx) = j.submit(req)?;
-                let status = j.job(job)?.map(|s| s.status());
-                Ok((job, fx, status))
+                Ok((job, fx, status_of(j, job)?))
             })
             .await?;
         let ctx = Arc::new(JobContext::new(&plan, sub.operation));
@@ -404,7 +403,7 @@ impl Engine {
 
     /// A job's status (`None`: no such job).
     pub async fn status(&self, job: JobId) -> Result<Option<JobStatus>, EngineError> {
-        Ok(self.job(job).await?.map(|s| s.status()))
+        self.inner.blocking(move |j| status_of(j, job)).await
     }
 
     /// A job's whole state (steps, timers, outputs, answers).
@@ -538,8 +537,7 @@ impl Inner {
         let (fx, status) = self
             .blocking(move |j| {
                 let fx = j.record(job, ev)?;
-                let status = j.job(job)?.map(|s| s.status());
-                Ok((fx, status))
+                Ok((fx, status_of(j, job)?))
             })
             .await?;
         self.publish(job, Update::Recorded(event), status);
@@ -611,11 +609,7 @@ impl Inner {
         let store = self.journal.store().clone();
         let info = self
             .blocking(move |j| {
-                let meta = j
-                    .jobs()?
-                    .into_iter()
-                    .find(|m| m.id == job)
-                    .ok_or(JournalError::UnknownJob(job))?;
+                let meta = meta_of(j, job)?.ok_or(JournalError::UnknownJob(job))?;
                 let damaged = |detail: String| JournalError::Damaged {
                     job,
                     seq: None,
@@ -887,6 +881,10 @@ impl Inner {
         // Timers whose firing failed (not a duplicate): not retried in a
         // tight loop; they are tried again after the next change.
         let mut failed: Vec<(JobId, TimerId, Millis)> = Vec::new();
+        // Timers fired in the previous round: one still due after being
+        // fired was not disarmed (the journal dropped the event); firing it
+        // again would spin.
+        let mut fired: Vec<(JobId, TimerId, Millis)> = Vec::new();
         loop {
             if self.stopping() {
                 return;
@@ -899,6 +897,7 @@ impl Inner {
                     Vec::new()
                 }
             };
+            let last = std::mem::take(&mut fired);
             for (job, timer, when) in due {
                 if self.stopping() {
                     return;
@@ -906,6 +905,12 @@ impl Inner {
                 if failed.contains(&(job, timer, when)) {
                     continue;
                 }
+                if last.contains(&(job, timer, when)) {
+                    tracing::warn!(%job, %timer, "a fired timer is still armed; not firing it again");
+                    failed.push((job, timer, when));
+                    continue;
+                }
+                fired.push((job, timer, when));
                 tracing::info!(%job, %timer, due = when, now, "timer fired");
                 if let Err(e) = self
                     .record(job, JobEvent::TimerFired { timer, at: now })
@@ -941,6 +946,27 @@ impl Inner {
             }
         }
     }
+}
+
+/// A job's summary record, read from the store (one small record: cheaper
+/// than the job's whole state, which has one entry per step).
+fn meta_of(j: &Journal, job: JobId) -> Result<Option<JobMeta>, JournalError> {
+    let Some(bytes) = j.store().job_meta(job)? else {
+        return Ok(None);
+    };
+    codec::decode(&bytes)
+        .map(Some)
+        .map_err(|e| JournalError::Damaged {
+            job,
+            seq: None,
+            detail: format!("job metadata: {e}"),
+        })
+}
+
+/// A job's status: the journal rewrites the summary record in the same
+/// commit as every status change.
+fn status_of(j: &Journal, job: JobId) -> Result<Option<JobStatus>, JournalError> {
+    Ok(meta_of(j, job)?.map(|m| m.status))
 }
 
 /// A fabric result as the core sees it, and what the history keeps of it.
