@@ -358,3 +358,54 @@ async fn cancelling_a_job_cancels_its_operation_in_flight() {
     // Cancelled long before the hour the operation would have taken.
     assert!(st.finished_at.unwrap() < T0 + 3_600_000);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_scheduled_job_starts_on_its_timer_or_when_told() {
+    use drplan_engine::runtime::Submission;
+    let s = three_tier();
+    let fabric = sim(&s.inventory, &[]);
+    let clock = Arc::new(TestClock::new(T0));
+    let engine = engine(mem(), fabric.clone(), clock.clone(), &s.inventory).await;
+    let at = T0 + 2 * 3_600_000;
+    let job = engine
+        .submit(Submission {
+            start_at: Some(at),
+            ..submission(&s, FailoverKind::Test)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.status(job).await.unwrap(),
+        Some(JobStatus::NotStarted)
+    );
+    wait(&engine, job, |s| s != JobStatus::NotStarted).await;
+    let st = engine.job(job).await.unwrap().unwrap();
+    let started = st.started_at.expect("started");
+    assert!(
+        (at..at + 1000).contains(&started),
+        "started {} ms after its time",
+        started as i64 - at as i64
+    );
+
+    // A second scheduled job, over other VMs, started by hand before its
+    // time.
+    let loaded = drplan_engine::plan::load(&plans_dir().join("diamond.yaml"), None);
+    let plan = loaded.plan.expect("diamond plan");
+    let far = clock.now_ms() + 24 * 3_600_000;
+    let other = engine
+        .submit(Submission {
+            start_at: Some(far),
+            ..Submission::new(
+                plan,
+                loaded.plan_text.unwrap(),
+                drplan_engine::plan::compile::Operation::failover(FailoverKind::Test),
+                "alice",
+            )
+        })
+        .await
+        .unwrap();
+    engine.start_now(other, "bob").await.expect("start now");
+    let st = engine.job(other).await.unwrap().unwrap();
+    assert!(st.started_at.unwrap() < far);
+    assert!(engine.start_now(other, "bob").await.is_err(), "twice");
+}

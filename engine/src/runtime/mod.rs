@@ -583,7 +583,10 @@ impl Inner {
                 }
                 Effect::Finished { status } => {
                     tracing::info!(%job, %status, "job finished");
+                    // A finished job runs nothing more; queries rebuild its
+                    // plan from the store if asked.
                     lock(&self.values).remove(&job);
+                    lock(&self.jobs).remove(&job);
                 }
                 Effect::ArmTimer { .. }
                 | Effect::DisarmTimer { .. }
