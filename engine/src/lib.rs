@@ -16,11 +16,15 @@
 //!   reopen and resume jobs.
 //! - [`script`]: runs one attempt of a script step as a child process in
 //!   its own process group (timeouts, bounded output, published values).
+//! - [`runtime`]: the tokio `Engine` that performs the journal's effects
+//!   (fabric operations, scripts, timers, operator prompts).
 
 pub mod core;
 pub mod fabric;
 pub mod journal;
 pub mod plan;
+#[cfg(unix)]
+pub mod runtime;
 #[cfg(unix)]
 pub mod script;
 pub mod store;

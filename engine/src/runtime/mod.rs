@@ -1,0 +1,1036 @@
+//! The runtime: drives the durable core with tokio.
+//!
+//! [`Engine`] owns a [`Journal`] and performs the external effects the core
+//! returns: VM operations through a [`Fabric`] (bounded by a semaphore),
+//! scripts through a [`ScriptRunner`], operator prompts as [`JobUpdate`]s,
+//! cancellations of in-flight attempts. Every outcome goes back through the
+//! journal as an event; a timer loop records `TimerFired` once an armed
+//! timer is due. Nothing here decides anything: the core does.
+//!
+//! # Threads and blocking
+//!
+//! Journal calls block on the store's group commit, so they run on tokio's
+//! blocking pool (`spawn_blocking`), never on a worker. A script attempt runs
+//! on the blocking pool too, inside its own small current-thread runtime:
+//! a child process lives in real time, and its timeout must not be driven by
+//! (possibly paused, virtual) engine time. Under a paused current-thread
+//! test runtime, tokio does not auto-advance time while a blocking task
+//! runs, so tests neither sleep for real nor fire timers during a script.
+//!
+//! # Restart
+//!
+//! [`Engine::start`] reopens the journal and performs
+//! [`Journal::resume`]: in-flight attempts are issued again under their
+//! idempotency keys (the fabric answers a repeated key from its record),
+//! operator prompts are published again, and a job whose `Started` never
+//! became durable is started. Timers live in the store's index; the timer
+//! loop fires the overdue ones at once.
+//!
+//! # Shutdown
+//!
+//! [`Engine::shutdown`] (or dropping the engine) stops accepting work and
+//! drops in-flight attempts without recording their outcomes (scripts are
+//! stopped); a new engine on the same store issues them again.
+
+mod clock;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
+use tokio::task::JoinHandle;
+
+pub use clock::{Clock, SystemClock, TestClock};
+
+use crate::core::{
+    Effect, IdemKey, JobContext, JobEvent, JobState, JobStatus, Millis, OperatorAction, Outcome,
+    TimerId,
+};
+use crate::fabric::network::pick_subnet;
+use crate::fabric::{Fabric, FabricError, OpContext, OpKey, OpReport};
+use crate::journal::{JobMeta, Journal, JournalError, PlanRecord, SubmitRequest};
+use crate::plan::compile::{NodeKind, Operation, StepId, VmOp};
+use crate::plan::model::{Inventory, Plan, StepAction};
+use crate::script::{ScriptContext, ScriptNic, ScriptRequest, ScriptRunner, ScriptVm};
+use crate::store::{JobId, Store, codec};
+
+/// Lines of a script's output kept in the job history (the event log).
+pub const OUTPUT_TAIL_LINES: usize = 40;
+/// Bytes of a script's output kept in the job history.
+pub const OUTPUT_TAIL_BYTES: usize = 4096;
+/// Updates buffered per subscriber before it lags.
+const UPDATE_BUFFER: usize = 4096;
+
+/// What an [`Engine`] runs on.
+pub struct EngineConfig {
+    pub store: Arc<dyn Store>,
+    pub fabric: Arc<dyn Fabric>,
+    pub scripts: ScriptRunner,
+    pub clock: Arc<dyn Clock>,
+    /// VM operations in flight at once, over all jobs (at least 1).
+    pub max_concurrent_vm_ops: usize,
+    /// The fabric inventory, for the script context (target networks of
+    /// the group's VMs); without it scripts see VM names only.
+    pub inventory: Option<Inventory>,
+}
+
+/// Everything the runtime can fail with.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The journal refused or failed (VM busy, not ready, rejected action,
+    /// unknown or finished job, store failure): its message is the one an
+    /// operator needs.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("the engine is shutting down; it accepts no new work")]
+    ShuttingDown,
+    #[error("job {0} does not exist")]
+    UnknownJob(JobId),
+    /// A background task of the runtime panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// A job to submit.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub plan: Plan,
+    /// The exact plan text, kept for audits.
+    pub plan_text: String,
+    pub operation: Operation,
+    pub requested_by: String,
+    /// A scheduled start (Unix ms); `None` starts the job at once.
+    pub start_at: Option<Millis>,
+}
+
+impl Submission {
+    /// A job that starts at once.
+    pub fn new(plan: Plan, plan_text: String, operation: Operation, by: &str) -> Submission {
+        Submission {
+            plan,
+            plan_text,
+            operation,
+            requested_by: by.to_string(),
+            start_at: None,
+        }
+    }
+}
+
+/// What happened to a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// An event became durable.
+    Recorded(JobEvent),
+    /// An attempt of a step was handed to the fabric or the script runner.
+    AttemptStarted {
+        step: StepId,
+        attempt: u32,
+        key: IdemKey,
+    },
+    /// A step waits for an operator (a manual step or a halted failure).
+    AwaitingOperator { step: StepId },
+}
+
+/// One update of one job, with the job's status after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobUpdate {
+    pub job: JobId,
+    pub update: Update,
+    /// `None` when the status could not be read (a store failure).
+    pub status: Option<JobStatus>,
+}
+
+/// A job's updates (see [`Engine::subscribe`]).
+pub struct JobUpdates {
+    job: Option<JobId>,
+    rx: broadcast::Receiver<JobUpdate>,
+}
+
+impl JobUpdates {
+    /// The next update, `None` once the engine is gone. A subscriber that
+    /// fell behind skips what it missed (query the history with
+    /// [`Engine::events`]).
+    pub async fn next(&mut self) -> Option<JobUpdate> {
+        loop {
+            match self.rx.recv().await {
+                Ok(u) if self.job.is_none_or(|j| j == u.job) => return Some(u),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "a job subscriber fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// What the runtime needs about a job to perform its effects.
+struct JobInfo {
+    ctx: Arc<JobContext>,
+    plan: Arc<Plan>,
+}
+
+type AttemptId = (JobId, StepId, u32);
+
+struct Inner {
+    journal: Arc<Journal>,
+    fabric: Arc<dyn Fabric>,
+    scripts: ScriptRunner,
+    clock: Arc<dyn Clock>,
+    inventory: Option<Inventory>,
+    vm_ops: Arc<Semaphore>,
+    /// Cancellation switch of every attempt in flight.
+    running: Mutex<HashMap<AttemptId, watch::Sender<bool>>>,
+    jobs: Mutex<HashMap<JobId, Arc<JobInfo>>>,
+    /// Values published by scripts (`DRPLAN_OUTPUT`), per job. In memory
+    /// only: the core does not persist them (see docs/runtime.md).
+    values: Mutex<HashMap<JobId, BTreeMap<String, String>>>,
+    updates: broadcast::Sender<JobUpdate>,
+    timers_changed: Notify,
+    shutdown: watch::Sender<bool>,
+}
+
+/// The drplan engine: a journal plus the tokio tasks that perform its
+/// effects. Dropping it shuts it down (see the module docs).
+pub struct Engine {
+    inner: Arc<Inner>,
+    timer_loop: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("journal", &self.inner.journal)
+            .finish_non_exhaustive()
+    }
+}
+
+// A std mutex: held only for short map operations, never across an await.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn task_error(e: tokio::task::JoinError) -> EngineError {
+    EngineError::Task(e.to_string())
+}
+
+/// Waits until a switch is on; never returns if its sender is gone.
+async fn switched_on(mut rx: watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Engine {
+    /// Opens the journal on `config.store`, resumes every live job and
+    /// starts the timer loop. Must be called inside a tokio runtime.
+    pub async fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        let store = config.store.clone();
+        let journal = tokio::task::spawn_blocking(move || Journal::open(store))
+            .await
+            .map_err(task_error)??;
+        let (updates, _) = broadcast::channel(UPDATE_BUFFER);
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            journal: Arc::new(journal),
+            fabric: config.fabric,
+            scripts: config.scripts,
+            clock: config.clock,
+            inventory: config.inventory,
+            vm_ops: Arc::new(Semaphore::new(config.max_concurrent_vm_ops.max(1))),
+            running: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
+            values: Mutex::new(HashMap::new()),
+            updates,
+            timers_changed: Notify::new(),
+            shutdown,
+        });
+
+        // Resume: re-issue what was in flight, re-prompt operators, start
+        // jobs whose `Started` never became durable.
+        let (resume, metas) = inner.blocking(|j| Ok((j.resume(), j.jobs()?))).await?;
+        let mut by_job: BTreeMap<JobId, Vec<Effect>> = BTreeMap::new();
+        for (job, e) in resume {
+            by_job.entry(job).or_default().push(e);
+        }
+        for (job, fx) in by_job {
+            tracing::info!(%job, effects = fx.len(), "resuming job");
+            inner.perform(job, fx);
+        }
+        for meta in metas {
+            if meta.status == JobStatus::NotStarted && meta.start_at.is_none() {
+                let at = inner.clock.now_ms();
+                if let Err(e) = inner.record(meta.id, JobEvent::Started { at }).await {
+                    tracing::warn!(job = %meta.id, error = %e, "could not start a submitted job");
+                }
+            }
+        }
+
+        let timer_loop = tokio::spawn(inner.clone().timer_loop());
+        Ok(Engine {
+            inner,
+            timer_loop: Mutex::new(Some(timer_loop)),
+        })
+    }
+
+    /// The journal (read-only queries beyond the ones here).
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.inner.journal
+    }
+
+    /// Submits a job; one that is not scheduled is started at once.
+    /// `VmBusy` and `NotReady` refusals come back as
+    /// [`EngineError::Journal`] with the journal's message.
+    pub async fn submit(&self, sub: Submission) -> Result<JobId, EngineError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let at = inner.clock.now_ms();
+        let plan = Arc::new(sub.plan.clone());
+        let start_at = sub.start_at;
+        let req = SubmitRequest {
+            plan: sub.plan,
+            plan_text: sub.plan_text,
+            operation: sub.operation,
+            requested_by: sub.requested_by,
+            at,
+            start_at,
+            parent: None,
+        };
+        let (job, fx, status) = inner
+            .blocking(move |j| {
+                let (job, fx) = j.submit(req)?;
+                Ok((job, fx, status_of(j, job)?))
+            })
+            .await?;
+        let ctx = Arc::new(JobContext::new(&plan, sub.operation));
+        lock(&inner.jobs).insert(job, Arc::new(JobInfo { ctx, plan }));
+        if let Ok(events) = inner.blocking(move |j| j.events(job)).await
+            && let Some(first) = events.into_iter().next()
+        {
+            inner.publish(job, Update::Recorded(first), status);
+        }
+        inner.perform(job, fx);
+        if start_at.is_none() {
+            inner
+                .record(
+                    job,
+                    JobEvent::Started {
+                        at: inner.clock.now_ms(),
+                    },
+                )
+                .await?;
+        }
+        Ok(job)
+    }
+
+    /// Records `Started` for a job submitted without starting (normally
+    /// done by [`Engine::submit`]; scheduled jobs start on their timer or
+    /// with [`Engine::start_now`]).
+    pub async fn start_job(&self, job: JobId) -> Result<(), EngineError> {
+        self.inner.check_open()?;
+        let at = self.inner.clock.now_ms();
+        self.inner.record(job, JobEvent::Started { at }).await
+    }
+
+    /// An operator's answer to a manual step.
+    pub async fn answer_manual(
+        &self,
+        job: JobId,
+        step: StepId,
+        done: bool,
+        by: &str,
+        note: Option<String>,
+    ) -> Result<(), EngineError> {
+        self.inner.check_open()?;
+        let at = self.inner.clock.now_ms();
+        let ev = JobEvent::ManualAnswered {
+            step,
+            done,
+            by: by.to_string(),
+            note,
+            at,
+        };
+        self.inner.record(job, ev).await
+    }
+
+    pub async fn retry(&self, job: JobId, step: StepId, by: &str) -> Result<(), EngineError> {
+        self.operator(job, OperatorAction::Retry { step }, by).await
+    }
+
+    pub async fn skip(&self, job: JobId, step: StepId, by: &str) -> Result<(), EngineError> {
+        self.operator(job, OperatorAction::Skip { step }, by).await
+    }
+
+    pub async fn cancel(&self, job: JobId, by: &str) -> Result<(), EngineError> {
+        self.operator(job, OperatorAction::Cancel, by).await
+    }
+
+    /// Closes an open test failover: its test VMs are deleted.
+    pub async fn complete_test(
+        &self,
+        job: JobId,
+        notes: &str,
+        by: &str,
+    ) -> Result<(), EngineError> {
+        let action = OperatorAction::CompleteTest {
+            notes: notes.to_string(),
+        };
+        self.operator(job, action, by).await
+    }
+
+    /// Starts a scheduled job now.
+    pub async fn start_now(&self, job: JobId, by: &str) -> Result<(), EngineError> {
+        self.operator(job, OperatorAction::StartNow, by).await
+    }
+
+    async fn operator(
+        &self,
+        job: JobId,
+        action: OperatorAction,
+        by: &str,
+    ) -> Result<(), EngineError> {
+        self.inner.check_open()?;
+        let at = self.inner.clock.now_ms();
+        let ev = JobEvent::OperatorAction {
+            action,
+            by: by.to_string(),
+            at,
+        };
+        self.inner.record(job, ev).await
+    }
+
+    /// A job's status (`None`: no such job).
+    pub async fn status(&self, job: JobId) -> Result<Option<JobStatus>, EngineError> {
+        self.inner.blocking(move |j| status_of(j, job)).await
+    }
+
+    /// A job's whole state (steps, timers, outputs, answers).
+    pub async fn job(&self, job: JobId) -> Result<Option<JobState>, EngineError> {
+        self.inner.blocking(move |j| j.job(job)).await
+    }
+
+    /// Every job's summary.
+    pub async fn jobs(&self) -> Result<Vec<JobMeta>, EngineError> {
+        self.inner.blocking(|j| j.jobs()).await
+    }
+
+    /// A job's history.
+    pub async fn events(&self, job: JobId) -> Result<Vec<JobEvent>, EngineError> {
+        self.inner.blocking(move |j| j.events(job)).await
+    }
+
+    /// The compiled plans of a job (to find step ids by key).
+    pub async fn context(&self, job: JobId) -> Result<Arc<JobContext>, EngineError> {
+        Ok(self.inner.info(job).await?.ctx.clone())
+    }
+
+    /// The step id of a node key (`web/post/update-dns`,
+    /// `database/vm/sql-01/failover`, `cleanup/remove-test-dns`).
+    pub async fn step_id(&self, job: JobId, key: &str) -> Result<Option<StepId>, EngineError> {
+        let ctx = self.context(job).await?;
+        Ok((0..ctx.len()).find(|&s| ctx.node(s).is_some_and(|n| n.key == key)))
+    }
+
+    /// Updates of one job from now on.
+    pub fn subscribe(&self, job: JobId) -> JobUpdates {
+        JobUpdates {
+            job: Some(job),
+            rx: self.inner.updates.subscribe(),
+        }
+    }
+
+    /// Updates of every job from now on.
+    pub fn subscribe_all(&self) -> JobUpdates {
+        JobUpdates {
+            job: None,
+            rx: self.inner.updates.subscribe(),
+        }
+    }
+
+    /// Waits until `pred` holds for the job's status, and returns it.
+    pub async fn wait_until(
+        &self,
+        job: JobId,
+        pred: impl Fn(JobStatus) -> bool,
+    ) -> Result<JobStatus, EngineError> {
+        // Subscribe before the first look, so no update falls in between.
+        let mut rx = self.inner.updates.subscribe();
+        loop {
+            match self.status(job).await? {
+                None => return Err(EngineError::UnknownJob(job)),
+                Some(s) if pred(s) => return Ok(s),
+                Some(_) => {}
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(u) if u.job == job => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(EngineError::ShuttingDown);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting work, drops in-flight attempts (their outcomes are
+    /// not recorded; a new engine issues them again) and waits for the
+    /// timer loop to end.
+    pub async fn shutdown(&self) {
+        self.inner.stop();
+        let handle = lock(&self.timer_loop).take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.inner.stop();
+    }
+}
+
+impl Inner {
+    fn check_open(&self) -> Result<(), EngineError> {
+        if *self.shutdown.borrow() {
+            Err(EngineError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    fn stop(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Runs a journal call on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let j = self.journal.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&j))
+            .await
+            .map_err(task_error)??)
+    }
+
+    fn publish(&self, job: JobId, update: Update, status: Option<JobStatus>) {
+        // No subscriber is fine.
+        let _ = self.updates.send(JobUpdate {
+            job,
+            update,
+            status,
+        });
+    }
+
+    /// Records an event, publishes it and performs its external effects.
+    async fn record(self: &Arc<Self>, job: JobId, event: JobEvent) -> Result<(), EngineError> {
+        let ev = event.clone();
+        let (fx, status) = self
+            .blocking(move |j| {
+                let fx = j.record(job, ev)?;
+                Ok((fx, status_of(j, job)?))
+            })
+            .await?;
+        self.publish(job, Update::Recorded(event), status);
+        // The journal keeps bookkeeping effects (armed timers) to itself,
+        // so any durable event may have changed the timer index.
+        self.timers_changed.notify_one();
+        self.perform(job, fx);
+        Ok(())
+    }
+
+    /// Performs the effects of one durable transition.
+    fn perform(self: &Arc<Self>, job: JobId, fx: Vec<Effect>) {
+        for e in fx {
+            match e {
+                Effect::RunVmOp {
+                    step,
+                    attempt,
+                    key,
+                    vm,
+                    op,
+                } => {
+                    let cancel = self.register(job, step, attempt);
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.run_vm_op(job, step, attempt, key, vm, op, cancel).await
+                    });
+                }
+                Effect::RunScript { step, attempt, key } => {
+                    let cancel = self.register(job, step, attempt);
+                    let me = self.clone();
+                    tokio::spawn(
+                        async move { me.run_script(job, step, attempt, key, cancel).await },
+                    );
+                }
+                Effect::AwaitOperator { step } => {
+                    tracing::info!(%job, step, "waiting for an operator");
+                    self.publish(job, Update::AwaitingOperator { step }, None);
+                }
+                Effect::CancelStep { step, attempt } => {
+                    if let Some(tx) = lock(&self.running).get(&(job, step, attempt)) {
+                        tx.send_replace(true);
+                    }
+                }
+                Effect::Finished { status } => {
+                    tracing::info!(%job, %status, "job finished");
+                    // A finished job runs nothing more; queries rebuild its
+                    // plan from the store if asked.
+                    lock(&self.values).remove(&job);
+                    lock(&self.jobs).remove(&job);
+                }
+                Effect::ArmTimer { .. }
+                | Effect::DisarmTimer { .. }
+                | Effect::ReleaseLeases
+                | Effect::Item { .. }
+                | Effect::ScheduleFollowUp { .. } => {}
+            }
+        }
+    }
+
+    /// The cancellation switch of an attempt, registered before its task is
+    /// spawned so that a `CancelStep` right behind it finds it.
+    fn register(&self, job: JobId, step: StepId, attempt: u32) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        lock(&self.running).insert((job, step, attempt), tx);
+        rx
+    }
+
+    async fn info(&self, job: JobId) -> Result<Arc<JobInfo>, EngineError> {
+        if let Some(i) = lock(&self.jobs).get(&job) {
+            return Ok(i.clone());
+        }
+        let store = self.journal.store().clone();
+        let info = self
+            .blocking(move |j| {
+                let meta = meta_of(j, job)?.ok_or(JournalError::UnknownJob(job))?;
+                let damaged = |detail: String| JournalError::Damaged {
+                    job,
+                    seq: None,
+                    detail,
+                };
+                let text = store.text(&meta.model_key)?.ok_or_else(|| {
+                    damaged(format!("plan model `{}` is missing", meta.model_key))
+                })?;
+                let record: PlanRecord = codec::decode(text.as_bytes())
+                    .map_err(|e| damaged(format!("plan model: {e}")))?;
+                let plan = Arc::new(record.plan);
+                let ctx = match j.context(job) {
+                    Some(c) => c,
+                    None => Arc::new(JobContext::new(&plan, meta.operation)),
+                };
+                Ok(Arc::new(JobInfo { ctx, plan }))
+            })
+            .await?;
+        lock(&self.jobs).insert(job, info.clone());
+        Ok(info)
+    }
+
+    /// Records an attempt's outcome unless the engine is stopping (then the
+    /// attempt is re-issued after a restart instead).
+    async fn finish_attempt(
+        self: &Arc<Self>,
+        job: JobId,
+        step: StepId,
+        attempt: u32,
+        outcome: Outcome,
+        output_tail: Option<String>,
+    ) {
+        lock(&self.running).remove(&(job, step, attempt));
+        if self.stopping() {
+            return;
+        }
+        let ev = JobEvent::StepFinished {
+            step,
+            attempt,
+            outcome,
+            output_tail,
+            at: self.clock.now_ms(),
+        };
+        if let Err(e) = self.record(job, ev).await {
+            tracing::error!(%job, step, attempt, error = %e, "could not record an outcome");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_vm_op(
+        self: Arc<Self>,
+        job: JobId,
+        step: StepId,
+        attempt: u32,
+        key: IdemKey,
+        vm: String,
+        op: VmOp,
+        cancel: watch::Receiver<bool>,
+    ) {
+        let operation = match self.info(job).await {
+            Ok(i) => i.ctx.main.operation,
+            Err(e) => {
+                tracing::error!(%job, step, error = %e, "cannot perform a VM operation");
+                return;
+            }
+        };
+        let work = async {
+            // A closed semaphore never happens (it is never closed).
+            let _permit = self.vm_ops.clone().acquire_owned().await.ok();
+            self.publish(
+                job,
+                Update::AttemptStarted {
+                    step,
+                    attempt,
+                    key: key.clone(),
+                },
+                None,
+            );
+            let ctx = OpContext::for_operation(&operation, self.clock.now_ms());
+            self.fabric.run(&OpKey::from(&key), &vm, &op, &ctx).await
+        };
+        let result = tokio::select! {
+            _ = switched_on(self.shutdown.subscribe()) => return,
+            _ = switched_on(cancel) => None,
+            r = work => Some(r),
+        };
+        let (outcome, tail) = match result {
+            None => (Outcome::Cancelled, None),
+            Some(r) => vm_outcome(r),
+        };
+        self.finish_attempt(job, step, attempt, outcome, tail).await;
+    }
+
+    async fn run_script(
+        self: Arc<Self>,
+        job: JobId,
+        step: StepId,
+        attempt: u32,
+        key: IdemKey,
+        cancel: watch::Receiver<bool>,
+    ) {
+        let req = match self.info(job).await {
+            Ok(info) => self.script_request(&info, job, step, attempt, &key),
+            Err(e) => Err(e.to_string()),
+        };
+        let req = match req {
+            Ok(r) => r,
+            Err(error) => {
+                let outcome = Outcome::Failed { error };
+                self.finish_attempt(job, step, attempt, outcome, None).await;
+                return;
+            }
+        };
+        self.publish(job, Update::AttemptStarted { step, attempt, key }, None);
+        let runner = self.scripts.clone();
+        let shutdown = self.shutdown.subscribe();
+        let stop = async move {
+            tokio::select! {
+                _ = switched_on(cancel) => {}
+                _ = switched_on(shutdown) => {}
+            }
+        };
+        // Its own runtime on a blocking thread: see the module docs.
+        let ran = tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("could not start the script's runtime: {e}"))?;
+            Ok::<_, String>(rt.block_on(runner.run(req, stop)))
+        })
+        .await;
+        let (outcome, tail) = match ran {
+            Ok(Ok(res)) => {
+                if res.outcome == crate::script::ScriptOutcome::Succeeded && !res.values.is_empty()
+                {
+                    lock(&self.values)
+                        .entry(job)
+                        .or_default()
+                        .extend(res.values.clone());
+                }
+                let mut tail = tail_of(&res.output);
+                for w in &res.warnings {
+                    tail.push_str(&format!("\nwarning: {w}"));
+                }
+                let tail = tail.trim_start_matches('\n').to_string();
+                (res.outcome.to_core(), (!tail.is_empty()).then_some(tail))
+            }
+            Ok(Err(error)) => (Outcome::Failed { error }, None),
+            Err(e) => (
+                Outcome::Failed {
+                    error: format!("the script runner failed: {e}"),
+                },
+                None,
+            ),
+        };
+        self.finish_attempt(job, step, attempt, outcome, tail).await;
+    }
+
+    /// The request of one script attempt, or why there is none.
+    fn script_request(
+        &self,
+        info: &JobInfo,
+        job: JobId,
+        step: StepId,
+        attempt: u32,
+        key: &IdemKey,
+    ) -> Result<ScriptRequest, String> {
+        let node = info
+            .ctx
+            .node(step)
+            .ok_or_else(|| format!("step {step} is not in the job's plan"))?;
+        let NodeKind::Step(s) = &node.kind else {
+            return Err(format!("step `{}` is not a script step", node.key));
+        };
+        let StepAction::Script {
+            command,
+            timeout,
+            env,
+            ..
+        } = &s.action
+        else {
+            return Err(format!("step `{}` is not a script step", node.key));
+        };
+        let Operation::Failover {
+            kind, direction, ..
+        } = info.ctx.main.operation
+        else {
+            return Err(format!(
+                "script step `{}` in a {} job: scripts run only in failovers",
+                node.key, info.ctx.main.operation
+            ));
+        };
+        let plan = &info.plan;
+        let group = node.group.and_then(|g| plan.groups.get(g));
+        // A group's VMs, or every VM of the plan for test cleanup steps.
+        let names: Vec<&str> = match group {
+            Some(g) => g.vms.iter().map(|v| v.name.as_str()).collect(),
+            None => plan
+                .groups
+                .iter()
+                .flat_map(|g| g.vms.iter().map(|v| v.name.as_str()))
+                .collect(),
+        };
+        let test = kind == crate::plan::model::FailoverKind::Test;
+        let vms = names
+            .into_iter()
+            .map(|name| ScriptVm {
+                name: name.to_string(),
+                nics: self.script_nics(plan, name, test),
+            })
+            .collect();
+        let context = ScriptContext {
+            job_id: job.to_string(),
+            plan: plan.name.clone(),
+            kind,
+            direction,
+            group: group.map(|g| g.name.clone()),
+            step: s.name.clone(),
+            attempt,
+            idempotency_key: key.to_string(),
+            vms,
+            values: lock(&self.values).get(&job).cloned().unwrap_or_default(),
+        };
+        Ok(ScriptRequest {
+            command: command.clone(),
+            cwd: plan.base_dir.clone(),
+            timeout: *timeout,
+            env: env.clone(),
+            context,
+        })
+    }
+
+    /// Where a VM's NICs attach after failover, per the inventory: the
+    /// mapped target network (a test: the plan's test network), the subnet
+    /// by the mapping rules. Without an inventory: no NICs.
+    fn script_nics(&self, plan: &Plan, vm: &str, test: bool) -> Vec<ScriptNic> {
+        let Some(inv) = &self.inventory else {
+            return Vec::new();
+        };
+        let Some(v) = inv.vm(vm) else {
+            return Vec::new();
+        };
+        v.nics
+            .iter()
+            .map(|nic| {
+                let network = if test {
+                    plan.test.network.clone()
+                } else {
+                    inv.mapped_network(&v.site, &nic.network)
+                        .map(|m| m.target.clone())
+                };
+                let subnet = network
+                    .as_deref()
+                    .and_then(|n| inv.network(&plan.target.site, n))
+                    .and_then(|n| pick_subnet(n, nic.subnet.as_deref()));
+                ScriptNic {
+                    source_network: nic.network.clone(),
+                    network,
+                    subnet,
+                    ip: None,
+                }
+            })
+            .collect()
+    }
+
+    /// Fires due timers; sleeps until the next one (or until one is armed).
+    async fn timer_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
+        // Timers whose firing failed (not a duplicate): not retried in a
+        // tight loop; they are tried again after the next change.
+        let mut failed: Vec<(JobId, TimerId, Millis)> = Vec::new();
+        // Timers fired in the previous round: one still due after being
+        // fired was not disarmed (the journal dropped the event); firing it
+        // again would spin.
+        let mut fired: Vec<(JobId, TimerId, Millis)> = Vec::new();
+        loop {
+            if self.stopping() {
+                return;
+            }
+            let now = self.clock.now_ms();
+            let due = match self.blocking(move |j| j.due_timers(now)).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the timer index");
+                    Vec::new()
+                }
+            };
+            let last = std::mem::take(&mut fired);
+            for (job, timer, when) in due {
+                if self.stopping() {
+                    return;
+                }
+                if failed.contains(&(job, timer, when)) {
+                    continue;
+                }
+                if last.contains(&(job, timer, when)) {
+                    tracing::warn!(%job, %timer, "a fired timer is still armed; not firing it again");
+                    failed.push((job, timer, when));
+                    continue;
+                }
+                fired.push((job, timer, when));
+                tracing::info!(%job, %timer, due = when, now, "timer fired");
+                if let Err(e) = self
+                    .record(job, JobEvent::TimerFired { timer, at: now })
+                    .await
+                {
+                    tracing::error!(%job, %timer, error = %e, "could not fire a timer");
+                    failed.push((job, timer, when));
+                }
+            }
+            let next = match self.blocking(|j| Ok(j.store().timers()?)).await {
+                Ok(ts) => ts
+                    .iter()
+                    .filter(|t| {
+                        TimerId::from_u64(t.timer)
+                            .is_none_or(|id| !failed.contains(&(t.job, id, t.due_ms)))
+                    })
+                    .map(|t| t.due_ms)
+                    .min(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the timer index");
+                    None
+                }
+            };
+            let now = self.clock.now_ms();
+            let mut nap = self.clock.recheck_every();
+            if let Some(next) = next {
+                nap = nap.min(Duration::from_millis(next.saturating_sub(now)));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                _ = self.timers_changed.notified() => { failed.clear(); }
+                _ = shutdown.wait_for(|v| *v) => return,
+            }
+        }
+    }
+}
+
+/// A job's summary record, read from the store (one small record: cheaper
+/// than the job's whole state, which has one entry per step).
+fn meta_of(j: &Journal, job: JobId) -> Result<Option<JobMeta>, JournalError> {
+    let Some(bytes) = j.store().job_meta(job)? else {
+        return Ok(None);
+    };
+    codec::decode(&bytes)
+        .map(Some)
+        .map_err(|e| JournalError::Damaged {
+            job,
+            seq: None,
+            detail: format!("job metadata: {e}"),
+        })
+}
+
+/// A job's status: the journal rewrites the summary record in the same
+/// commit as every status change.
+fn status_of(j: &Journal, job: JobId) -> Result<Option<JobStatus>, JournalError> {
+    Ok(meta_of(j, job)?.map(|m| m.status))
+}
+
+/// A fabric result as the core sees it, and what the history keeps of it.
+fn vm_outcome(r: Result<OpReport, FabricError>) -> (Outcome, Option<String>) {
+    match r {
+        Ok(report) => {
+            let mut tail = report.summary.clone();
+            for w in &report.warnings {
+                tail.push_str(&format!("\nwarning: {w}"));
+            }
+            (Outcome::Succeeded, Some(tail))
+        }
+        Err(e) => (
+            Outcome::Failed {
+                error: e.to_string(),
+            },
+            None,
+        ),
+    }
+}
+
+/// The last lines of an output, bounded in lines and bytes.
+fn tail_of(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    let mut tail = lines[lines.len().saturating_sub(OUTPUT_TAIL_LINES)..].join("\n");
+    if tail.len() > OUTPUT_TAIL_BYTES {
+        let mut cut = tail.len() - OUTPUT_TAIL_BYTES;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail = format!("[…] {}", &tail[cut..]);
+    }
+    tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines_within_bounds() {
+        let out: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let t = tail_of(&out);
+        assert!(t.starts_with("line 60"), "{t}");
+        assert!(t.ends_with("line 99"));
+        let long = "é".repeat(10_000);
+        let t = tail_of(&long);
+        assert!(t.len() <= OUTPUT_TAIL_BYTES + 8, "{}", t.len());
+        assert!(t.starts_with("[…]"));
+    }
+
+    #[test]
+    fn fabric_errors_become_failures_and_warnings_reach_the_history() {
+        let err = FabricError::UnknownVm { vm: "x".into() };
+        let (o, t) = vm_outcome(Err(err));
+        assert_eq!(
+            o,
+            Outcome::Failed {
+                error: "VM `x` is not in the fabric inventory".into()
+            }
+        );
+        assert_eq!(t, None);
+    }
+}
