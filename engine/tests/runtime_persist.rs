@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use drplan_engine::core::{JobContext, JobEvent, JobStatus, Outcome};
+use drplan_engine::core::{Effect, JobContext, JobEvent, JobStatus, Outcome};
 use drplan_engine::fabric::{FabricState, FabricStateError, SimFabric};
+use drplan_engine::journal::{Journal, SubmitRequest};
 use drplan_engine::plan::compile::{NodeKind, Operation};
 use drplan_engine::plan::model::FailoverKind;
 use drplan_engine::runtime::{
@@ -24,7 +25,7 @@ use drplan_engine::runtime::{
 };
 use drplan_engine::store::mem::MemStore;
 use drplan_engine::store::sled_store::SledStore;
-use drplan_engine::store::{JobId, Store, codec};
+use drplan_engine::store::{JobId, Store, Write, codec};
 use runtime_support::*;
 
 /// The fabric's persistence hook with forgetting turned off, so a test can
@@ -452,4 +453,129 @@ async fn on_sled_a_reopened_store_restores_the_fabric() {
     assert!(failures(&events).is_empty(), "{}", history(&events));
     assert_eq!(keys_per_op(&fabric), reference);
     second.engine.shutdown().await;
+}
+
+fn marker(key: &str) -> Write {
+    Write::Blob {
+        key: key.to_string(),
+        payload: Some(key.as_bytes().to_vec()),
+    }
+}
+
+/// `record_with` writes its extras in the event's batch (durable with it)
+/// and nothing for a repeated delivery; `record_then` does not even compute
+/// them then (a fabric delta taken for nothing would be lost).
+#[test]
+fn journal_extras_go_with_their_event_and_only_with_it() {
+    let s = three_tier();
+    let store = mem();
+    let j = Journal::open(store.clone()).unwrap();
+    let (job, _) = j
+        .submit(SubmitRequest {
+            plan: s.plan.clone(),
+            plan_text: s.text.clone(),
+            operation: Operation::failover(FailoverKind::Planned),
+            requested_by: "alice".into(),
+            at: T0,
+            start_at: None,
+            parent: None,
+        })
+        .unwrap();
+    let fx = j
+        .record_with(job, JobEvent::Started { at: T0 + 1 }, vec![marker("start")])
+        .unwrap();
+    let copy = store.crash_copy();
+    assert_eq!(copy.blob("start").unwrap(), Some(b"start".to_vec()));
+    assert_eq!(copy.last_seq(job).unwrap(), Some(1));
+    let (step, attempt) = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::RunVmOp { step, attempt, .. } | Effect::RunScript { step, attempt, .. } => {
+                Some((*step, *attempt))
+            }
+            _ => None,
+        })
+        .expect("something runs after the start");
+    let done = JobEvent::StepFinished {
+        step,
+        attempt,
+        outcome: Outcome::Succeeded,
+        output_tail: None,
+        at: T0 + 2,
+    };
+    j.record_with(job, done.clone(), vec![marker("done")])
+        .unwrap();
+    // The repeat is dropped: neither its extras nor a call of the hook.
+    assert_eq!(
+        j.record_with(job, done.clone(), vec![marker("repeat")])
+            .unwrap(),
+        vec![]
+    );
+    let mut called = false;
+    let fx = j
+        .record_then(job, done, &mut || {
+            called = true;
+            Ok(vec![marker("lazy")])
+        })
+        .unwrap();
+    assert!(fx.is_empty());
+    assert!(!called, "extras computed for a dropped event");
+    // A refused event writes none either.
+    assert!(
+        j.record_with(
+            job,
+            JobEvent::Started { at: T0 + 3 },
+            vec![marker("refused")]
+        )
+        .map_or(true, |fx| fx.is_empty())
+    );
+    j.commit_extra(&mut || Ok(vec![marker("alone")])).unwrap();
+    let copy = store.crash_copy();
+    let keys: Vec<String> = copy
+        .blobs_with_prefix("")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, vec!["alone", "done", "start"]);
+    assert_eq!(copy.last_seq(job).unwrap(), Some(2));
+}
+
+/// A damaged saved world stops the start with an error (no panic, and no
+/// job resumed against a world that is not the saved one).
+#[tokio::test(start_paused = true)]
+async fn a_damaged_saved_world_is_an_error_not_a_panic() {
+    let s = three_tier();
+    for (key, payload) in [
+        (
+            format!("{DELTA_PREFIX}00000000000000000000"),
+            b"garbage".to_vec(),
+        ),
+        (FULL_KEY.to_string(), b"DRPR".to_vec()),
+        (format!("{DELTA_PREFIX}not-a-number"), b"x".to_vec()),
+    ] {
+        let store = mem();
+        store
+            .apply(&[Write::Blob {
+                key: key.clone(),
+                payload: Some(payload),
+            }])
+            .unwrap();
+        let fabric = sim(&s.inventory, &[]);
+        let scratch = tempfile::tempdir().unwrap();
+        let err = Engine::start_persisting(
+            EngineConfig {
+                store,
+                fabric: fabric.clone(),
+                scripts: runner(scratch.path()),
+                clock: Arc::new(TestClock::new(T0)),
+                max_concurrent_vm_ops: 4,
+                inventory: Some(s.inventory.clone()),
+            },
+            FabricPersistence::new(fabric),
+        )
+        .await
+        .expect_err(&key);
+        assert!(!err.to_string().is_empty(), "{key}");
+    }
 }
