@@ -240,7 +240,16 @@ pub struct Journal {
     /// or insert/remove one, never across a commit.
     live: RwLock<BTreeMap<JobId, Cell>>,
     poisoned: OnceLock<String>,
+    /// Held while lazily computed extra writes ([`Journal::record_then`])
+    /// are computed and queued, so that the store applies them in the order
+    /// they were computed (a fabric delta taken later is never durable
+    /// without the ones taken before it).
+    extra_order: Mutex<()>,
 }
+
+/// Extra writes computed only once an event is sure to be committed, just
+/// before its batch is queued (see [`Journal::record_then`]).
+pub type ExtraWrites<'a> = dyn FnMut() -> Result<Vec<Write>, JournalError> + Send + 'a;
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -302,6 +311,7 @@ impl Journal {
         Ok(Journal {
             store,
             committer,
+            extra_order: Mutex::new(()),
             opts,
             live: RwLock::new(live),
             poisoned: OnceLock::new(),
@@ -409,6 +419,34 @@ impl Journal {
     /// bookkeeping, and returns the external effects to perform (only once
     /// the commit is durable).
     pub fn record(&self, job: JobId, event: JobEvent) -> Result<Vec<Effect>, JournalError> {
+        self.record_with(job, event, Vec::new())
+    }
+
+    /// [`Journal::record`], with `extra` writes in the SAME atomic batch as
+    /// the event. Nothing of `extra` is written when the event is dropped
+    /// (a repeated or late delivery) or rejected.
+    pub fn record_with(
+        &self,
+        job: JobId,
+        event: JobEvent,
+        extra: Vec<Write>,
+    ) -> Result<Vec<Effect>, JournalError> {
+        let mut extra = Some(extra);
+        self.record_then(job, event, &mut || Ok(extra.take().unwrap_or_default()))
+    }
+
+    /// [`Journal::record_with`], the extra writes computed by `extra` only
+    /// once the event is sure to be committed, and queued in the order the
+    /// calls computed them (across every caller of `record_then` and
+    /// [`Journal::commit_extra`]). `extra` is not called for a dropped or
+    /// rejected event, so what it would have taken (say a fabric delta) is
+    /// left for the next call.
+    pub fn record_then(
+        &self,
+        job: JobId,
+        event: JobEvent,
+        extra: &mut ExtraWrites<'_>,
+    ) -> Result<Vec<Effect>, JournalError> {
         self.check_poison()?;
         let cell = match self.cell(job) {
             Ok(cell) => cell,
@@ -456,8 +494,22 @@ impl Journal {
                 return Err(e);
             }
         };
-        let Batch { writes, children } = batch;
-        self.commit(writes)?;
+        let Batch {
+            mut writes,
+            children,
+        } = batch;
+        let ticket = {
+            let _order = self.order();
+            match extra() {
+                Ok(more) => writes.extend(more),
+                Err(e) => {
+                    self.reload(l)?;
+                    return Err(e);
+                }
+            }
+            self.committer.submit(writes)
+        };
+        self.wait_commit(ticket)?;
         l.next_seq += 1;
         let status = l.state.status();
         if status != before {
@@ -754,8 +806,34 @@ impl Journal {
     }
 
     /// Commits a batch durably; any failure poisons the journal.
+    /// Commits writes computed by `extra` (and nothing else: say a fabric
+    /// delta not tied to an event), queued in order with those of
+    /// [`Journal::record_then`]. Nothing is committed when `extra` returns
+    /// no write.
+    pub fn commit_extra(&self, extra: &mut ExtraWrites<'_>) -> Result<(), JournalError> {
+        self.check_poison()?;
+        let ticket = {
+            let _order = self.order();
+            let writes = extra()?;
+            if writes.is_empty() {
+                return Ok(());
+            }
+            self.committer.submit(writes)
+        };
+        self.wait_commit(ticket)
+    }
+
+    fn order(&self) -> MutexGuard<'_, ()> {
+        // Guards no data: poisoning carries no meaning.
+        self.extra_order.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn commit(&self, writes: Vec<Write>) -> Result<(), JournalError> {
-        self.committer.commit(writes).map_err(|e| {
+        self.wait_commit(self.committer.submit(writes))
+    }
+
+    fn wait_commit(&self, ticket: crate::store::commit::Ticket) -> Result<(), JournalError> {
+        ticket.wait().map_err(|e| {
             let detail = e.to_string();
             tracing::error!(error = %detail, "commit failed; the journal refuses work until reopened");
             let _ = self.poisoned.set(detail.clone());

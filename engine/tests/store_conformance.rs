@@ -524,6 +524,79 @@ fn corrupt_records_are_errors<H: Harness>() {
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
 
+fn blob(key: &str, payload: Option<&str>) -> Write {
+    Write::Blob {
+        key: key.to_string(),
+        payload: payload.map(|p| p.as_bytes().to_vec()),
+    }
+}
+
+fn blob_list(store: &dyn Store, prefix: &str) -> Vec<(String, String)> {
+    store
+        .blobs_with_prefix(prefix)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+        .collect()
+}
+
+/// Generic records: replaced, deleted, listed by prefix in key order (not
+/// in write order), atomic with the events of their batch, and only what
+/// was flushed survives a restart.
+fn blobs_round_trip_in_key_order<H: Harness>() {
+    let h = H::create();
+    let s = h.store();
+    let job = s.allocate_job_id().unwrap();
+    // Written out of order, with a neighbour prefix that must not match.
+    s.apply(&[
+        blob("fabric/delta/00000000000000000002", Some("d2")),
+        blob("fabric/delta/00000000000000000001", Some("d1")),
+        blob("fabric/full", Some("full")),
+        blob("fabric/deltaX", Some("other")),
+        blob("fabric/delta/00000000000000000003", Some("d3")),
+        ev(job, 0, "with the blobs"),
+    ])
+    .unwrap();
+    s.flush().unwrap();
+    assert_eq!(
+        blob_list(s, "fabric/delta/"),
+        vec![
+            ("fabric/delta/00000000000000000001".into(), "d1".into()),
+            ("fabric/delta/00000000000000000002".into(), "d2".into()),
+            ("fabric/delta/00000000000000000003".into(), "d3".into()),
+        ]
+    );
+    assert_eq!(s.blob("fabric/full").unwrap(), Some(b"full".to_vec()));
+    assert_eq!(s.blob("fabric/none").unwrap(), None);
+    // Replace one, delete one (and delete one that never existed: no-op).
+    s.apply(&[
+        blob("fabric/full", Some("full2")),
+        blob("fabric/delta/00000000000000000001", None),
+        blob("fabric/never", None),
+    ])
+    .unwrap();
+    // A rejected batch writes none of its blobs.
+    let err = s
+        .apply(&[blob("fabric/rejected", Some("x")), ev(job, 5, "gap")])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::SeqGap { .. }), "{err:?}");
+    assert_eq!(s.blob("fabric/rejected").unwrap(), None);
+    s.flush().unwrap();
+    let h = h.restart();
+    let s = h.store();
+    assert_eq!(s.blob("fabric/full").unwrap(), Some(b"full2".to_vec()));
+    assert_eq!(
+        blob_list(s, "fabric/"),
+        vec![
+            ("fabric/delta/00000000000000000002".into(), "d2".into()),
+            ("fabric/delta/00000000000000000003".into(), "d3".into()),
+            ("fabric/deltaX".into(), "other".into()),
+            ("fabric/full".into(), "full2".into()),
+        ]
+    );
+    assert!(s.blobs_with_prefix("nothing/").unwrap().is_empty());
+}
+
 macro_rules! suite {
     ($module:ident, $harness:ty) => {
         mod $module {
@@ -561,6 +634,10 @@ macro_rules! suite {
                 super::restart_keeps_what_was_flushed::<$harness>();
             }
             #[test]
+            fn blobs_round_trip_in_key_order() {
+                super::blobs_round_trip_in_key_order::<$harness>();
+            }
+            #[test]
             fn corrupt_records_are_errors() {
                 super::corrupt_records_are_errors::<$harness>();
             }
@@ -595,6 +672,28 @@ fn mem_crash_copy_drops_what_was_not_flushed() {
     assert_eq!(s.crash_copy().last_seq(job).unwrap(), Some(0));
     s.flush().unwrap();
     assert_eq!(s.crash_copy().last_seq(job).unwrap(), Some(1));
+}
+
+#[test]
+fn mem_blobs_are_durable_only_after_a_flush() {
+    let s = MemStore::new();
+    s.apply(&[blob("k", Some("durable"))]).unwrap();
+    s.flush().unwrap();
+    s.apply(&[blob("k", None), blob("v", Some("volatile"))])
+        .unwrap();
+    // Applied: visible at once.
+    assert_eq!(s.blob("k").unwrap(), None);
+    assert_eq!(s.blob("v").unwrap(), Some(b"volatile".to_vec()));
+    let crashed = s.crash_copy();
+    assert_eq!(crashed.blob("k").unwrap(), Some(b"durable".to_vec()));
+    assert_eq!(crashed.blob("v").unwrap(), None);
+    s.flush().unwrap();
+    let crashed = s.crash_copy();
+    assert_eq!(crashed.blob("k").unwrap(), None);
+    assert_eq!(
+        blob_list(&crashed, ""),
+        vec![("v".into(), "volatile".into())]
+    );
 }
 
 // ---- SledStore only ----

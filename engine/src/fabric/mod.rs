@@ -36,6 +36,35 @@ pub use network::Attachment;
 pub use points::PointUsed;
 pub use sim::{SimConfig, SimDelta, SimFabric, SimState};
 
+/// A stateful (simulated) fabric whose world the runtime persists in its
+/// store, in the same batch as the outcomes it explains (docs/fabric.md,
+/// "Persistence"). A real fabric keeps its own state and needs none of this.
+pub trait FabricState: Send + Sync {
+    /// What changed since the last call, encoded; `None` when nothing did.
+    fn take_delta(&self) -> Option<Vec<u8>>;
+    /// The whole state, encoded: replaces every delta taken so far.
+    fn full(&self) -> Vec<u8>;
+    /// Replaces the state with `full` (or the state at construction when
+    /// `None`) with `deltas` applied in order. Called before any operation.
+    fn restore_from(
+        &self,
+        full: Option<Vec<u8>>,
+        deltas: Vec<Vec<u8>>,
+    ) -> Result<(), FabricStateError>;
+    /// Forgets the operation-key records starting with `prefix` (a finished
+    /// job's); returns how many. The change shows in the next delta.
+    fn forget_keys(&self, prefix: &str) -> usize;
+}
+
+/// Why a saved fabric state cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum FabricStateError {
+    #[error("the saved fabric state cannot be read: {0}")]
+    Decode(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Restore(#[from] sim::RestoreError),
+}
+
 /// The idempotency key of one fabric operation: the string form of a
 /// [`core::IdemKey`](IdemKey) (`{job}/{node}/{attempt}`) or any other string
 /// a caller uses consistently. Same key = same operation.

@@ -26,10 +26,14 @@ use tokio::sync::watch;
 use super::faults::{Fault, FaultSet};
 use super::network::{self, Attachment, NicState};
 use super::points::{History, PointInfo, PointPolicy, PointUsed, fmt_time};
-use super::{Fabric, FabricError, OpContext, OpKey, OpKind, OpReport, OpResult};
+use super::{
+    Fabric, FabricError, FabricState, FabricStateError, OpContext, OpKey, OpKind, OpReport,
+    OpResult,
+};
 use crate::core::Millis;
 use crate::plan::compile::RecoveryPoint;
 use crate::plan::model::{Direction, FailoverKind, Inventory, Mapping, ProtectionState};
+use crate::store::codec;
 
 /// The format version of [`SimState`].
 pub const SIM_STATE_FORMAT: u32 = 1;
@@ -316,6 +320,71 @@ impl SimState {
     }
 }
 
+/// A saved state checked against the inventory: VMs added to the
+/// inventory since start fresh; VMs removed from it are an error.
+fn checked_state(
+    inventory: &Inventory,
+    config: &SimConfig,
+    mut state: SimState,
+) -> Result<SimState, RestoreError> {
+    if state.format != SIM_STATE_FORMAT {
+        return Err(RestoreError::Format {
+            found: state.format,
+        });
+    }
+    let unknown: Vec<String> = state
+        .vms
+        .keys()
+        .filter(|n| inventory.vm(n).is_none())
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(RestoreError::UnknownVms { vms: unknown });
+    }
+    for (name, vm) in initial_vms(inventory, config.replication_since) {
+        state.vms.entry(name).or_insert(vm);
+    }
+    Ok(state)
+}
+
+/// Persistence through the runtime's store (see [`FabricState`]): deltas
+/// and snapshots are [`SimDelta`] and [`SimState`] in the store codec.
+impl FabricState for SimFabric {
+    fn take_delta(&self) -> Option<Vec<u8>> {
+        let delta = SimFabric::take_delta(self);
+        (!delta.is_empty()).then(|| codec::encode(&delta))
+    }
+
+    fn full(&self) -> Vec<u8> {
+        codec::encode(&self.snapshot())
+    }
+
+    fn restore_from(
+        &self,
+        full: Option<Vec<u8>>,
+        deltas: Vec<Vec<u8>>,
+    ) -> Result<(), FabricStateError> {
+        if full.is_none() && deltas.is_empty() {
+            return Ok(()); // nothing saved: the fresh world stands
+        }
+        // Without a snapshot the deltas start from the world at
+        // construction, which is this fabric's (nothing has run on it yet).
+        let mut state = match full {
+            Some(bytes) => codec::decode::<SimState>(&bytes)?,
+            None => self.snapshot(),
+        };
+        for bytes in &deltas {
+            state.apply(&codec::decode::<SimDelta>(bytes)?);
+        }
+        self.replace_state(state)?;
+        Ok(())
+    }
+
+    fn forget_keys(&self, prefix: &str) -> usize {
+        SimFabric::forget_keys(self, prefix)
+    }
+}
+
 /// A test VM still present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Residue {
@@ -449,25 +518,9 @@ impl SimFabric {
         inventory: &Inventory,
         config: SimConfig,
         faults: FaultSet,
-        mut state: SimState,
+        state: SimState,
     ) -> Result<SimFabric, RestoreError> {
-        if state.format != SIM_STATE_FORMAT {
-            return Err(RestoreError::Format {
-                found: state.format,
-            });
-        }
-        let unknown: Vec<String> = state
-            .vms
-            .keys()
-            .filter(|n| inventory.vm(n).is_none())
-            .cloned()
-            .collect();
-        if !unknown.is_empty() {
-            return Err(RestoreError::UnknownVms { vms: unknown });
-        }
-        for (name, vm) in initial_vms(inventory, config.replication_since) {
-            state.vms.entry(name).or_insert(vm);
-        }
+        let state = checked_state(inventory, &config, state)?;
         Ok(SimFabric {
             inventory: inventory.clone(),
             config,
@@ -480,6 +533,19 @@ impl SimFabric {
                 dirty_keys: BTreeSet::new(),
             }),
         })
+    }
+
+    /// Replaces the world of this fabric with a saved one (as
+    /// [`SimFabric::restore`] does for a new fabric), for a runtime that
+    /// restores the world from its store after the fabric was built. Nothing
+    /// may be in flight; the change tracking starts afresh.
+    pub fn replace_state(&self, state: SimState) -> Result<(), RestoreError> {
+        let state = checked_state(&self.inventory, &self.config, state)?;
+        let mut w = self.lock();
+        w.state = state;
+        w.dirty_vms.clear();
+        w.dirty_keys.clear();
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, World> {

@@ -33,6 +33,7 @@
 //! stopped); a new engine on the same store issues them again.
 
 mod clock;
+mod persist;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,13 +44,14 @@ use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 
 pub use clock::{Clock, SystemClock, TestClock};
+pub use persist::{DEFAULT_COMPACT_AFTER, DELTA_PREFIX, FULL_KEY, FabricPersistence, delta_key};
 
 use crate::core::{
     Effect, IdemKey, JobContext, JobEvent, JobState, JobStatus, Millis, OperatorAction, Outcome,
     TimerId,
 };
 use crate::fabric::network::pick_subnet;
-use crate::fabric::{Fabric, FabricError, OpContext, OpKey, OpReport};
+use crate::fabric::{Fabric, FabricError, FabricStateError, OpContext, OpKey, OpReport};
 use crate::journal::{JobMeta, Journal, JournalError, PlanRecord, SubmitRequest};
 use crate::plan::compile::{NodeKind, Operation, StepId, VmOp};
 use crate::plan::model::{Inventory, Plan, StepAction};
@@ -88,6 +90,9 @@ pub enum EngineError {
     ShuttingDown,
     #[error("job {0} does not exist")]
     UnknownJob(JobId),
+    /// The fabric's saved world could not be restored.
+    #[error(transparent)]
+    FabricState(#[from] FabricStateError),
     /// A background task of the runtime panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -177,6 +182,8 @@ type AttemptId = (JobId, StepId, u32);
 struct Inner {
     journal: Arc<Journal>,
     fabric: Arc<dyn Fabric>,
+    /// Persists the fabric's world with the events (None: not persisted).
+    persister: Option<Arc<persist::Persister>>,
     scripts: ScriptRunner,
     clock: Arc<dyn Clock>,
     inventory: Option<Inventory>,
@@ -227,15 +234,48 @@ impl Engine {
     /// Opens the journal on `config.store`, resumes every live job and
     /// starts the timer loop. Must be called inside a tokio runtime.
     pub async fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        Self::start_inner(config, None).await
+    }
+
+    /// [`Engine::start`] for a stateful fabric whose world the engine
+    /// persists in its store (the simulated fabric): the world is first
+    /// restored from the store (so build the fabric fresh from the
+    /// inventory), then every recorded event carries the fabric's changes
+    /// in its batch. See `runtime/persist.rs`.
+    pub async fn start_persisting(
+        config: EngineConfig,
+        persistence: FabricPersistence,
+    ) -> Result<Engine, EngineError> {
+        Self::start_inner(config, Some(persistence)).await
+    }
+
+    async fn start_inner(
+        config: EngineConfig,
+        persistence: Option<FabricPersistence>,
+    ) -> Result<Engine, EngineError> {
         let store = config.store.clone();
         let journal = tokio::task::spawn_blocking(move || Journal::open(store))
             .await
             .map_err(task_error)??;
+        // The world before anything is resumed: a resumed operation must
+        // meet the world its earlier attempt left.
+        let persister = match persistence {
+            Some(p) => {
+                let store = config.store.clone();
+                let persister =
+                    tokio::task::spawn_blocking(move || persist::Persister::restore(p, &*store))
+                        .await
+                        .map_err(task_error)??;
+                Some(Arc::new(persister))
+            }
+            None => None,
+        };
         let (updates, _) = broadcast::channel(UPDATE_BUFFER);
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             journal: Arc::new(journal),
             fabric: config.fabric,
+            persister,
             scripts: config.scripts,
             clock: config.clock,
             inventory: config.inventory,
@@ -258,6 +298,17 @@ impl Engine {
         for (job, fx) in by_job {
             tracing::info!(%job, effects = fx.len(), "resuming job");
             inner.perform(job, fx);
+        }
+        // Jobs that ended just before a crash may have left key records
+        // behind (the forgetting was not durable yet).
+        if let Some(p) = &inner.persister {
+            let mut forgotten = 0;
+            for meta in metas.iter().filter(|m| m.status.is_terminal()) {
+                forgotten += p.forget_job(meta.id);
+            }
+            if forgotten > 0 {
+                inner.persist_world().await;
+            }
         }
         for meta in metas {
             if meta.status == JobStatus::NotStarted && meta.start_at.is_none() {
@@ -503,6 +554,19 @@ impl Inner {
         }
     }
 
+    /// Commits the fabric's changes not tied to an event (forgotten keys).
+    async fn persist_world(self: &Arc<Self>) {
+        let Some(p) = self.persister.clone() else {
+            return;
+        };
+        if let Err(e) = self
+            .blocking(move |j| j.commit_extra(&mut || p.writes()))
+            .await
+        {
+            tracing::warn!(error = %e, "could not persist the fabric's world");
+        }
+    }
+
     fn stopping(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -534,13 +598,26 @@ impl Inner {
     /// Records an event, publishes it and performs its external effects.
     async fn record(self: &Arc<Self>, job: JobId, event: JobEvent) -> Result<(), EngineError> {
         let ev = event.clone();
+        let persister = self.persister.clone();
         let (fx, status) = self
             .blocking(move |j| {
-                let fx = j.record(job, ev)?;
+                let fx = match &persister {
+                    Some(p) => j.record_then(job, ev, &mut || p.writes())?,
+                    None => j.record(job, ev)?,
+                };
                 Ok((fx, status_of(j, job)?))
             })
             .await?;
         self.publish(job, Update::Recorded(event), status);
+        // A finished job's operation keys are never issued again: forget
+        // their records, durably, so they do not pile up. (Its `Finished`
+        // effect is bookkeeping the journal keeps to itself.)
+        if let Some(p) = &self.persister
+            && status.is_some_and(JobStatus::is_terminal)
+            && p.forget_job(job) > 0
+        {
+            self.persist_world().await;
+        }
         // The journal keeps bookkeeping effects (armed timers) to itself,
         // so any durable event may have changed the timer index.
         self.timers_changed.notify_one();

@@ -45,6 +45,7 @@ struct State {
     leases: BTreeMap<String, JobId>,
     items: BTreeMap<String, Vec<u8>>,
     texts: BTreeMap<String, String>,
+    blobs: BTreeMap<String, Vec<u8>>,
 }
 
 impl Default for State {
@@ -59,6 +60,7 @@ impl Default for State {
             leases: BTreeMap::new(),
             items: BTreeMap::new(),
             texts: BTreeMap::new(),
+            blobs: BTreeMap::new(),
         }
     }
 }
@@ -113,6 +115,14 @@ impl State {
             Write::Text { hash, text } => {
                 self.texts.insert(hash.clone(), text.clone());
             }
+            Write::Blob { key, payload } => match payload {
+                Some(p) => {
+                    self.blobs.insert(key.clone(), p.clone());
+                }
+                None => {
+                    self.blobs.remove(key);
+                }
+            },
         }
     }
 
@@ -305,5 +315,20 @@ impl Store for MemStore {
 
     fn text(&self, hash: &str) -> Result<Option<String>, StoreError> {
         Ok(self.lock().applied.texts.get(hash).cloned())
+    }
+
+    fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().applied.blobs.get(key).cloned())
+    }
+
+    fn blobs_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .applied
+            .blobs
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }

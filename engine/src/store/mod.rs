@@ -96,6 +96,13 @@ pub enum Write {
     Item { vm: String, payload: Vec<u8> },
     /// Store a plan (or inventory) text under its content hash.
     Text { hash: String, text: String },
+    /// Replace (`Some`) or delete (`None`) a generic record under `key`:
+    /// state of other components (the simulated fabric's world) that must
+    /// be durable in the same batch as the events it explains.
+    Blob {
+        key: String,
+        payload: Option<Vec<u8>>,
+    },
 }
 
 /// An armed timer.
@@ -116,7 +123,7 @@ impl Write {
             | Write::ArmTimer { job, .. }
             | Write::DisarmTimer { job, .. }
             | Write::ReleaseLeases { job } => Some(*job),
-            Write::Item { .. } | Write::Text { .. } => None,
+            Write::Item { .. } | Write::Text { .. } | Write::Blob { .. } => None,
         }
     }
 }
@@ -214,6 +221,27 @@ pub trait Store: Send + Sync {
 
     /// A stored plan or inventory text by its content hash.
     fn text(&self, hash: &str) -> Result<Option<String>, StoreError>;
+
+    /// One generic record ([`Write::Blob`]).
+    ///
+    /// The default refuses: a store that keeps no blobs must say so rather
+    /// than answer "absent" (a restore would silently start afresh).
+    fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(no_blobs(key))
+    }
+
+    /// Every generic record whose key starts with `prefix`, as (key,
+    /// payload), sorted by key (byte order).
+    fn blobs_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Err(no_blobs(prefix))
+    }
+}
+
+fn no_blobs(key: &str) -> StoreError {
+    StoreError::io(
+        format!("reading blob `{key}`"),
+        std::io::Error::other("this store keeps no blobs"),
+    )
 }
 
 /// Checks a batch against the store's current state, before anything of it

@@ -16,6 +16,7 @@
 //! | `l/<vm>` | holder job, `be64` |
 //! | `i/<vm>` | replicated-item record |
 //! | `x/<hash>` | plan or inventory text (UTF-8) |
+//! | `b/<key>` | generic record ([`Write::Blob`]) |
 //!
 //! Big-endian integers make sled's byte order the numeric order, so a
 //! job's events and the timers come out of a prefix scan already sorted.
@@ -72,6 +73,7 @@ const P_TIMER: &[u8] = b"t/";
 const P_LEASE: &[u8] = b"l/";
 const P_ITEM: &[u8] = b"i/";
 const P_TEXT: &[u8] = b"x/";
+const P_BLOB: &[u8] = b"b/";
 
 /// Our own lock file. sled locks `<dir>/db` too, but only reports that as
 /// an I/O error with a message; our lock gives a clean [`StoreError::Locked`]
@@ -389,6 +391,10 @@ impl Store for SledStore {
                 }
                 Write::Item { vm, payload } => out.insert(str_key(P_ITEM, vm), payload.as_slice()),
                 Write::Text { hash, text } => out.insert(str_key(P_TEXT, hash), text.as_bytes()),
+                Write::Blob { key, payload } => match payload {
+                    Some(p) => out.insert(str_key(P_BLOB, key), p.as_slice()),
+                    None => out.remove(str_key(P_BLOB, key)),
+                },
             }
         }
         self.db
@@ -549,6 +555,20 @@ impl Store for SledStore {
 
     fn item(&self, vm: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.get(&str_key(P_ITEM, vm))?.map(|v| v.to_vec()))
+    }
+
+    fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(&str_key(P_BLOB, key))?.map(|v| v.to_vec()))
+    }
+
+    fn blobs_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        // sled scans in byte order: the order `blobs_with_prefix` promises.
+        self.scan(&str_key(P_BLOB, prefix))
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((key_str(&k, "blob")?, v.to_vec()))
+            })
+            .collect()
     }
 
     fn text(&self, hash: &str) -> Result<Option<String>, StoreError> {
