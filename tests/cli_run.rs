@@ -344,3 +344,57 @@ fn bad_input_is_reported_with_the_right_exit_code() {
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
     drop(held);
 }
+
+#[test]
+fn a_manual_step_answered_not_done_halts_and_a_cancel_ends_the_job_with_exit_1() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plan = plan();
+    let plan = plan.to_str().unwrap();
+
+    let run = drplan(dir, &["run", plan, "--failover", "planned", "-q"], true);
+    expect_code(&run, 0);
+    let ack = drplan(
+        dir,
+        &[
+            "ack",
+            "1",
+            "application/post/verify-health",
+            "--failed",
+            "--note",
+            "app-02 is down",
+            "--by",
+            "bob",
+        ],
+        true,
+    );
+    expect_code(&ack, 0);
+    let text = out(&ack);
+    assert!(text.contains("NOT done by bob: app-02 is down"), "{text}");
+    assert!(
+        text.contains("drplan retry 1 application/post/verify-health"),
+        "{text}"
+    );
+    assert!(text.contains("drplan cancel 1"), "{text}");
+
+    let cancel = drplan(dir, &["cancel", "1"], true);
+    expect_code(&cancel, 1);
+    assert!(out(&cancel).contains("job 1 cancelled"), "{}", all(&cancel));
+
+    let show = drplan(dir, &["show", "1"], false);
+    expect_code(&show, 0);
+    let text = out(&show);
+    assert!(text.contains("status:        cancelled"), "{text}");
+    assert!(
+        text.contains("answered not done by bob: app-02 is down"),
+        "{text}"
+    );
+    assert!(text.contains("      error: "), "{text}");
+    // Steps after the halt never ran.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("web/post/update-dns") && l.contains("pending")),
+        "{text}"
+    );
+}

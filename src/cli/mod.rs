@@ -1,11 +1,15 @@
 //! Command-line parsing, logging set-up and dispatch.
 //!
 //! Exit codes are a contract for scripts and CI:
-//! - 0: success (a valid plan; warnings allowed unless `--deny-warnings`);
-//! - 1: problems found in a plan or inventory;
+//! - 0: success (a valid plan; warnings allowed unless `--deny-warnings`;
+//!   a job that succeeded, or that waits for an operator);
+//! - 1: problems found in a plan or inventory; a job that ended badly
+//!   (failed, completed with errors, cancelled, test forcibly ended); an
+//!   operator action or a submission the core refused;
 //! - 2: could not run: bad arguments (clap's usage errors already exit 2),
 //!   a file that cannot be read (missing, a directory, too large, not
-//!   UTF-8 text), or output that cannot be written.
+//!   UTF-8 text), output that cannot be written, an unknown job or step, a
+//!   data directory in use by another process.
 
 mod engine_host;
 mod graph;
@@ -40,9 +44,12 @@ impl From<Exit> for ExitCode {
 
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0  success (warnings allowed unless --deny-warnings)
-  1  problems found in a plan or inventory
-  2  could not run: bad arguments, a file that cannot be read";
+  0  success (warnings allowed unless --deny-warnings); a job that succeeded
+     or waits for an operator
+  1  problems found in a plan or inventory; a job that ended badly; an action
+     the engine refused
+  2  could not run: bad arguments, a file that cannot be read, an unknown job
+     or step, a data directory in use";
 
 const VALIDATE_HELP: &str = "\
 Examples:

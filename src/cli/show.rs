@@ -213,6 +213,16 @@ pub fn human(v: &JobView) -> String {
                 Outcome::Cancelled | Outcome::Succeeded => {}
             }
         }
+        // A failure without a recorded outcome (a manual step answered
+        // "not done", a timed-out manual step) carries its error in the state.
+        if let StepState::Failed { error, .. } = &s.detail
+            && !s
+                .outcomes
+                .iter()
+                .any(|o| matches!(o, Outcome::Failed { error: e } if e == error))
+        {
+            let _ = writeln!(o, "      error: {error}");
+        }
         if let Some(a) = &s.answer {
             let what = if a.done { "done" } else { "not done" };
             let note = a
