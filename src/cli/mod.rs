@@ -1,16 +1,25 @@
 //! Command-line parsing, logging set-up and dispatch.
 //!
 //! Exit codes are a contract for scripts and CI:
-//! - 0: success (a valid plan; warnings allowed unless `--deny-warnings`);
-//! - 1: problems found in a plan or inventory;
+//! - 0: success (a valid plan; warnings allowed unless `--deny-warnings`;
+//!   a job that succeeded, or that waits for an operator);
+//! - 1: problems found in a plan or inventory; a job that ended badly
+//!   (failed, completed with errors, cancelled, test forcibly ended); an
+//!   operator action or a submission the core refused;
 //! - 2: could not run: bad arguments (clap's usage errors already exit 2),
 //!   a file that cannot be read (missing, a directory, too large, not
-//!   UTF-8 text), or output that cannot be written.
+//!   UTF-8 text), output that cannot be written, an unknown job or step, a
+//!   data directory in use by another process.
 
+mod engine_host;
 mod graph;
 mod jobs;
+mod operator;
+mod progress;
 mod render_diag;
+mod run;
 mod schema;
+mod show;
 mod validate;
 
 use std::io::{IsTerminal, Write};
@@ -35,9 +44,12 @@ impl From<Exit> for ExitCode {
 
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0  success (warnings allowed unless --deny-warnings)
-  1  problems found in a plan or inventory
-  2  could not run: bad arguments, a file that cannot be read";
+  0  success (warnings allowed unless --deny-warnings); a job that succeeded
+     or waits for an operator
+  1  problems found in a plan or inventory; a job that ended badly; an action
+     the engine refused
+  2  could not run: bad arguments, a file that cannot be read, an unknown job
+     or step, a data directory in use";
 
 const VALIDATE_HELP: &str = "\
 Examples:
@@ -143,7 +155,51 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// List the jobs of a data directory (newest last).
     Jobs(jobs::JobsArgs),
+    /// Run a failover of a plan on the simulated fabric and follow it until
+    /// it ends or waits for an operator.
+    #[command(after_help = RUN_HELP)]
+    Run(run::RunArgs),
+    /// Show a job's timeline: every step with its state, times, outcome and
+    /// output.
+    Show(show::ShowArgs),
+    /// Answer a manual step (done, or `--failed`), then follow the job.
+    #[command(after_help = OPERATOR_HELP)]
+    Ack(operator::AckArgs),
+    /// Retry a failed step the job halted on, then follow the job.
+    #[command(after_help = OPERATOR_HELP)]
+    Retry(operator::StepArgs),
+    /// Skip a failed step the job halted on, then follow the job.
+    #[command(after_help = OPERATOR_HELP)]
+    Skip(operator::StepArgs),
+    /// Cancel a job, then follow it until it stops.
+    #[command(after_help = OPERATOR_HELP)]
+    Cancel(operator::CancelArgs),
+    /// Close an open test failover (deletes its test VMs), then follow it.
+    #[command(after_help = OPERATOR_HELP)]
+    Cleanup(operator::CleanupArgs),
+    /// Resume unfinished jobs (all, or one) and follow them.
+    #[command(after_help = OPERATOR_HELP)]
+    Resume(operator::ResumeArgs),
 }
+
+const RUN_HELP: &str = "\
+Examples:
+  drplan run plans/three-tier.yaml --failover test
+  drplan run plans/three-tier.yaml --failover planned --inject fail-once:start-replica:web-01
+  drplan run plans/three-tier.yaml --failover unplanned --inject site-down:primary-vmm \\
+      --recovery-point latest-app-consistent
+
+Exit codes:
+  0  the job succeeded, or waits for an operator (the command to type is printed)
+  1  the job ended badly (failed, completed with errors, cancelled), the plan has
+     problems, or the core refused the job (VMs busy or not ready)
+  2  could not run: bad arguments, an unreadable file, the data directory in use";
+
+const OPERATOR_HELP: &str = "\
+Exit codes:
+  0  done: the job succeeded, or waits for an operator again
+  1  the job ended badly, or the action was refused (e.g. the step does not wait)
+  2  could not run: unknown job or step, the data directory in use";
 
 /// A plan path argument and the optional inventory override, shared by the
 /// commands that load plans.
@@ -164,6 +220,14 @@ pub fn main() -> ExitCode {
         Command::Graph(args) => graph::run(&args, &cli.global),
         Command::Schema(args) => schema::run(&args),
         Command::Jobs(args) => jobs::run(&args),
+        Command::Run(args) => run::run(&args, &cli.global),
+        Command::Show(args) => show::run(&args),
+        Command::Ack(args) => operator::ack(&args),
+        Command::Retry(args) => operator::retry(&args),
+        Command::Skip(args) => operator::skip(&args),
+        Command::Cancel(args) => operator::cancel(&args),
+        Command::Cleanup(args) => operator::cleanup(&args),
+        Command::Resume(args) => operator::resume(&args),
     };
     exit.into()
 }

@@ -1,0 +1,288 @@
+//! Hosting the engine in a CLI process: open the data directory's store,
+//! build the simulated fabric from the inventory, start the [`Engine`], and
+//! shut it all down again when the command is done.
+//!
+//! What the host does about the simulated world (the `SimFabric`): it is
+//! rebuilt from the inventory on each command, then restored from the
+//! snapshot file `sim-state.json` in the data directory when one exists, and
+//! that file is rewritten after every finished step and at shutdown. So a
+//! planned failover halted by `run` and continued by `drplan retry` in a
+//! second process meets the world the first one left (the failed-over VMs,
+//! the idempotency-key records, the faults `run --inject` put in force and
+//! the `fail-once` ones already fired). The
+//! snapshot is best effort, not crash-consistent with the store: a process
+//! killed between a step's durable outcome and the next snapshot loses that
+//! step's effect on the simulated world. Persisting the world in the store
+//! batch of each outcome replaces [`SimWorld::load`] / [`SimWorld::save`]
+//! and nothing else here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drplan_engine::fabric::{FaultSet, SimConfig, SimFabric, SimState};
+use drplan_engine::journal::{JobMeta, PlanRecord};
+use drplan_engine::plan::model::{Inventory, Plan};
+use drplan_engine::runtime::{Engine, EngineConfig, SystemClock};
+use drplan_engine::script::{RunnerConfig, ScriptRunner};
+use drplan_engine::store::sled_store::{SledStore, default_data_dir};
+use drplan_engine::store::{JobId, Store, codec};
+
+use super::Exit;
+
+/// The snapshot of the simulated world, beside the store's own files.
+const SIM_FILE: &str = "sim-state.json";
+/// Per data directory: the shipped scripts keep their "already done for
+/// this idempotency key" markers here, so job ids of another data
+/// directory never collide with them.
+const SCRIPTS_DIR: &str = "scripts";
+
+/// A failure that ends the command: the message was already printed.
+pub type Fail = Exit;
+
+/// Resolve `--data-dir`, else `$DRPLAN_DATA_DIR`, else the default.
+pub fn data_dir(given: Option<&Path>) -> Result<PathBuf, Fail> {
+    match given {
+        Some(d) => Ok(d.to_path_buf()),
+        None => default_data_dir().map_err(|e| {
+            eprintln!("drplan: {e}");
+            Exit::CouldNotRun
+        }),
+    }
+}
+
+/// Open the store of `dir`. A store in use by another process is "could not
+/// run" (exit 2) with the store's message; opening never waits for it.
+pub fn open_store(dir: &Path) -> Result<Arc<SledStore>, Fail> {
+    SledStore::open(dir).map(Arc::new).map_err(|e| {
+        eprintln!("drplan: {e}");
+        Exit::CouldNotRun
+    })
+}
+
+/// The summary record of a job, read straight from the store.
+pub fn job_meta(store: &dyn Store, job: JobId) -> Result<Option<JobMeta>, Fail> {
+    let bytes = store.job_meta(job).map_err(|e| {
+        eprintln!("drplan: {e}");
+        Exit::CouldNotRun
+    })?;
+    bytes
+        .map(|b| {
+            codec::decode::<JobMeta>(&b).map_err(|e| {
+                eprintln!("drplan: job {job}: damaged record: {e}");
+                Exit::CouldNotRun
+            })
+        })
+        .transpose()
+}
+
+/// Every job of the store, oldest first.
+pub fn all_jobs(store: &dyn Store) -> Result<Vec<JobMeta>, Fail> {
+    let rows = store.jobs().map_err(|e| {
+        eprintln!("drplan: {e}");
+        Exit::CouldNotRun
+    })?;
+    let mut metas = Vec::new();
+    for (id, bytes) in rows {
+        match codec::decode::<JobMeta>(&bytes) {
+            Ok(m) => metas.push(m),
+            Err(e) => {
+                eprintln!("drplan: job {id}: damaged record: {e}");
+                return Err(Exit::CouldNotRun);
+            }
+        }
+    }
+    metas.sort_by_key(|m| m.id);
+    Ok(metas)
+}
+
+/// The validated plan a job runs, as the store keeps it (plan files may
+/// have changed or gone since).
+pub fn job_plan(store: &dyn Store, meta: &JobMeta) -> Result<Plan, Fail> {
+    let text = store
+        .text(&meta.model_key)
+        .map_err(|e| {
+            eprintln!("drplan: {e}");
+            Exit::CouldNotRun
+        })?
+        .ok_or_else(|| {
+            eprintln!(
+                "drplan: job {}: its plan model is missing from the store",
+                meta.id
+            );
+            Exit::CouldNotRun
+        })?;
+    codec::decode::<PlanRecord>(text.as_bytes())
+        .map(|r| r.plan)
+        .map_err(|e| {
+            eprintln!("drplan: job {}: damaged plan model: {e}", meta.id);
+            Exit::CouldNotRun
+        })
+}
+
+/// Load an inventory file for the simulated fabric: `--fabric` when given,
+/// else the one the job's plan names.
+pub fn load_inventory(given: Option<&Path>, plan: &Plan) -> Result<Inventory, Fail> {
+    let Some(path) = given.or(plan.fabric_path.as_deref()) else {
+        eprintln!(
+            "drplan: plan `{}` names no inventory; pass --fabric FILE (the one it ran with)",
+            plan.name
+        );
+        return Err(Exit::CouldNotRun);
+    };
+    let (inv, _, diags) = drplan_engine::plan::load_fabric(path);
+    match inv {
+        Some(inv) => Ok(inv),
+        None => {
+            eprintln!("drplan: cannot use the inventory `{}`:", path.display());
+            for d in diags {
+                eprintln!("  {}:{}:{}: {}", d.file, d.line, d.column, d.message);
+            }
+            Err(Exit::Problems)
+        }
+    }
+}
+
+/// How to build the simulated fabric.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub time_scale: f64,
+    /// `Some`: the faults of a new `run` (replacing the saved ones); `None`:
+    /// keep the faults in force (an operator command continuing a job).
+    pub faults: Option<FaultSet>,
+}
+
+/// What the snapshot file holds: the world and the faults in force, so an
+/// injected `fail-once` still fires in the command that reaches its step.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedWorld {
+    state: SimState,
+    faults: FaultSet,
+}
+
+/// The simulated world of a data directory and where it is saved.
+pub struct SimWorld {
+    pub fabric: Arc<SimFabric>,
+    file: PathBuf,
+}
+
+impl SimWorld {
+    /// The world saved in `dir`, or a fresh one from the inventory. A
+    /// snapshot that no longer fits the inventory is an error rather than a
+    /// silent fresh start (VMs failed over in it would be forgotten).
+    pub fn load(dir: &Path, inventory: &Inventory, opts: &SimOptions) -> Result<SimWorld, Fail> {
+        let file = dir.join(SIM_FILE);
+        let config = SimConfig::default().with_time_scale(opts.time_scale);
+        let fabric = match std::fs::read(&file) {
+            Ok(bytes) => {
+                let saved: SavedWorld = serde_json::from_slice(&bytes).map_err(|e| {
+                    eprintln!("drplan: damaged simulated fabric `{}`: {e}", file.display());
+                    Exit::CouldNotRun
+                })?;
+                let faults = opts.faults.clone().unwrap_or(saved.faults);
+                SimFabric::restore(inventory, config, faults, saved.state).map_err(|e| {
+                    eprintln!(
+                        "drplan: the simulated fabric `{}` does not fit the inventory: {e}",
+                        file.display()
+                    );
+                    Exit::CouldNotRun
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                SimFabric::new(inventory, config, opts.faults.clone().unwrap_or_default())
+            }
+            Err(e) => {
+                eprintln!("drplan: cannot read `{}`: {e}", file.display());
+                return Err(Exit::CouldNotRun);
+            }
+        };
+        Ok(SimWorld {
+            fabric: Arc::new(fabric),
+            file,
+        })
+    }
+
+    /// Write the world (temporary file + rename, so a reader never sees half
+    /// a snapshot). Failures are reported, not fatal: the store holds the
+    /// job's truth.
+    pub fn save(&self) {
+        let saved = SavedWorld {
+            state: self.fabric.snapshot(),
+            faults: self.fabric.faults(),
+        };
+        let tmp = self.file.with_extension("json.tmp");
+        let result = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &self.file));
+        if let Err(e) = result {
+            eprintln!(
+                "drplan: warning: cannot save the simulated fabric to `{}`: {e}",
+                self.file.display()
+            );
+        }
+    }
+}
+
+/// A running engine over a data directory.
+pub struct Host {
+    pub engine: Engine,
+    pub world: SimWorld,
+}
+
+impl Host {
+    /// Start the engine: it resumes every unfinished job of the store.
+    pub async fn start(
+        dir: &Path,
+        store: Arc<SledStore>,
+        inventory: Inventory,
+        world: SimWorld,
+    ) -> Result<Host, Fail> {
+        let scratch = dir.join(SCRIPTS_DIR);
+        if let Err(e) = std::fs::create_dir_all(&scratch) {
+            eprintln!("drplan: cannot create `{}`: {e}", scratch.display());
+            return Err(Exit::CouldNotRun);
+        }
+        let mut config = RunnerConfig::from_process_env();
+        config.scratch_dir = scratch.clone();
+        config.inherited_env.retain(|(k, _)| k != "TMPDIR");
+        config
+            .inherited_env
+            .push(("TMPDIR".into(), scratch.into_os_string()));
+        let engine = Engine::start(EngineConfig {
+            store,
+            fabric: world.fabric.clone(),
+            scripts: ScriptRunner::new(config),
+            clock: Arc::new(SystemClock),
+            max_concurrent_vm_ops: 8,
+            inventory: Some(inventory),
+        })
+        .await
+        .map_err(|e| {
+            eprintln!("drplan: cannot start the engine: {e}");
+            Exit::CouldNotRun
+        })?;
+        Ok(Host { engine, world })
+    }
+
+    /// Stop the engine (in-flight attempts are dropped and re-issued by the
+    /// next command) and save the simulated world.
+    pub async fn stop(self) {
+        // Bounded: a stuck script must not keep the prompt from returning.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.engine.shutdown()).await;
+        self.world.save();
+    }
+}
+
+/// The async runtime of one command (two workers: scripts and VM
+/// operations overlap, the machine is shared).
+pub fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("drplan: cannot start the async runtime: {e}");
+            Exit::CouldNotRun
+        })
+}
