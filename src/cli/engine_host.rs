@@ -2,19 +2,18 @@
 //! build the simulated fabric from the inventory, start the [`Engine`], and
 //! shut it all down again when the command is done.
 //!
-//! What the host does about the simulated world (the `SimFabric`): it is
-//! rebuilt from the inventory on each command, then restored from the
-//! snapshot file `sim-state.json` in the data directory when one exists, and
-//! that file is rewritten after every finished step and at shutdown. So a
-//! planned failover halted by `run` and continued by `drplan retry` in a
-//! second process meets the world the first one left (the failed-over VMs,
-//! the idempotency-key records, the faults `run --inject` put in force and
-//! the `fail-once` ones already fired). The
-//! snapshot is best effort, not crash-consistent with the store: a process
-//! killed between a step's durable outcome and the next snapshot loses that
-//! step's effect on the simulated world. Persisting the world in the store
-//! batch of each outcome replaces [`SimWorld::load`] / [`SimWorld::save`]
-//! and nothing else here.
+//! The simulated world (the `SimFabric`) is persisted in the store itself:
+//! the engine starts with [`Engine::start_persisting`], which restores the
+//! world saved in the store (a full snapshot plus deltas) before any job
+//! resumes, and writes each outcome's change to the world in the same atomic
+//! batch as the outcome. So a planned failover halted by `run` and continued
+//! by `drplan retry` in another process, or a process killed at any moment,
+//! meets exactly the world its job log describes.
+//!
+//! The faults `run --inject` put in force are kept beside the store in
+//! `sim-state.json` (with a best-effort copy of the world, used only when
+//! the store holds none yet), so a `fail-once` still fires in the command
+//! that reaches its step.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use std::time::Duration;
 use drplan_engine::fabric::{FaultSet, SimConfig, SimFabric, SimState};
 use drplan_engine::journal::{JobMeta, PlanRecord};
 use drplan_engine::plan::model::{Inventory, Plan};
-use drplan_engine::runtime::{Engine, EngineConfig, SystemClock};
+use drplan_engine::runtime::{Engine, EngineConfig, FabricPersistence, SystemClock};
 use drplan_engine::script::{RunnerConfig, ScriptRunner};
 use drplan_engine::store::sled_store::{SledStore, default_data_dir};
 use drplan_engine::store::{JobId, Store, codec};
@@ -249,14 +248,17 @@ impl Host {
         config
             .inherited_env
             .push(("TMPDIR".into(), scratch.into_os_string()));
-        let engine = Engine::start(EngineConfig {
-            store,
-            fabric: world.fabric.clone(),
-            scripts: ScriptRunner::new(config),
-            clock: Arc::new(SystemClock),
-            max_concurrent_vm_ops: 8,
-            inventory: Some(inventory),
-        })
+        let engine = Engine::start_persisting(
+            EngineConfig {
+                store,
+                fabric: world.fabric.clone(),
+                scripts: ScriptRunner::new(config),
+                clock: Arc::new(SystemClock),
+                max_concurrent_vm_ops: 8,
+                inventory: Some(inventory),
+            },
+            FabricPersistence::new(world.fabric.clone()),
+        )
         .await
         .map_err(|e| {
             eprintln!("drplan: cannot start the engine: {e}");
