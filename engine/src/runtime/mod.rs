@@ -362,6 +362,10 @@ impl Engine {
         {
             inner.publish(job, Update::Recorded(first), status);
         }
+        // The submit batch may have armed a timer (a scheduled start): the
+        // timer loop must look at the index again, or it sleeps through it
+        // until its next periodic re-check.
+        inner.timers_changed.notify_one();
         inner.perform(job, fx);
         if start_at.is_none() {
             inner
