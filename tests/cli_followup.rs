@@ -191,3 +191,37 @@ fn rollback_of_an_uncommitted_failover_succeeds_and_commit_then_is_refused() {
     expect_code(&c, 1);
     assert!(err(&c).contains("cannot commit"), "{}", err(&c));
 }
+
+#[test]
+fn json_logs_carry_the_job_span() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plan = plan();
+    let run = drplan(
+        dir,
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--failover",
+            "planned",
+            "-v",
+            "--log-format",
+            "json",
+        ],
+    );
+    expect_code(&run, 0);
+    let e = err(&run);
+    // The runtime's "waiting for an operator" line, inside the job's span
+    // with its plan and operation.
+    let line = e
+        .lines()
+        .find(|l| l.contains("waiting for an operator"))
+        .unwrap_or_else(|| panic!("no waiting line in:\n{e}"));
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    let span = &v["span"];
+    assert_eq!(span["name"], "job", "{line}");
+    assert_eq!(span["job"], "1", "{line}");
+    assert_eq!(span["plan"], "orders", "{line}");
+    assert_eq!(span["operation"], "planned failover", "{line}");
+}
