@@ -137,7 +137,7 @@ fn refusal(meta: &drplan_engine::journal::JobMeta, op: &Operation) -> Option<Str
                 None
             } else {
                 Some(format!(
-                    "job {} has not ended (it is {:?}); `drplan resume {}` follows it",
+                    "job {} has not ended (it is {}); `drplan resume {}` follows it",
                     meta.id, meta.status, meta.id
                 ))
             }
