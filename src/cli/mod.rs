@@ -12,6 +12,7 @@
 //!   data directory in use by another process.
 
 mod engine_host;
+mod followup;
 mod graph;
 mod jobs;
 mod operator;
@@ -180,7 +181,38 @@ pub enum Command {
     /// Resume unfinished jobs (all, or one) and follow them.
     #[command(after_help = OPERATOR_HELP)]
     Resume(operator::ResumeArgs),
+    /// Commit a finished planned or unplanned failover (or failback): its
+    /// other recovery points are discarded. Then follow the job.
+    #[command(after_help = FOLLOWUP_HELP)]
+    Commit(followup::JobArgs),
+    /// Replicate back to the old primary after a committed failover (the
+    /// VMs become protected in the reverse direction). Then follow the job.
+    #[command(after_help = FOLLOWUP_HELP)]
+    Reprotect(followup::JobArgs),
+    /// Fail back: a planned failover in the reverse direction, of a plan
+    /// file or of the plan a job ran. Follow it like `run`.
+    #[command(after_help = FOLLOWUP_HELP)]
+    Failback(followup::FailbackArgs),
+    /// Before commit: move the failed-over VMs to another recovery point.
+    #[command(after_help = FOLLOWUP_HELP)]
+    ChangeRecoveryPoint(followup::ChangeRecoveryPointArgs),
+    /// Roll back an uncommitted failover (the primary becomes active again).
+    #[command(after_help = FOLLOWUP_HELP)]
+    Rollback(followup::JobArgs),
 }
+
+const FOLLOWUP_HELP: &str = "\
+The lifecycle after a planned or unplanned failover (job 1):
+  drplan commit 1        keep the failed-over VMs (or: drplan rollback 1)
+  drplan reprotect 1     replicate back to the old primary
+  drplan failback plans/three-tier.yaml
+  drplan commit 4        then reprotect again: protected as at the start
+
+Exit codes:
+  0  the job succeeded, or waits for an operator (the command to type is printed)
+  1  the job ended badly, or it was refused (the earlier job is not a failover
+     that ended, or a VM is not in the state the operation needs)
+  2  could not run: unknown job, unreadable file, the data directory in use";
 
 const RUN_HELP: &str = "\
 Examples:
@@ -228,6 +260,11 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => operator::cancel(&args),
         Command::Cleanup(args) => operator::cleanup(&args),
         Command::Resume(args) => operator::resume(&args),
+        Command::Commit(args) => followup::commit(&args),
+        Command::Reprotect(args) => followup::reprotect(&args),
+        Command::Failback(args) => followup::failback(&args, &cli.global),
+        Command::ChangeRecoveryPoint(args) => followup::change_recovery_point(&args),
+        Command::Rollback(args) => followup::rollback(&args),
     };
     exit.into()
 }

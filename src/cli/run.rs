@@ -110,7 +110,7 @@ pub struct RunArgs {
     pub detach: bool,
 }
 
-fn parse_recovery_point(s: &str) -> Result<RecoveryPoint, String> {
+pub fn parse_recovery_point(s: &str) -> Result<RecoveryPoint, String> {
     match s {
         "latest" => Ok(RecoveryPoint::Latest),
         "latest-processed" => Ok(RecoveryPoint::LatestProcessed),

@@ -42,6 +42,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use persist::{DEFAULT_COMPACT_AFTER, DELTA_PREFIX, FULL_KEY, FabricPersistence, delta_key};
@@ -631,6 +632,11 @@ impl Inner {
 
     /// Performs the effects of one durable transition.
     fn perform(self: &Arc<Self>, job: JobId, fx: Vec<Effect>) {
+        // Logs of this transition and of the attempts it starts carry the
+        // job (and, once its plan is loaded, the plan and operation), so
+        // `-v` and `--log-format json` tie every line to its job.
+        let job_span = self.job_span(job);
+        let _entered = job_span.enter();
         for e in fx {
             match e {
                 Effect::RunVmOp {
@@ -642,15 +648,19 @@ impl Inner {
                 } => {
                     let cancel = self.register(job, step, attempt);
                     let me = self.clone();
-                    tokio::spawn(async move {
-                        me.run_vm_op(job, step, attempt, key, vm, op, cancel).await
-                    });
+                    let span = attempt_span(&job_span, &key.node, attempt);
+                    tokio::spawn(
+                        async move { me.run_vm_op(job, step, attempt, key, vm, op, cancel).await }
+                            .instrument(span),
+                    );
                 }
                 Effect::RunScript { step, attempt, key } => {
                     let cancel = self.register(job, step, attempt);
                     let me = self.clone();
+                    let span = attempt_span(&job_span, &key.node, attempt);
                     tokio::spawn(
-                        async move { me.run_script(job, step, attempt, key, cancel).await },
+                        async move { me.run_script(job, step, attempt, key, cancel).await }
+                            .instrument(span),
                     );
                 }
                 Effect::AwaitOperator { step } => {
@@ -675,6 +685,25 @@ impl Inner {
                 | Effect::Item { .. }
                 | Effect::ScheduleFollowUp { .. } => {}
             }
+        }
+    }
+
+    /// The tracing span of a job: its id, and its plan and operation when
+    /// the job's plan is loaded already (never a store read here: this runs
+    /// on every transition). A root span: transitions are performed from
+    /// inside the attempt that finished, and nesting each job span in the
+    /// last attempt's would grow the span chain with every step.
+    fn job_span(&self, job: JobId) -> tracing::Span {
+        let info = lock(&self.jobs).get(&job).cloned();
+        match info {
+            Some(i) => tracing::info_span!(
+                parent: None,
+                "job",
+                job = %job,
+                plan = %i.plan.name,
+                operation = %i.ctx.main.operation
+            ),
+            None => tracing::info_span!(parent: None, "job", job = %job),
         }
     }
 
@@ -1034,6 +1063,11 @@ impl Inner {
 
 /// A job's summary record, read from the store (one small record: cheaper
 /// than the job's whole state, which has one entry per step).
+/// The span of one attempt of a step, inside its job's span.
+fn attempt_span(job: &tracing::Span, step: &str, attempt: u32) -> tracing::Span {
+    tracing::info_span!(parent: job, "step", step, attempt)
+}
+
 fn meta_of(j: &Journal, job: JobId) -> Result<Option<JobMeta>, JournalError> {
     let Some(bytes) = j.store().job_meta(job)? else {
         return Ok(None);
