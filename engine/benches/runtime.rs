@@ -1,0 +1,296 @@
+//! Runtime benchmarks: whole jobs driven through `Engine` on a durable
+//! SledStore and a zero-latency SimFabric, next to this machine's raw
+//! `fdatasync` rate measured in the same run, plus the critical-path
+//! fidelity of the scheduler on tokio's paused clock.
+//!
+//! Run: `cargo bench -p drplan-engine --bench runtime`. Figures are in
+//! BENCHMARKS.md ("Runtime").
+//!
+//! - `fdatasync/raw_256B`: the floor: append 256 bytes to a file and
+//!   `fdatasync`, per record.
+//! - `runtime/planned_10x100`: a planned failover of 10 groups × 100 VMs
+//!   (`generate::large_plan(10, 100, 7)` with every pre/post step removed),
+//!   submit to `Succeeded`; throughput = durable events recorded.
+//! - `runtime/chain_1000`: a strict chain of 1,000 VM operations (groups of
+//!   one VM, each after the previous one); throughput = durable events.
+//! - `fidelity/critical_path`: a planned failover of 10 × 100 VMs whose
+//!   operations take fixed latencies (jitter 0, time scale 1) on the paused
+//!   clock; prints the makespan over the ideal critical path of the
+//!   compiled DAG. Timed in wall-clock for the record; the assertion lives
+//!   in tests/runtime_fidelity.rs.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use drplan_engine::core::JobStatus;
+use drplan_engine::fabric::{FaultSet, OpKind, SimConfig, SimFabric};
+use drplan_engine::plan::compile::{self, NodeKind, Operation};
+use drplan_engine::plan::generate;
+use drplan_engine::plan::model::{CommitPolicy, FailoverKind, Inventory, Plan};
+use drplan_engine::runtime::{Clock, Engine, EngineConfig, Submission, SystemClock, TestClock};
+use drplan_engine::script::{RunnerConfig, ScriptRunner};
+use drplan_engine::store::Store;
+use drplan_engine::store::mem::MemStore;
+use drplan_engine::store::sled_store::SledStore;
+
+const SEED: u64 = 7;
+
+/// The generated plan and its inventory, with every script, manual and
+/// wait step removed (VM operations only) and no commit window, so a
+/// planned failover runs to `Succeeded` without an operator.
+fn vm_only(groups: usize, vms: usize) -> (Plan, Inventory) {
+    let g = generate::large_plan(groups, vms, SEED);
+    let file = drplan_engine::plan::yaml::parse("large-fabric.yaml", g.fabric_yaml.as_bytes())
+        .expect("the generated inventory parses");
+    let (inv, diags) = drplan_engine::plan::validate::validate_fabric("large-fabric.yaml", &file);
+    assert!(diags.is_empty(), "{diags:?}");
+    let mut plan = g.plan;
+    for group in &mut plan.groups {
+        group.pre.clear();
+        group.post.clear();
+    }
+    plan.test.cleanup.clear();
+    plan.commit = CommitPolicy::Manual;
+    (plan, inv.expect("inventory"))
+}
+
+/// `n` groups of one VM each in a strict line.
+fn chain(n: usize) -> (Plan, Inventory) {
+    let (mut plan, inv) = vm_only(n, 1);
+    for (i, group) in plan.groups.iter_mut().enumerate() {
+        group.after = i.checked_sub(1).into_iter().collect();
+        for vm in &mut group.vms {
+            vm.optional = false;
+        }
+    }
+    (plan, inv)
+}
+
+fn runner() -> ScriptRunner {
+    ScriptRunner::new(RunnerConfig::from_process_env())
+}
+
+async fn start(
+    store: Arc<dyn Store>,
+    fabric: Arc<SimFabric>,
+    clock: Arc<dyn Clock>,
+    inv: &Inventory,
+    vm_ops: usize,
+) -> Engine {
+    Engine::start(EngineConfig {
+        store,
+        fabric,
+        scripts: runner(),
+        clock,
+        max_concurrent_vm_ops: vm_ops,
+        inventory: Some(inv.clone()),
+    })
+    .await
+    .expect("engine starts")
+}
+
+/// One planned failover, submit to terminal, on a fresh durable store.
+/// Returns (wall time, events recorded, commit stats summary).
+fn run_durable(
+    rt: &tokio::runtime::Runtime,
+    plan: &Plan,
+    inv: &Inventory,
+) -> (Duration, usize, String) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let store = Arc::new(SledStore::open(tmp.path()).expect("sled opens"));
+        let fabric = Arc::new(SimFabric::new(
+            inv,
+            SimConfig::instant(),
+            FaultSet::default(),
+        ));
+        let engine = start(store, fabric, Arc::new(SystemClock), inv, 64).await;
+        let sub = Submission::new(
+            plan.clone(),
+            format!("# {}\n", plan.name),
+            Operation::failover(FailoverKind::Planned),
+            "bench",
+        );
+        let t = Instant::now();
+        let job = engine.submit(sub).await.expect("submitted");
+        let end = engine
+            .wait_until(job, |s| {
+                s.is_terminal() || s == JobStatus::WaitingForOperator
+            })
+            .await
+            .expect("wait");
+        let took = t.elapsed();
+        assert_eq!(end, JobStatus::Succeeded);
+        let events = engine.events(job).await.expect("events").len();
+        let st = engine.journal().commit_stats();
+        let stats = format!(
+            "{} batches in {} flushes ({:.1} per flush, largest {})",
+            st.batches,
+            st.flushes,
+            st.batches as f64 / st.flushes.max(1) as f64,
+            st.largest_group
+        );
+        engine.shutdown().await;
+        (took, events, stats)
+    })
+}
+
+fn raw_fdatasync(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut file = std::fs::File::create(tmp.path().join("log")).unwrap();
+    let record = [0x5au8; 256];
+    let mut g = c.benchmark_group("fdatasync");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("raw_256B", |b| {
+        b.iter(|| {
+            file.write_all(&record).unwrap();
+            file.sync_data().unwrap();
+        })
+    });
+    g.finish();
+}
+
+fn durable_bench(c: &mut Criterion, name: &str, plan: &Plan, inv: &Inventory) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let steps = compile::compile(plan, Operation::failover(FailoverKind::Planned))
+        .nodes
+        .len();
+    // A first run counts the events (the same every run) and shows where
+    // the flushes go.
+    let (took, events, stats) = run_durable(&rt, plan, inv);
+    eprintln!(
+        "{name}: {steps} steps, {events} events; warm-up run {took:?} = {:.0} events/s; {stats}",
+        events as f64 / took.as_secs_f64()
+    );
+    let mut g = c.benchmark_group("runtime");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(events as u64));
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let (took, n, _) = run_durable(&rt, plan, inv);
+                    assert_eq!(n, events);
+                    took
+                })
+                .sum()
+        })
+    });
+    g.finish();
+}
+
+fn planned_10x100(c: &mut Criterion) {
+    let (plan, inv) = vm_only(10, 100);
+    durable_bench(c, "planned_10x100", &plan, &inv);
+}
+
+fn chain_1000(c: &mut Criterion) {
+    // Enough one-VM groups for 1,000 VM operations in a line.
+    let (probe, _) = chain(1);
+    let per_vm = compile::compile(&probe, Operation::failover(FailoverKind::Planned))
+        .nodes
+        .len();
+    let (plan, inv) = chain(1000 / per_vm.max(1));
+    durable_bench(c, "chain_1000", &plan, &inv);
+}
+
+/// Fixed latencies, different per operation, so the critical path is not
+/// just a node count.
+fn fixed_latencies() -> SimConfig {
+    SimConfig {
+        jitter: 0.0,
+        time_scale: 1.0,
+        latencies: OpKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &op)| (op, Duration::from_secs(10 + 5 * i as u64)))
+            .collect::<BTreeMap<_, _>>(),
+        ..SimConfig::default()
+    }
+}
+
+/// The longest path of the compiled DAG, weighting VM operations with their
+/// latency and every other node with zero.
+fn ideal(plan: &Plan, config: &SimConfig) -> Duration {
+    let exec = compile::compile(plan, Operation::failover(FailoverKind::Planned));
+    let by_name: BTreeMap<&str, OpKind> = OpKind::ALL.iter().map(|&k| (k.as_str(), k)).collect();
+    let mut finish = vec![Duration::ZERO; exec.nodes.len()];
+    for node in &exec.nodes {
+        let start = node
+            .deps
+            .iter()
+            .map(|&d| finish[d])
+            .max()
+            .unwrap_or_default();
+        let cost = match &node.kind {
+            NodeKind::Vm { op, .. } => config.latency(by_name[op.name()]),
+            NodeKind::Step(_) => Duration::ZERO,
+        };
+        finish[node.id] = start + cost;
+    }
+    finish.into_iter().max().unwrap_or_default()
+}
+
+/// Makespan in virtual time of one planned failover on the paused clock.
+fn virtual_makespan(plan: &Plan, inv: &Inventory, config: SimConfig) -> Duration {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let clock = Arc::new(TestClock::new(1_795_651_200_000));
+        let fabric = Arc::new(SimFabric::new(inv, config, FaultSet::default()));
+        let engine = start(Arc::new(MemStore::new()), fabric, clock, inv, 100_000).await;
+        let sub = Submission::new(
+            plan.clone(),
+            format!("# {}\n", plan.name),
+            Operation::failover(FailoverKind::Planned),
+            "bench",
+        );
+        let t = tokio::time::Instant::now();
+        let job = engine.submit(sub).await.expect("submitted");
+        let end = engine
+            .wait_until(job, |s| {
+                s.is_terminal() || s == JobStatus::WaitingForOperator
+            })
+            .await
+            .expect("wait");
+        let took = t.elapsed();
+        assert_eq!(end, JobStatus::Succeeded);
+        engine.shutdown().await;
+        took
+    })
+}
+
+fn fidelity(c: &mut Criterion) {
+    let (plan, inv) = vm_only(10, 100);
+    let config = fixed_latencies();
+    let ideal = ideal(&plan, &config);
+    let got = virtual_makespan(&plan, &inv, config.clone());
+    eprintln!(
+        "fidelity: makespan {got:?} over ideal critical path {ideal:?} = {:.4}",
+        got.as_secs_f64() / ideal.as_secs_f64()
+    );
+    let mut g = c.benchmark_group("fidelity");
+    g.sample_size(10);
+    g.bench_function("critical_path_10x100", |b| {
+        b.iter(|| virtual_makespan(&plan, &inv, config.clone()))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    targets = raw_fdatasync, planned_10x100, chain_1000, fidelity
+}
+criterion_main!(benches);
