@@ -703,8 +703,27 @@ fn data_dir(tmp: &tempfile::TempDir) -> PathBuf {
 }
 
 /// Rewrites one raw key of a closed store with sled directly.
+/// Opens sled directly. A store dropped a moment ago may still have sled's
+/// background threads holding `<dir>/db`'s lock for a few milliseconds (more
+/// on a loaded machine), so retry a lock failure for a while.
+fn raw_sled(dir: &Path) -> ::sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match ::sled::open(dir) {
+            Ok(db) => return db,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("sled cannot open {}: {e}", dir.display()),
+        }
+    }
+}
+
 fn poke(dir: &Path, key: &[u8], value: &[u8]) {
-    let db = ::sled::open(dir).unwrap();
+    let db = raw_sled(dir);
     db.insert(key, value).unwrap();
     db.flush().unwrap();
 }
@@ -714,7 +733,7 @@ fn sled_writes_its_format_and_refuses_a_newer_one() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = data_dir(&tmp);
     drop(SledStore::open(&dir).unwrap());
-    let db = ::sled::open(&dir).unwrap();
+    let db = raw_sled(&dir);
     assert_eq!(
         db.get(b"meta/format").unwrap().as_deref(),
         Some(&STORE_FORMAT.to_be_bytes()[..])
