@@ -24,8 +24,9 @@
 //! - `chain/1000_steps`: a linear chain of 1,000 script steps run to the
 //!   end, every transition durable; throughput in steps/s.
 
+mod common;
+use common::raw_fdatasync;
 use std::hint::black_box;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,8 +41,9 @@ use drplan_engine::plan::model::{
     When,
 };
 use drplan_engine::store::mem::MemStore;
+use drplan_engine::store::on_flush::OnFlush;
 use drplan_engine::store::sled_store::SledStore;
-use drplan_engine::store::{EventVisitor, JobId, Store, StoreError, TimerEntry, Write};
+use drplan_engine::store::{JobId, Store, Write};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -166,56 +168,8 @@ impl RetryLoop {
 
 /// Sled without the per-commit fdatasync, to build large fixtures quickly
 /// (one real flush at the end). Never used for a timed durable path.
-struct Unsynced(Arc<SledStore>);
-
-impl Store for Unsynced {
-    fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
-        self.0.apply(batch)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn allocate_job_id(&self) -> Result<JobId, StoreError> {
-        self.0.allocate_job_id()
-    }
-    fn acquire_leases(&self, job: JobId, vms: &[String]) -> Result<(), StoreError> {
-        self.0.acquire_leases(job, vms)
-    }
-    fn leases(&self) -> Result<Vec<(String, JobId)>, StoreError> {
-        self.0.leases()
-    }
-    fn for_each_event(
-        &self,
-        job: JobId,
-        from: u64,
-        f: &mut EventVisitor<'_>,
-    ) -> Result<(), StoreError> {
-        self.0.for_each_event(job, from, f)
-    }
-    fn last_seq(&self, job: JobId) -> Result<Option<u64>, StoreError> {
-        self.0.last_seq(job)
-    }
-    fn jobs(&self) -> Result<Vec<(JobId, Vec<u8>)>, StoreError> {
-        self.0.jobs()
-    }
-    fn job_meta(&self, job: JobId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.job_meta(job)
-    }
-    fn snapshot(&self, job: JobId) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        self.0.snapshot(job)
-    }
-    fn timers(&self) -> Result<Vec<TimerEntry>, StoreError> {
-        self.0.timers()
-    }
-    fn items(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.0.items()
-    }
-    fn item(&self, vm: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.item(vm)
-    }
-    fn text(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        self.0.text(hash)
-    }
+fn unsynced(sled: Arc<SledStore>) -> OnFlush<SledStore> {
+    OnFlush::new(sled, |_| Ok(()))
 }
 
 /// Builds a store at `dir` with one job of `events` events (retry loop).
@@ -226,7 +180,7 @@ fn build_retry_job(dir: &Path, events: u64, snapshot_every: u64) {
             snapshot_every,
             ..JournalOptions::default()
         };
-        let j = Journal::open_with(Arc::new(Unsynced(sled.clone())), opts).unwrap();
+        let j = Journal::open_with(Arc::new(unsynced(sled.clone())), opts).unwrap();
         let mut l = RetryLoop::start(&j);
         // Submitted + Started + the first RunScript are 2 events.
         for _ in 2..events {
@@ -243,7 +197,7 @@ fn build_large_job(dir: &Path) -> u64 {
     let sled = Arc::new(SledStore::open(dir).unwrap());
     let events;
     {
-        let j = Journal::open(Arc::new(Unsynced(sled.clone()))).unwrap();
+        let j = Journal::open(Arc::new(unsynced(sled.clone()))).unwrap();
         let job = submit(&j, &generated.plan);
         let mut fx = j.record(job, JobEvent::Started { at: T0 + 1 }).unwrap();
         let mut at = T0 + 1;
@@ -318,21 +272,6 @@ fn rebuild(c: &mut Criterion) {
             b.iter(|| black_box(Journal::open(mem.clone()).unwrap().resume().len()))
         });
     }
-    g.finish();
-}
-
-fn raw_fdatasync(c: &mut Criterion) {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut file = std::fs::File::create(tmp.path().join("log")).unwrap();
-    let record = [0x5au8; 256];
-    let mut g = c.benchmark_group("fdatasync");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("raw_256B", |b| {
-        b.iter(|| {
-            file.write_all(&record).unwrap();
-            file.sync_data().unwrap();
-        })
-    });
     g.finish();
 }
 

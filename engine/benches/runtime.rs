@@ -19,8 +19,9 @@
 //!   compiled DAG. Timed in wall-clock for the record; the assertion lives
 //!   in tests/runtime_fidelity.rs.
 
+mod common;
+use common::raw_fdatasync;
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,21 +137,6 @@ fn run_durable(
         engine.shutdown().await;
         (took, events, stats)
     })
-}
-
-fn raw_fdatasync(c: &mut Criterion) {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut file = std::fs::File::create(tmp.path().join("log")).unwrap();
-    let record = [0x5au8; 256];
-    let mut g = c.benchmark_group("fdatasync");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("raw_256B", |b| {
-        b.iter(|| {
-            file.write_all(&record).unwrap();
-            file.sync_data().unwrap();
-        })
-    });
-    g.finish();
 }
 
 fn durable_bench(c: &mut Criterion, name: &str, plan: &Plan, inv: &Inventory) {

@@ -11,8 +11,9 @@
 //! - `reopen/100k_events`: open a store and stream back a job of 100,000
 //!   events (decoding and replay are the core's and not included).
 
+mod common;
+use common::raw_fdatasync;
 use std::hint::black_box;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,21 +21,6 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use drplan_engine::store::commit::GroupCommitter;
 use drplan_engine::store::sled_store::SledStore;
 use drplan_engine::store::{JobId, Store, Write};
-
-fn raw_fdatasync(c: &mut Criterion) {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut file = std::fs::File::create(tmp.path().join("log")).unwrap();
-    let record = [0x5au8; 256];
-    let mut g = c.benchmark_group("fdatasync");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("raw_256B", |b| {
-        b.iter(|| {
-            file.write_all(&record).unwrap();
-            file.sync_data().unwrap();
-        })
-    });
-    g.finish();
-}
 
 fn sled_durable_append(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();

@@ -14,63 +14,18 @@ use drplan_engine::journal::{Journal, JournalOptions, SubmitRequest};
 use drplan_engine::plan::compile::Operation;
 use drplan_engine::plan::model::{FailoverKind, Plan};
 use drplan_engine::store::mem::MemStore;
-use drplan_engine::store::{EventVisitor, JobId, Store, StoreError, TimerEntry, Write};
+use drplan_engine::store::on_flush::OnFlush;
+use drplan_engine::store::{JobId, Store};
 
 const T0: u64 = 1_700_000_000_000;
 
 /// A MemStore whose flush takes a while, like a disk's, so that commits
 /// from several threads have the chance to share one.
-struct SlowFlush(MemStore);
-
-impl Store for SlowFlush {
-    fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
-        self.0.apply(batch)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
+fn slow_flush() -> OnFlush<MemStore> {
+    OnFlush::new(MemStore::new(), |s| {
         std::thread::sleep(Duration::from_millis(2));
-        self.0.flush()
-    }
-    fn allocate_job_id(&self) -> Result<JobId, StoreError> {
-        self.0.allocate_job_id()
-    }
-    fn acquire_leases(&self, job: JobId, vms: &[String]) -> Result<(), StoreError> {
-        self.0.acquire_leases(job, vms)
-    }
-    fn leases(&self) -> Result<Vec<(String, JobId)>, StoreError> {
-        self.0.leases()
-    }
-    fn for_each_event(
-        &self,
-        job: JobId,
-        from: u64,
-        f: &mut EventVisitor<'_>,
-    ) -> Result<(), StoreError> {
-        self.0.for_each_event(job, from, f)
-    }
-    fn last_seq(&self, job: JobId) -> Result<Option<u64>, StoreError> {
-        self.0.last_seq(job)
-    }
-    fn jobs(&self) -> Result<Vec<(JobId, Vec<u8>)>, StoreError> {
-        self.0.jobs()
-    }
-    fn job_meta(&self, job: JobId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.job_meta(job)
-    }
-    fn snapshot(&self, job: JobId) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        self.0.snapshot(job)
-    }
-    fn timers(&self) -> Result<Vec<TimerEntry>, StoreError> {
-        self.0.timers()
-    }
-    fn items(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.0.items()
-    }
-    fn item(&self, vm: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.item(vm)
-    }
-    fn text(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        self.0.text(hash)
-    }
+        s.flush()
+    })
 }
 
 fn plan_over(name: &str, vms: &[String]) -> Plan {
@@ -128,7 +83,7 @@ fn check_log(j: &Journal, job: JobId, p: &Plan) {
 #[test]
 fn jobs_on_many_threads_share_flushes() {
     const JOBS: usize = 16;
-    let store = Arc::new(SlowFlush(MemStore::new()));
+    let store = Arc::new(slow_flush());
     let journal = Journal::open_with(store.clone(), JournalOptions::default()).unwrap();
     let plans: Vec<Plan> = (0..JOBS)
         .map(|i| plan_over(&format!("p{i}"), &[format!("a{i}"), format!("b{i}")]))
@@ -164,7 +119,7 @@ fn jobs_on_many_threads_share_flushes() {
 
 #[test]
 fn outcomes_of_one_job_from_several_threads_are_recorded_once_in_order() {
-    let store = Arc::new(SlowFlush(MemStore::new()));
+    let store = Arc::new(slow_flush());
     let journal = Journal::open_with(store.clone(), JournalOptions::default()).unwrap();
     let vms: Vec<String> = (0..12).map(|i| format!("vm{i:02}")).collect();
     let p = plan_over("wide", &vms);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use drplan_engine::store::commit::GroupCommitter;
 use drplan_engine::store::mem::MemStore;
+use drplan_engine::store::on_flush::OnFlush;
 use drplan_engine::store::sled_store::SledStore;
 use drplan_engine::store::{EventVisitor, JobId, Store, StoreError, TimerEntry, Write};
 
@@ -238,61 +239,12 @@ fn tickets_can_be_awaited() {
 }
 
 /// A store whose flush panics: the commit thread dies with it.
-struct PanickingFlush(MemStore);
-
-impl Store for PanickingFlush {
-    fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
-        self.0.apply(batch)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        panic!("simulated bug inside the store");
-    }
-    fn allocate_job_id(&self) -> Result<JobId, StoreError> {
-        self.0.allocate_job_id()
-    }
-    fn acquire_leases(&self, job: JobId, vms: &[String]) -> Result<(), StoreError> {
-        self.0.acquire_leases(job, vms)
-    }
-    fn leases(&self) -> Result<Vec<(String, JobId)>, StoreError> {
-        self.0.leases()
-    }
-    fn for_each_event(
-        &self,
-        job: JobId,
-        from_seq: u64,
-        f: &mut EventVisitor<'_>,
-    ) -> Result<(), StoreError> {
-        self.0.for_each_event(job, from_seq, f)
-    }
-    fn last_seq(&self, job: JobId) -> Result<Option<u64>, StoreError> {
-        self.0.last_seq(job)
-    }
-    fn jobs(&self) -> Result<Vec<(JobId, Vec<u8>)>, StoreError> {
-        self.0.jobs()
-    }
-    fn job_meta(&self, job: JobId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.job_meta(job)
-    }
-    fn snapshot(&self, job: JobId) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        self.0.snapshot(job)
-    }
-    fn timers(&self) -> Result<Vec<TimerEntry>, StoreError> {
-        self.0.timers()
-    }
-    fn items(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.0.items()
-    }
-    fn item(&self, vm: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.item(vm)
-    }
-    fn text(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        self.0.text(hash)
-    }
-}
 
 #[test]
 fn a_dead_commit_thread_fails_tickets_instead_of_hanging() {
-    let store = Arc::new(PanickingFlush(MemStore::new()));
+    let store = Arc::new(OnFlush::new(MemStore::new(), |_| {
+        panic!("simulated bug inside the store")
+    }));
     let job = store.allocate_job_id().unwrap();
     let committer = GroupCommitter::new(store);
     let err = committer.commit(vec![ev(job, 0, "a")]).unwrap_err();

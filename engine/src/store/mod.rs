@@ -55,6 +55,7 @@ pub mod codec;
 pub mod commit;
 mod error;
 pub mod mem;
+pub mod on_flush;
 pub mod sled_store;
 
 pub use error::StoreError;
