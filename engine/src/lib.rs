@@ -16,6 +16,9 @@
 //!   reopen and resume jobs.
 //! - [`script`]: runs one attempt of a script step as a child process in
 //!   its own process group (timeouts, bounded output, published values).
+//! - [`protect`]: protection management: enable / onboard / disable
+//!   protection as jobs (synthetic plans), replication health, recovery
+//!   point checks, the capacity estimate.
 //! - [`runtime`]: the tokio `Engine` that performs the journal's effects
 //!   (fabric operations, scripts, timers, operator prompts).
 
@@ -23,6 +26,7 @@ pub mod core;
 pub mod fabric;
 pub mod journal;
 pub mod plan;
+pub mod protect;
 #[cfg(unix)]
 pub mod runtime;
 #[cfg(unix)]

@@ -157,6 +157,11 @@ pub struct SimOptions {
 struct SavedWorld {
     state: SimState,
     faults: FaultSet,
+    /// The simulated replication link (`drplan protect --bandwidth`), kept
+    /// so that a protect job resumed by a later command copies at the same
+    /// speed. Absent in older files: the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bandwidth_mbps: Option<f64>,
 }
 
 /// The simulated world of a data directory and where it is saved.
@@ -170,14 +175,32 @@ impl SimWorld {
     /// snapshot that no longer fits the inventory is an error rather than a
     /// silent fresh start (VMs failed over in it would be forgotten).
     pub fn load(dir: &Path, inventory: &Inventory, opts: &SimOptions) -> Result<SimWorld, Fail> {
+        Self::load_with_bandwidth(dir, inventory, opts, None)
+    }
+
+    /// [`SimWorld::load`] with the replication link's bandwidth (Mbit/s):
+    /// `Some` sets it (and it is saved with the world), `None` keeps the
+    /// saved one, else the default.
+    pub fn load_with_bandwidth(
+        dir: &Path,
+        inventory: &Inventory,
+        opts: &SimOptions,
+        bandwidth_mbps: Option<f64>,
+    ) -> Result<SimWorld, Fail> {
         let file = dir.join(SIM_FILE);
-        let config = SimConfig::default().with_time_scale(opts.time_scale);
+        let mut config = SimConfig::default().with_time_scale(opts.time_scale);
+        if let Some(b) = bandwidth_mbps {
+            config.bandwidth_mbps = b;
+        }
         let fabric = match std::fs::read(&file) {
             Ok(bytes) => {
                 let saved: SavedWorld = serde_json::from_slice(&bytes).map_err(|e| {
                     eprintln!("drplan: damaged simulated fabric `{}`: {e}", file.display());
                     Exit::CouldNotRun
                 })?;
+                if let (None, Some(b)) = (bandwidth_mbps, saved.bandwidth_mbps) {
+                    config.bandwidth_mbps = b;
+                }
                 let faults = opts.faults.clone().unwrap_or(saved.faults);
                 SimFabric::restore(inventory, config, faults, saved.state).map_err(|e| {
                     eprintln!(
@@ -208,6 +231,7 @@ impl SimWorld {
         let saved = SavedWorld {
             state: self.fabric.snapshot(),
             faults: self.fabric.faults(),
+            bandwidth_mbps: Some(self.fabric.config().bandwidth_mbps),
         };
         let tmp = self.file.with_extension("json.tmp");
         let result = serde_json::to_vec(&saved)

@@ -160,6 +160,8 @@ fn verb(op: &Operation) -> &'static str {
         Operation::ChangeRecoveryPoint { .. } => "change-recovery-point",
         Operation::Failover { .. } => "failback",
         Operation::TestCleanup => "cleanup",
+        Operation::EnableProtection => "protect",
+        Operation::DisableProtection { .. } => "unprotect",
     }
 }
 

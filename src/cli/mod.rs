@@ -17,6 +17,7 @@ mod graph;
 mod jobs;
 mod operator;
 mod progress;
+mod protect;
 mod render_diag;
 mod run;
 mod schema;
@@ -199,7 +200,41 @@ pub enum Command {
     /// Roll back an uncommitted failover (the primary becomes active again).
     #[command(after_help = FOLLOWUP_HELP)]
     Rollback(followup::JobArgs),
+    /// Enable protection of VMs (or onboard VMs replicated outside drplan)
+    /// as a job: prerequisites check, replica creation, initial
+    /// replication, finalize. Follows it, with the copy's progress.
+    #[command(after_help = PROTECT_HELP)]
+    Protect(protect::ProtectArgs),
+    /// Disable protection of VMs as a job, deleting or keeping the replicas.
+    #[command(after_help = PROTECT_HELP)]
+    Unprotect(protect::UnprotectArgs),
+    /// List every VM of the inventory with its protection state, the job
+    /// holding it, its replica and its replication health.
+    #[command(after_help = PROTECT_HELP)]
+    Vms(protect::VmsArgs),
+    /// List the recovery points a VM's retention window keeps.
+    #[command(after_help = PROTECT_HELP)]
+    RecoveryPoints(protect::RecoveryPointsArgs),
+    /// Estimate the bandwidth and time initial and delta replication need.
+    #[command(after_help = PROTECT_HELP)]
+    Capacity(protect::CapacityArgs),
 }
+
+const PROTECT_HELP: &str = "\
+Protection of the shipped inventory's VMs (the inventory: --fabric or $DRPLAN_FABRIC):
+  drplan vms --fabric plans/fabric.yaml
+  drplan protect --all --fabric plans/fabric.yaml          every VM not yet protected
+  drplan protect rpt-01 --start-at +1h --fabric plans/fabric.yaml
+  drplan recovery-points sql-01 --fabric plans/fabric.yaml
+  drplan unprotect rpt-02 --delete-replica --fabric plans/fabric.yaml
+  drplan capacity --change-rate 5% --bandwidth 200mbps --fabric plans/fabric.yaml
+
+Exit codes:
+  0  done (the job succeeded, or waits on its scheduled start)
+  1  the job ended badly, or the engine refused it (a VM busy or not in the
+     state the operation needs, each named)
+  2  could not run: bad arguments, an unknown VM or cloud, an unreadable
+     inventory, the data directory in use";
 
 const FOLLOWUP_HELP: &str = "\
 The lifecycle after a planned or unplanned failover (job 1):
@@ -265,6 +300,11 @@ pub fn main() -> ExitCode {
         Command::Failback(args) => followup::failback(&args, &cli.global),
         Command::ChangeRecoveryPoint(args) => followup::change_recovery_point(&args),
         Command::Rollback(args) => followup::rollback(&args),
+        Command::Protect(args) => protect::protect(&args),
+        Command::Unprotect(args) => protect::unprotect(&args),
+        Command::Vms(args) => protect::vms(&args),
+        Command::RecoveryPoints(args) => protect::recovery_points(&args),
+        Command::Capacity(args) => protect::capacity(&args),
     };
     exit.into()
 }

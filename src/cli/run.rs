@@ -225,12 +225,37 @@ fn run_inner(args: &RunArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
     let rt = engine_host::runtime()?;
     let printer = args.engine.printer();
     let detach = args.detach;
+    let explicit_rp = args.recovery_point;
     let plan_name = plan.name.clone();
     Ok(rt.block_on(async move {
         let host = match Host::start(&dir, store, inventory, world).await {
             Ok(h) => h,
             Err(e) => return e,
         };
+        // An explicit recovery point must exist for every VM (the list
+        // `drplan recovery-points VM` shows): refused before the job starts,
+        // naming each VM without one, rather than failing VM by VM.
+        if let (Some(rp), Some(drplan_engine::plan::FailoverKind::Unplanned)) =
+            (explicit_rp, op.kind())
+        {
+            let vms: Vec<&str> = plan
+                .groups
+                .iter()
+                .flat_map(|g| g.vms.iter().map(|v| v.name.as_str()))
+                .collect();
+            let now = super::progress::now_ms();
+            if let Err(problems) =
+                drplan_engine::protect::check_recovery_point(&host.world.fabric, &vms, rp, now)
+            {
+                eprintln!("drplan: cannot submit: recovery point `{rp}` is not available:");
+                for p in problems {
+                    eprintln!("  {p}");
+                }
+                eprintln!("  `drplan recovery-points VM` lists the points each VM keeps");
+                host.stop().await;
+                return Exit::Problems;
+            }
+        }
         let updates = host.engine.subscribe_all();
         let sub = Submission::new(plan, text, op, &by);
         let job = match host.engine.submit(sub).await {

@@ -252,6 +252,11 @@ pub fn check_operation(vm: &str, state: &ItemState, operation: &Operation) -> Re
             matches!(state, S::FailedOver { .. } | S::FailoverFailed { .. }),
             "failed over (not committed) or after a failed failover",
         ),
+        Operation::EnableProtection => (*state == S::Unprotected, "unprotected"),
+        Operation::DisableProtection { .. } => (
+            matches!(state, S::Protected { .. }),
+            "protected, with no failover or test failover in progress",
+        ),
     };
     if ok {
         Ok(())

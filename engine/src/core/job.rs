@@ -812,6 +812,13 @@ impl Tx<'_> {
                 (!reached(self, |o| matches!(o, VmOp::ReverseReplicate)))
                     .then_some(ItemEvent::Aborted)
             }
+            // Protection not finalized: the VM is unprotected again (a
+            // replica already created stays on the fabric and is reused by
+            // the next attempt).
+            Operation::EnableProtection => {
+                (!reached(self, |o| matches!(o, VmOp::FinalizeProtection)))
+                    .then_some(ItemEvent::Aborted)
+            }
             _ => None,
         };
         if let Some(ev) = ev {
@@ -1180,6 +1187,7 @@ fn chain_start_event(op: &Operation) -> Option<ItemEvent> {
         } => Some(ItemEvent::TestFailoverStarted),
         Operation::Failover { .. } => Some(ItemEvent::FailoverStarted),
         Operation::ReverseReplicate => Some(ItemEvent::ReverseReplicationStarted),
+        Operation::EnableProtection => Some(ItemEvent::EnableStarted),
         _ => None,
     }
 }
@@ -1197,6 +1205,8 @@ fn op_success_event(op: &VmOp) -> Option<ItemEvent> {
         VmOp::ReverseReplicate => Some(ItemEvent::ReverseReplicationSucceeded),
         VmOp::Rollback => Some(ItemEvent::RolledBack),
         VmOp::DeleteTestVm => Some(ItemEvent::TestCleanedUp),
+        VmOp::FinalizeProtection => Some(ItemEvent::EnableSucceeded),
+        VmOp::DisableProtection { .. } => Some(ItemEvent::ProtectionDisabled),
         _ => None,
     }
 }

@@ -126,10 +126,14 @@ pub enum OpKind {
     StopReplication,
     DisableProtection,
     Rollback,
+    CheckPrerequisites,
+    CreateReplica,
+    InitialReplication,
+    FinalizeProtection,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 13] = [
+    pub const ALL: [OpKind; 17] = [
         OpKind::ShutdownPrimary,
         OpKind::SyncFinalDelta,
         OpKind::Failover,
@@ -143,6 +147,10 @@ impl OpKind {
         OpKind::StopReplication,
         OpKind::DisableProtection,
         OpKind::Rollback,
+        OpKind::CheckPrerequisites,
+        OpKind::CreateReplica,
+        OpKind::InitialReplication,
+        OpKind::FinalizeProtection,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -160,6 +168,10 @@ impl OpKind {
             OpKind::StopReplication => "stop-replication",
             OpKind::DisableProtection => "disable-protection",
             OpKind::Rollback => "rollback",
+            OpKind::CheckPrerequisites => "prerequisites-check",
+            OpKind::CreateReplica => "create-replica",
+            OpKind::InitialReplication => "initial-replication",
+            OpKind::FinalizeProtection => "finalize-protection",
         }
     }
 
@@ -177,6 +189,11 @@ impl OpKind {
             VmOp::ChangeRecoveryPoint { .. } => OpKind::ChangeRecoveryPoint,
             VmOp::ReverseReplicate => OpKind::ReverseReplicate,
             VmOp::Rollback => OpKind::Rollback,
+            VmOp::CheckPrerequisites => OpKind::CheckPrerequisites,
+            VmOp::CreateReplica => OpKind::CreateReplica,
+            VmOp::InitialReplication => OpKind::InitialReplication,
+            VmOp::FinalizeProtection => OpKind::FinalizeProtection,
+            VmOp::DisableProtection { .. } => OpKind::DisableProtection,
         }
     }
 
@@ -348,6 +365,16 @@ impl FabricError {
 /// The result of one fabric operation.
 pub type OpResult = Result<OpReport, FabricError>;
 
+/// The refusal of a protection operation by a fabric that does not
+/// implement protection management.
+fn unsupported(vm: &str, op: OpKind) -> FabricError {
+    FabricError::NotReady {
+        vm: vm.to_string(),
+        op,
+        message: "this fabric does not implement protection management".into(),
+    }
+}
+
 /// A fabric: the two sites' VMM servers as drplan drives them.
 ///
 /// Every method is idempotent by `key`: calling it again with the same key
@@ -433,6 +460,36 @@ pub trait Fabric: Send + Sync {
     /// Undo an uncommitted failover: the source runs and replicates again.
     async fn rollback(&self, key: &OpKey, vm: &str, ctx: &OpContext) -> OpResult;
 
+    /// Enable protection, 1: check that the VM can be protected (pairing,
+    /// policy for its host OS, a target host, reachable sites). Provided so
+    /// that fabrics written before protection management still compile:
+    /// they refuse it.
+    async fn check_prerequisites(&self, key: &OpKey, vm: &str, ctx: &OpContext) -> OpResult {
+        let _ = (key, ctx);
+        Err(unsupported(vm, OpKind::CheckPrerequisites))
+    }
+
+    /// Enable protection, 2: create the replica VM on a host of the paired
+    /// cloud, or adopt a replica that exists outside drplan.
+    async fn create_replica(&self, key: &OpKey, vm: &str, ctx: &OpContext) -> OpResult {
+        let _ = (key, ctx);
+        Err(unsupported(vm, OpKind::CreateReplica))
+    }
+
+    /// Enable protection, 3: the initial copy per the policy (network now,
+    /// network at the scheduled time — the job waits for it — or offline).
+    async fn initial_replication(&self, key: &OpKey, vm: &str, ctx: &OpContext) -> OpResult {
+        let _ = (key, ctx);
+        Err(unsupported(vm, OpKind::InitialReplication))
+    }
+
+    /// Enable protection, 4: start delta replication; recovery points exist
+    /// from now on.
+    async fn finalize_protection(&self, key: &OpKey, vm: &str, ctx: &OpContext) -> OpResult {
+        let _ = (key, ctx);
+        Err(unsupported(vm, OpKind::FinalizeProtection))
+    }
+
     /// Perform a compiled [`VmOp`]: what the runtime calls for
     /// [`crate::core::Effect::RunVmOp`].
     async fn run(&self, key: &OpKey, vm: &str, op: &VmOp, ctx: &OpContext) -> OpResult {
@@ -455,6 +512,13 @@ pub trait Fabric: Send + Sync {
             }
             VmOp::ReverseReplicate => self.reverse_replicate(key, vm, ctx).await,
             VmOp::Rollback => self.rollback(key, vm, ctx).await,
+            VmOp::CheckPrerequisites => self.check_prerequisites(key, vm, ctx).await,
+            VmOp::CreateReplica => self.create_replica(key, vm, ctx).await,
+            VmOp::InitialReplication => self.initial_replication(key, vm, ctx).await,
+            VmOp::FinalizeProtection => self.finalize_protection(key, vm, ctx).await,
+            VmOp::DisableProtection { delete_replica } => {
+                self.disable_protection(key, vm, *delete_replica, ctx).await
+            }
         }
     }
 }

@@ -32,7 +32,9 @@ use super::{
 };
 use crate::core::Millis;
 use crate::plan::compile::RecoveryPoint;
-use crate::plan::model::{Direction, FailoverKind, Inventory, Mapping, ProtectionState};
+use crate::plan::model::{
+    Direction, FailoverKind, InitialReplication, Inventory, Mapping, Policy, ProtectionState, Vm,
+};
 use crate::store::codec;
 
 /// The format version of [`SimState`].
@@ -54,7 +56,18 @@ pub struct SimConfig {
     /// When replication of every protected VM started (recovery points
     /// exist from then on). Unix ms; 0 = long ago.
     pub replication_since: Millis,
+    /// Initial replication over the network: the link's bandwidth in
+    /// Mbit/s (a VM's `disk_gb` × 8,000 Mbit / this = seconds, × the time
+    /// scale). No jitter: a copy takes what the bytes take.
+    pub bandwidth_mbps: f64,
+    /// Offline initial replication: the speed (Mbit/s) of exporting the
+    /// disks to the export path and importing them at the import path
+    /// (each); the disks' transport between sites is the operator's.
+    pub offline_disk_mbps: f64,
 }
+
+/// The default initial-replication bandwidth (1 Gbit/s).
+pub const DEFAULT_BANDWIDTH_MBPS: f64 = 1000.0;
 
 impl Default for SimConfig {
     fn default() -> SimConfig {
@@ -64,6 +77,8 @@ impl Default for SimConfig {
             jitter: 0.1,
             seed: 0,
             replication_since: 0,
+            bandwidth_mbps: DEFAULT_BANDWIDTH_MBPS,
+            offline_disk_mbps: 4000.0,
         }
     }
 }
@@ -99,8 +114,37 @@ impl SimConfig {
             OpKind::StopReplication => 5,
             OpKind::DisableProtection => 10,
             OpKind::Rollback => 40,
+            OpKind::CheckPrerequisites => 5,
+            OpKind::CreateReplica => 30,
+            // Only the setup: the copy itself takes its bytes' time
+            // (`SimConfig::initial_copy`).
+            OpKind::InitialReplication => 5,
+            OpKind::FinalizeProtection => 5,
         };
         Duration::from_secs(s)
+    }
+
+    /// How long the initial copy of `disk_gb` takes, unscaled: over the
+    /// network at `bandwidth_mbps`, or offline (export + import at
+    /// `offline_disk_mbps`). A non-positive speed is treated as 1 Mbit/s
+    /// rather than dividing by zero.
+    pub fn initial_copy(&self, disk_gb: u64, offline: bool) -> Duration {
+        let mbits = disk_gb as f64 * 8_000.0;
+        let secs = if offline {
+            2.0 * mbits / self.offline_disk_mbps.max(1.0)
+        } else {
+            mbits / self.bandwidth_mbps.max(1.0)
+        };
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    }
+
+    /// The time scale as a multiplier (non-finite or negative: 0).
+    fn scale(&self) -> f64 {
+        if self.time_scale.is_finite() {
+            self.time_scale.max(0.0)
+        } else {
+            0.0
+        }
     }
 
     /// The unscaled latency of an operation.
@@ -147,6 +191,22 @@ pub enum Protection {
     Unprotected,
     /// Replicated by something else: drplan does not drive its replica.
     External,
+    /// A protect job is under way: the replica exists (created or adopted),
+    /// the initial copy may be running; no failover yet.
+    Enabling,
+}
+
+/// The initial copy of a VM under protection (see
+/// [`SimVm::initial`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitialCopy {
+    /// `network`, `offline` or `onboarded` (an adopted replica: nothing
+    /// copied).
+    pub method: String,
+    /// Bytes to copy (0 when onboarded).
+    pub bytes: u64,
+    /// When the copy finished (Unix ms), once it has.
+    pub finished_at: Option<Millis>,
 }
 
 /// One copy of a VM (the inventory's primary, or its replica).
@@ -209,6 +269,10 @@ pub struct SimVm {
     pub replication: Replication,
     pub failover: Option<FailedOver>,
     pub test_vm: Option<TestVm>,
+    /// Protection enabled by drplan: how the replica got its data.
+    /// Absent for VMs protected before drplan (the inventory's state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<InitialCopy>,
 }
 
 impl SimVm {
@@ -428,6 +492,10 @@ enum Request {
     StopReplication,
     Disable { delete_replica: bool },
     Rollback,
+    Prerequisites,
+    CreateReplica,
+    InitialCopy,
+    Finalize,
 }
 
 impl Request {
@@ -446,6 +514,10 @@ impl Request {
             Request::StopReplication => OpKind::StopReplication,
             Request::Disable { .. } => OpKind::DisableProtection,
             Request::Rollback => OpKind::Rollback,
+            Request::Prerequisites => OpKind::CheckPrerequisites,
+            Request::CreateReplica => OpKind::CreateReplica,
+            Request::InitialCopy => OpKind::InitialReplication,
+            Request::Finalize => OpKind::FinalizeProtection,
         }
     }
 }
@@ -456,6 +528,10 @@ struct World {
     mappings: Vec<Mapping>,
     /// Keys being executed: a concurrent repeat waits for the result.
     in_flight: HashMap<String, watch::Sender<Option<OpResult>>>,
+    /// Initial copies in flight, by key: progress for the operator. Not
+    /// persisted: a copy interrupted by a restart starts over when its
+    /// operation is re-issued (as a real copy restarts or resyncs).
+    transfers: BTreeMap<String, Transfer>,
     /// Changed since the last [`SimFabric::take_delta`].
     dirty_vms: BTreeSet<String>,
     dirty_keys: BTreeSet<String>,
@@ -481,9 +557,38 @@ struct InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if let Some(k) = self.key.take() {
-            self.fabric.lock().in_flight.remove(&k);
+            let mut w = self.fabric.lock();
+            w.in_flight.remove(&k);
+            w.transfers.remove(&k);
         }
     }
+}
+
+/// An initial copy in flight.
+#[derive(Debug, Clone)]
+struct Transfer {
+    vm: String,
+    method: &'static str,
+    bytes: u64,
+    started: tokio::time::Instant,
+    /// As slept (scaled).
+    duration: Duration,
+}
+
+/// How far an initial copy has come (see [`SimFabric::transfers`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferProgress {
+    pub vm: String,
+    /// The operation key of the copy.
+    pub key: String,
+    /// `network` or `offline`.
+    pub method: String,
+    pub total_bytes: u64,
+    pub done_bytes: u64,
+    /// 0.0 ..= 1.0.
+    pub fraction: f64,
+    /// Time left, as the simulation sleeps it (scaled).
+    pub remaining_ms: u64,
 }
 
 impl SimFabric {
@@ -504,6 +609,7 @@ impl SimFabric {
                 faults,
                 mappings: inventory.network_mappings.clone(),
                 in_flight: HashMap::new(),
+                transfers: BTreeMap::new(),
                 dirty_vms: BTreeSet::new(),
                 dirty_keys: BTreeSet::new(),
             }),
@@ -529,6 +635,7 @@ impl SimFabric {
                 faults,
                 mappings: inventory.network_mappings.clone(),
                 in_flight: HashMap::new(),
+                transfers: BTreeMap::new(),
                 dirty_vms: BTreeSet::new(),
                 dirty_keys: BTreeSet::new(),
             }),
@@ -697,6 +804,92 @@ impl SimFabric {
             .collect()
     }
 
+    /// The initial copies running now, by VM, with their progress (the
+    /// fraction of the copy's simulated duration that has passed, on tokio's
+    /// clock, so paused-time tests see it move).
+    pub fn transfers(&self) -> Vec<TransferProgress> {
+        let now = tokio::time::Instant::now();
+        let w = self.lock();
+        let mut out: Vec<TransferProgress> = w
+            .transfers
+            .iter()
+            .map(|(key, t)| {
+                let elapsed = now.saturating_duration_since(t.started);
+                let fraction = if t.duration.is_zero() {
+                    1.0
+                } else {
+                    (elapsed.as_secs_f64() / t.duration.as_secs_f64()).clamp(0.0, 1.0)
+                };
+                TransferProgress {
+                    vm: t.vm.clone(),
+                    key: key.clone(),
+                    method: t.method.to_string(),
+                    total_bytes: t.bytes,
+                    done_bytes: (t.bytes as f64 * fraction) as u64,
+                    fraction,
+                    remaining_ms: t.duration.saturating_sub(elapsed).as_millis() as u64,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.vm.cmp(&b.vm));
+        out
+    }
+
+    /// The unscaled delay of `op` on `vm` in the current world: the initial
+    /// copy depends on the VM's disk size and policy, anything else on its
+    /// latency. Also says what an initial copy moves.
+    fn op_delay(&self, w: &World, op: OpKind, vm: &str, key: &str) -> (Duration, Option<Transfer>) {
+        let base = self.config.delay(op, key);
+        if op != OpKind::InitialReplication {
+            return (base, None);
+        }
+        let Some(v) = w.state.vms.get(vm) else {
+            return (base, None);
+        };
+        // An adopted replica has nothing to copy; a VM not being enabled is
+        // refused when the operation applies, at once.
+        let copying = v.protection == Protection::Enabling
+            && v.initial.as_ref().is_some_and(|i| i.method != "onboarded");
+        let Some(inv_vm) = self.inventory.vm(vm).filter(|_| copying) else {
+            return (base, None);
+        };
+        let offline = matches!(
+            vm_policy(&self.inventory, inv_vm).map(|p| &p.initial_replication),
+            Some(InitialReplication::Offline { .. })
+        );
+        let copy = self
+            .config
+            .initial_copy(inv_vm.disk_gb, offline)
+            .mul_f64(self.config.scale());
+        let transfer = Transfer {
+            vm: vm.to_string(),
+            method: if offline { "offline" } else { "network" },
+            bytes: inv_vm.disk_gb.saturating_mul(1_000_000_000),
+            started: tokio::time::Instant::now(),
+            duration: copy,
+        };
+        (base.saturating_add(copy), Some(transfer))
+    }
+
+    /// The point `requested` selects for `vm` at `now`, or why none does
+    /// (the same choice a failover makes): checks an operator's
+    /// `--recovery-point` before a job is submitted.
+    pub fn select_point(
+        &self,
+        vm: &str,
+        now: Millis,
+        requested: RecoveryPoint,
+    ) -> Result<PointUsed, String> {
+        let w = self.lock();
+        let Some(v) = w.state.vms.get(vm) else {
+            return Err(format!("VM `{vm}` is not in the fabric inventory"));
+        };
+        match v.history() {
+            Some(h) => h.select(&v.policy, now, requested),
+            None => Err("it does not replicate: no recovery point exists".to_string()),
+        }
+    }
+
     /// The recovery points of a VM available at `now`, oldest first.
     pub fn recovery_points(&self, vm: &str, now: Millis) -> Result<Vec<PointInfo>, FabricError> {
         let w = self.lock();
@@ -737,9 +930,13 @@ impl SimFabric {
                         let (tx, _) = watch::channel(None);
                         w.in_flight.insert(key_s.to_string(), tx);
                         let extra = w.faults.extra_delay(op, vm);
+                        let (d, transfer) = self.op_delay(&w, op, vm, key_s);
+                        if let Some(t) = transfer {
+                            w.transfers.insert(key_s.to_string(), t);
+                        }
                         // Whole milliseconds: tokio's timer has that
                         // resolution, so the report states what was slept.
-                        let d = self.config.delay(op, key_s) + extra;
+                        let d = d + extra;
                         break Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64);
                     }
                 }
@@ -789,6 +986,7 @@ impl SimFabric {
         state.generation += 1;
         w.dirty_vms.insert(vm.to_string());
         w.dirty_keys.insert(key_s.to_string());
+        w.transfers.remove(key_s);
         if let Some(tx) = w.in_flight.remove(key_s) {
             tx.send_replace(Some(result.clone()));
         }
@@ -873,7 +1071,8 @@ fn initial_vms(inv: &Inventory, since: Millis) -> BTreeMap<String, SimVm> {
             ProtectionState::ReplicatedExternally => Protection::External,
         };
         let replica = match (protection, pairing) {
-            (Protection::Protected, Some(p)) if !candidates.is_empty() => {
+            // A replica made outside drplan exists too: onboarding adopts it.
+            (Protection::Protected | Protection::External, Some(p)) if !candidates.is_empty() => {
                 let host = candidates
                     .iter()
                     .min_by_key(|h| {
@@ -902,7 +1101,7 @@ fn initial_vms(inv: &Inventory, since: Millis) -> BTreeMap<String, SimVm> {
             }
             _ => None,
         };
-        let replication = if replica.is_some() {
+        let replication = if replica.is_some() && protection == Protection::Protected {
             Replication::Active {
                 since,
                 final_delta: None,
@@ -921,10 +1120,41 @@ fn initial_vms(inv: &Inventory, since: Millis) -> BTreeMap<String, SimVm> {
                 replication,
                 failover: None,
                 test_vm: None,
+                initial: None,
             },
         );
     }
     out
+}
+
+/// The policy that applies to `vm`: its cloud's pairing's policy for the
+/// OS of the VM's host (else the pairing's first policy).
+pub fn vm_policy<'a>(inv: &'a Inventory, vm: &Vm) -> Option<&'a Policy> {
+    let os = host_os(inv, &vm.site, &vm.host);
+    let pairing = inv
+        .pairings
+        .iter()
+        .find(|p| p.source.site == vm.site && p.source.cloud == vm.cloud)?;
+    let named: Vec<&Policy> = inv
+        .policies
+        .iter()
+        .filter(|pol| pairing.policies.contains(&pol.name))
+        .collect();
+    named
+        .iter()
+        .find(|pol| Some(pol.host_os.as_str()) == os)
+        .or(named.first())
+        .copied()
+}
+
+fn host_os<'a>(inv: &'a Inventory, site: &str, host: &str) -> Option<&'a str> {
+    inv.sites
+        .iter()
+        .filter(|s| s.name == site)
+        .flat_map(|s| s.clouds.iter())
+        .flat_map(|c| c.hosts.iter())
+        .find(|h| h.name == host)
+        .map(|h| h.os.as_str())
 }
 
 // ---------------------------------------------------------------------------
@@ -1027,7 +1257,10 @@ impl Cx<'_> {
                 Err(self.not_ready("it is not protected: it has no replica"))
             }
             Protection::External => Err(self
-                .not_ready("it is replicated outside drplan: drplan does not drive its replica")),
+                .not_ready("it is replicated outside drplan: onboard it first (`drplan protect`)")),
+            Protection::Enabling => Err(self.not_ready(
+                "protection is being enabled: its initial replication has not finished",
+            )),
             Protection::Protected if v.target().is_none() || v.source().is_none() => {
                 Err(self.not_ready("it has no replica (deleted when protection was disabled)"))
             }
@@ -1051,6 +1284,22 @@ impl Cx<'_> {
         let SimState {
             vms, fired_once, ..
         } = state;
+        // Replica placement balances the target hosts by the copies they
+        // already hold (replicas, and primaries after a reverse).
+        let vms_load: BTreeMap<String, usize> = if matches!(req, Request::CreateReplica) {
+            let mut load = BTreeMap::new();
+            for (name, other) in vms.iter() {
+                if name == self.vm {
+                    continue;
+                }
+                for c in [&other.primary, &other.replica].into_iter().flatten() {
+                    *load.entry(c.host.clone()).or_default() += 1;
+                }
+            }
+            load
+        } else {
+            BTreeMap::new()
+        };
         let v = vms.get_mut(self.vm).ok_or_else(|| FabricError::UnknownVm {
             vm: self.vm.to_string(),
         })?;
@@ -1068,6 +1317,10 @@ impl Cx<'_> {
             Request::StopReplication => self.stop_replication(v, fired_once),
             Request::Disable { delete_replica } => self.disable(v, *delete_replica, fired_once),
             Request::Rollback => self.rollback(v, fired_once),
+            Request::Prerequisites => self.prerequisites(v, fired_once),
+            Request::CreateReplica => self.create_replica(v, &vms_load, fired_once),
+            Request::InitialCopy => self.initial_copy(v, fired_once),
+            Request::Finalize => self.finalize(v, fired_once),
         }
     }
 
@@ -1691,6 +1944,316 @@ impl Cx<'_> {
         r.host = Some(tgt_host);
         Ok(r)
     }
+
+    /// What the VM's protection needs: its inventory entry, the pairing of
+    /// its cloud, the policy for its host's OS, and the target cloud's hosts
+    /// (those of the same OS first).
+    fn protection_setup(&self) -> Res<ProtectionSetup<'_>> {
+        let inv_vm = self
+            .inventory
+            .vm(self.vm)
+            .ok_or_else(|| FabricError::UnknownVm {
+                vm: self.vm.to_string(),
+            })?;
+        let pairing = self
+            .inventory
+            .pairings
+            .iter()
+            .find(|p| p.source.site == inv_vm.site && p.source.cloud == inv_vm.cloud)
+            .ok_or_else(|| {
+                self.not_ready(format!(
+                    "its cloud {}/{} is paired with no cloud: add a pairing to the inventory",
+                    inv_vm.site, inv_vm.cloud
+                ))
+            })?;
+        let policy = vm_policy(self.inventory, inv_vm).ok_or_else(|| {
+            self.not_ready(format!(
+                "the pairing {} -> {} has no replication policy",
+                pairing.source, pairing.target
+            ))
+        })?;
+        let os = host_os(self.inventory, &inv_vm.site, &inv_vm.host);
+        let mut hosts: Vec<(&str, bool)> = self
+            .inventory
+            .sites
+            .iter()
+            .filter(|s| s.name == pairing.target.site)
+            .flat_map(|s| s.clouds.iter())
+            .filter(|c| c.name == pairing.target.cloud)
+            .flat_map(|c| c.hosts.iter())
+            .map(|h| (h.name.as_str(), Some(h.os.as_str()) == os))
+            .collect();
+        if hosts.is_empty() {
+            return Err(self.not_ready(format!(
+                "the target cloud {} has no host for its replica",
+                pairing.target
+            )));
+        }
+        if hosts.iter().any(|(_, same)| *same) {
+            hosts.retain(|(_, same)| *same);
+        }
+        Ok(ProtectionSetup {
+            vm: inv_vm,
+            target_site: &pairing.target.site,
+            target_cloud: &pairing.target.cloud,
+            policy,
+            hosts: hosts.into_iter().map(|(h, _)| h).collect(),
+        })
+    }
+
+    fn prerequisites(&self, v: &mut SimVm, fired: &mut BTreeSet<String>) -> OpResult {
+        if v.protection == Protection::Protected {
+            return Err(self.not_ready(
+                "it is already protected: disable protection first to protect it again",
+            ));
+        }
+        let setup = self.protection_setup()?;
+        let primary = v
+            .primary
+            .as_ref()
+            .ok_or_else(|| self.not_ready("it has no primary copy to replicate"))?;
+        self.need(primary, "check the primary")?;
+        if self.faults.site_down(setup.target_site) {
+            return Err(FabricError::Unreachable {
+                vm: self.vm.to_string(),
+                op: self.op,
+                what: format!("site {}", setup.target_site),
+                message: format!(
+                    "cannot reach the target site: site {} is down (retry once it is back)",
+                    setup.target_site
+                ),
+            });
+        }
+        self.injected(fired)?;
+        let how = match (&v.protection, &setup.policy.initial_replication) {
+            (Protection::External, _) => {
+                "its replica exists outside drplan: it will be onboarded, nothing copied"
+                    .to_string()
+            }
+            (
+                _,
+                InitialReplication::Offline {
+                    export_path,
+                    import_path,
+                },
+            ) => format!(
+                "offline initial replication of {} GB (export to {export_path}, import from {import_path})",
+                setup.vm.disk_gb
+            ),
+            (_, InitialReplication::Network { .. }) => format!(
+                "initial replication of {} GB over the network",
+                setup.vm.disk_gb
+            ),
+        };
+        Ok(self.report(format!(
+            "prerequisites met for {}: pairing {}/{} -> {}/{}, policy {} (copy every {}, {} h of recovery points); {how}",
+            self.vm,
+            setup.vm.site,
+            setup.vm.cloud,
+            setup.target_site,
+            setup.target_cloud,
+            setup.policy.name,
+            humantime::format_duration(setup.policy.copy_frequency),
+            setup.policy.retention_hours,
+        )))
+    }
+
+    fn create_replica(
+        &self,
+        v: &mut SimVm,
+        load: &BTreeMap<String, usize>,
+        fired: &mut BTreeSet<String>,
+    ) -> OpResult {
+        match v.protection {
+            Protection::Protected => {
+                return Err(self.not_ready("it is already protected"));
+            }
+            Protection::External => {
+                let Some(r) = v.replica.clone() else {
+                    return Err(self.not_ready(
+                        "it is marked replicated outside drplan, but no replica was found on the paired cloud",
+                    ));
+                };
+                self.need(&r, "adopt the replica")?;
+                self.injected(fired)?;
+                v.protection = Protection::Enabling;
+                v.initial = Some(InitialCopy {
+                    method: "onboarded".into(),
+                    bytes: 0,
+                    finished_at: None,
+                });
+                let mut rep = self.report(format!(
+                    "adopted the existing replica of {} on {} ({}): onboarded, nothing to copy",
+                    self.vm, r.host, r.site
+                ));
+                rep.host = Some(r.host);
+                return Ok(rep);
+            }
+            Protection::Unprotected | Protection::Enabling => {}
+        }
+        let setup = self.protection_setup()?;
+        let method = match setup.policy.initial_replication {
+            InitialReplication::Offline { .. } => "offline",
+            InitialReplication::Network { .. } => "network",
+        };
+        let nics = v.primary.as_ref().map_or(0, |p| p.nics.len());
+        // A replica left by an earlier attempt (or kept when protection was
+        // disabled) on the paired cloud is reused, not duplicated.
+        if let Some(r) = v.replica.clone()
+            && r.site == setup.target_site
+            && r.cloud == setup.target_cloud
+        {
+            self.need(&r, "reuse the replica")?;
+            self.injected(fired)?;
+            v.protection = Protection::Enabling;
+            v.direction = Direction::Forward;
+            v.initial = Some(InitialCopy {
+                method: method.into(),
+                bytes: setup.vm.disk_gb.saturating_mul(1_000_000_000),
+                finished_at: None,
+            });
+            let mut rep = self.report(format!(
+                "reused the existing replica of {} on {} ({}); it will be resynchronized",
+                self.vm, r.host, r.site
+            ));
+            rep.host = Some(r.host);
+            return Ok(rep);
+        }
+        let host = setup
+            .hosts
+            .iter()
+            .min_by_key(|h| load.get(**h).copied().unwrap_or(0))
+            .expect("protection_setup returns at least one host")
+            .to_string();
+        if let Err((what, why)) = self.reach(setup.target_site, &host) {
+            return Err(FabricError::Unreachable {
+                vm: self.vm.to_string(),
+                op: self.op,
+                message: format!("cannot create the replica: {why} (retry once {what} is back)"),
+                what,
+            });
+        }
+        self.injected(fired)?;
+        v.replica = Some(VmCopy {
+            site: setup.target_site.to_string(),
+            cloud: setup.target_cloud.to_string(),
+            host: host.clone(),
+            running: false,
+            nics: vec![
+                NicState {
+                    network: None,
+                    subnet: None,
+                };
+                nics
+            ],
+        });
+        v.direction = Direction::Forward;
+        v.protection = Protection::Enabling;
+        v.replication = Replication::Off;
+        v.initial = Some(InitialCopy {
+            method: method.into(),
+            bytes: setup.vm.disk_gb.saturating_mul(1_000_000_000),
+            finished_at: None,
+        });
+        let mut rep = self.report(format!(
+            "created the replica of {} on {} ({}/{})",
+            self.vm, host, setup.target_site, setup.target_cloud
+        ));
+        rep.host = Some(host);
+        Ok(rep)
+    }
+
+    fn initial_copy(&self, v: &mut SimVm, fired: &mut BTreeSet<String>) -> OpResult {
+        if v.protection != Protection::Enabling {
+            return Err(self.not_ready("it has no replica being set up: create the replica first"));
+        }
+        let (Some(src), Some(tgt)) = (v.primary.clone(), v.replica.clone()) else {
+            return Err(self.not_ready("it has no replica: create the replica first"));
+        };
+        let Some(initial) = v.initial.clone() else {
+            return Err(self.not_ready("its replica was not created by this protection"));
+        };
+        if initial.method == "onboarded" {
+            self.injected(fired)?;
+            v.initial = Some(InitialCopy {
+                finished_at: Some(self.ctx.now),
+                ..initial
+            });
+            return Ok(self.report(format!(
+                "nothing to copy: the replica of {} on {} was onboarded",
+                self.vm, tgt.host
+            )));
+        }
+        self.need(&src, "copy from the primary")?;
+        self.need(&tgt, "copy to the replica")?;
+        self.injected(fired)?;
+        let summary = match self
+            .protection_setup()
+            .map(|s| &s.policy.initial_replication)
+        {
+            Ok(InitialReplication::Offline {
+                export_path,
+                import_path,
+            }) => format!(
+                "initial replication of {} done offline: {} GB exported to {export_path} at {}, imported from {import_path} at {}",
+                self.vm,
+                initial.bytes / 1_000_000_000,
+                src.site,
+                tgt.site
+            ),
+            _ => format!(
+                "initial replication of {} done: {} GB copied over the network to {} ({})",
+                self.vm,
+                initial.bytes / 1_000_000_000,
+                tgt.host,
+                tgt.site
+            ),
+        };
+        v.initial = Some(InitialCopy {
+            finished_at: Some(self.ctx.now),
+            ..initial
+        });
+        let mut rep = self.report(summary);
+        rep.host = Some(tgt.host);
+        Ok(rep)
+    }
+
+    fn finalize(&self, v: &mut SimVm, fired: &mut BTreeSet<String>) -> OpResult {
+        if v.protection != Protection::Enabling
+            || v.initial.as_ref().is_none_or(|i| i.finished_at.is_none())
+        {
+            return Err(self.not_ready(
+                "its initial replication has not finished: protection cannot be finalized",
+            ));
+        }
+        self.injected(fired)?;
+        let setup = self.protection_setup()?;
+        v.policy = PointPolicy::of(setup.policy);
+        v.protection = Protection::Protected;
+        v.direction = Direction::Forward;
+        v.failover = None;
+        v.replication = Replication::Active {
+            since: self.ctx.now,
+            final_delta: None,
+        };
+        Ok(self.report(format!(
+            "{} is protected: deltas ship every {} to {}/{}",
+            self.vm,
+            humantime::format_duration(setup.policy.copy_frequency),
+            setup.target_site,
+            setup.target_cloud
+        )))
+    }
+}
+
+/// See [`Cx::protection_setup`].
+struct ProtectionSetup<'a> {
+    vm: &'a Vm,
+    target_site: &'a str,
+    target_cloud: &'a str,
+    policy: &'a Policy,
+    /// Candidate hosts for the replica.
+    hosts: Vec<&'a str>,
 }
 
 #[async_trait]
@@ -1785,5 +2348,21 @@ impl Fabric for SimFabric {
 
     async fn rollback(&self, key: &OpKey, vm: &str, ctx: &OpContext) -> OpResult {
         self.execute(key, vm, Request::Rollback, ctx).await
+    }
+
+    async fn check_prerequisites(&self, key: &OpKey, vm: &str, ctx: &OpContext) -> OpResult {
+        self.execute(key, vm, Request::Prerequisites, ctx).await
+    }
+
+    async fn create_replica(&self, key: &OpKey, vm: &str, ctx: &OpContext) -> OpResult {
+        self.execute(key, vm, Request::CreateReplica, ctx).await
+    }
+
+    async fn initial_replication(&self, key: &OpKey, vm: &str, ctx: &OpContext) -> OpResult {
+        self.execute(key, vm, Request::InitialCopy, ctx).await
+    }
+
+    async fn finalize_protection(&self, key: &OpKey, vm: &str, ctx: &OpContext) -> OpResult {
+        self.execute(key, vm, Request::Finalize, ctx).await
     }
 }

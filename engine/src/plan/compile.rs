@@ -71,6 +71,14 @@ pub enum Operation {
     ReverseReplicate,
     /// Roll back an uncommitted failover (the primary becomes active again).
     Rollback,
+    /// Enable protection of the plan's VMs (a synthetic plan built by
+    /// [`crate::protect`]): prerequisites check, replica creation, initial
+    /// replication, finalize. A VM the inventory marks as replicated outside
+    /// drplan is onboarded by the same chain without copying again.
+    EnableProtection,
+    /// Disable protection of the plan's VMs, deleting their replicas or
+    /// keeping them (resolved from the policy when the operator did not say).
+    DisableProtection { delete_replica: bool },
 }
 
 impl Operation {
@@ -112,6 +120,13 @@ impl fmt::Display for Operation {
             }
             Operation::ReverseReplicate => f.write_str("reverse replicate"),
             Operation::Rollback => f.write_str("rollback"),
+            Operation::EnableProtection => f.write_str("enable protection"),
+            Operation::DisableProtection {
+                delete_replica: true,
+            } => f.write_str("disable protection (delete replica)"),
+            Operation::DisableProtection {
+                delete_replica: false,
+            } => f.write_str("disable protection (keep replica)"),
         }
     }
 }
@@ -146,6 +161,21 @@ pub enum VmOp {
     ReverseReplicate,
     /// Undo an uncommitted failover.
     Rollback,
+    /// Enable protection, 1: check what the replica needs (pairing, policy,
+    /// a target host of the right OS, reachable sites).
+    CheckPrerequisites,
+    /// Enable protection, 2: create the replica VM on a host of the paired
+    /// cloud (or adopt the replica that exists outside drplan).
+    CreateReplica,
+    /// Enable protection, 3: copy the VM's disks per the policy (network or
+    /// offline); nothing to copy for an adopted replica.
+    InitialReplication,
+    /// Enable protection, 4: start delta replication; the VM is protected.
+    FinalizeProtection,
+    /// Disable protection, deleting the replica or keeping it.
+    DisableProtection {
+        delete_replica: bool,
+    },
 }
 
 impl VmOp {
@@ -163,6 +193,11 @@ impl VmOp {
             VmOp::ChangeRecoveryPoint { .. } => "change-recovery-point",
             VmOp::ReverseReplicate => "reverse-replicate",
             VmOp::Rollback => "rollback",
+            VmOp::CheckPrerequisites => "prerequisites-check",
+            VmOp::CreateReplica => "create-replica",
+            VmOp::InitialReplication => "initial-replication",
+            VmOp::FinalizeProtection => "finalize-protection",
+            VmOp::DisableProtection { .. } => "disable-protection",
         }
     }
 
@@ -340,6 +375,9 @@ fn step_applies(step: &Step, op: &Operation) -> bool {
         Operation::Failover {
             kind, direction, ..
         } => step.when.applies(*kind, *direction),
+        // The synthetic protection plan carries only the steps it needs
+        // (the wait for a scheduled initial replication).
+        Operation::EnableProtection => true,
         _ => false,
     }
 }
@@ -392,6 +430,15 @@ pub fn vm_chain(plan: &Plan, op: &Operation) -> Vec<VmOp> {
         }
         Operation::ReverseReplicate => vec![VmOp::ReverseReplicate],
         Operation::Rollback => vec![VmOp::Rollback],
+        Operation::EnableProtection => vec![
+            VmOp::CheckPrerequisites,
+            VmOp::CreateReplica,
+            VmOp::InitialReplication,
+            VmOp::FinalizeProtection,
+        ],
+        Operation::DisableProtection { delete_replica } => {
+            vec![VmOp::DisableProtection { delete_replica }]
+        }
     }
 }
 

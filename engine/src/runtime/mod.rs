@@ -255,7 +255,19 @@ impl Engine {
         persistence: Option<FabricPersistence>,
     ) -> Result<Engine, EngineError> {
         let store = config.store.clone();
-        let journal = tokio::task::spawn_blocking(move || Journal::open(store))
+        // A VM no job has touched yet has the protection the inventory
+        // declares (protection management, docs/protection.md).
+        let journal_opts = match &config.inventory {
+            Some(inv) => {
+                let inv = Arc::new(inv.clone());
+                crate::journal::JournalOptions {
+                    default_item: Arc::new(move |vm| crate::protect::default_item(&inv, vm)),
+                    ..Default::default()
+                }
+            }
+            None => crate::journal::JournalOptions::default(),
+        };
+        let journal = tokio::task::spawn_blocking(move || Journal::open_with(store, journal_opts))
             .await
             .map_err(task_error)??;
         // The world before anything is resumed: a resumed operation must

@@ -350,6 +350,8 @@ pub fn arb_operation() -> impl Strategy<Value = Operation> {
             Just(Operation::Rollback),
             Just(Operation::ReverseReplicate),
             rp.prop_map(|recovery_point| Operation::ChangeRecoveryPoint { recovery_point }),
+            Just(Operation::EnableProtection),
+            any::<bool>().prop_map(|delete_replica| Operation::DisableProtection { delete_replica }),
         ],
     ]
 }
@@ -368,6 +370,10 @@ pub fn initial_item(op: &Operation) -> ItemState {
             }
         }
         Operation::ReverseReplicate => ItemState::Committed {
+            direction: Direction::Forward,
+        },
+        Operation::EnableProtection => ItemState::Unprotected,
+        Operation::DisableProtection { .. } => ItemState::Protected {
             direction: Direction::Forward,
         },
     }

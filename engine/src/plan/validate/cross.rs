@@ -130,13 +130,17 @@ pub(super) fn vm(
     };
     match vm.protection {
         ProtectionState::Protected => {}
+        // A warning, not an error: the inventory declares the state drplan
+        // starts from, and `drplan protect` changes it at run time. Whether
+        // every VM is protected is checked when a failover is submitted,
+        // against the replicated-item records (docs/protection.md).
         ProtectionState::Unprotected => {
-            ctx.error(
+            ctx.warning(
                 codes::VM_NOT_PROTECTED,
                 at,
-                format!("VM `{name}` is not protected: it has no replica to fail over to"),
+                format!("VM `{name}` is declared unprotected in the inventory: it has no replica to fail over to unless protection was enabled since"),
             )
-            .hint("enable protection for it (and let initial replication finish) before adding it to a plan");
+            .hint(format!("enable protection (`drplan protect {name}`) and let initial replication finish before a failover of this plan"));
         }
         ProtectionState::ReplicatedExternally => {
             ctx.warning(
@@ -144,7 +148,7 @@ pub(super) fn vm(
                 at,
                 format!("VM `{name}` is replicated outside drplan"),
             )
-            .hint("onboard its replica into drplan before any failover of this plan");
+            .hint(format!("onboard its replica into drplan (`drplan protect {name}`) before any failover of this plan"));
         }
     }
     if let Some(src) = source

@@ -403,7 +403,14 @@ fn cross_checks_against_the_inventory() {
         d[1].message,
         "after failover `web01` would be attached to no network: `a/dmz` has no network mapping"
     );
-    assert_eq!(d[2].severity, Severity::Error);
+    // Declared unprotected or replicated outside drplan: both warnings (a
+    // failover is refused at submission while they are not protected).
+    assert_eq!(d[2].severity, Severity::Warning);
+    assert!(
+        d[2].message.contains("declared unprotected"),
+        "{}",
+        d[2].message
+    );
     assert_eq!(d[3].severity, Severity::Warning);
     assert_eq!(d[5].hint.as_deref(), Some("did you mean `web01`?"));
 }
