@@ -125,7 +125,7 @@ fn protect_watch_progress_drill_then_unprotect_one() {
         "{text}"
     );
     assert!(
-        text.contains("left alone (not unprotected): sql-01"),
+        text.contains("left alone, protected (forward): sql-01, sql-02,"),
         "{text}"
     );
     assert!(
@@ -339,7 +339,7 @@ fn capacity_estimate_and_bad_input() {
     );
     expect_code(&json, 0);
     let v: Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(v["estimate"]["vms"], 18);
+    assert_eq!(v["estimate"]["vms"], 19);
 
     for (args, needle) in [
         (

@@ -474,3 +474,73 @@ async fn a_failed_initial_replication_leaves_the_vm_unprotected_and_retryable() 
     assert_eq!(r.engine.journal().item("rpt-02").unwrap(), Some(FWD));
     r.engine.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn offline_initial_replication_exports_and_imports_at_disk_speed() {
+    let s = reporting();
+    let mut inv = s.inventory.clone();
+    inv.policies[0].initial_replication = drplan_engine::plan::model::InitialReplication::Offline {
+        export_path: "/export/drplan".into(),
+        import_path: "/import/drplan".into(),
+    };
+    let store: Arc<dyn Store> = mem();
+    let clock = Arc::new(TestClock::new(T0));
+    let r = start(store, &inv, clock, &[]).await;
+    let job = r
+        .engine
+        .submit(enable(&inv, &["rpt-01"], Schedule::Policy, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait(&r.engine, job, |s| s.is_terminal()).await,
+        JobStatus::Succeeded
+    );
+    let ev = history(&r.engine.events(job).await.unwrap());
+    assert!(
+        ev.contains("exported to /export/drplan") && ev.contains("imported from /import/drplan"),
+        "{ev}"
+    );
+    // 80 GB exported then imported at 4 Gbit/s: 2 × 160 s, × 0.01.
+    let ctx = r.engine.context(job).await.unwrap();
+    let copy = ctx
+        .main
+        .node("protect/vm/rpt-01/initial-replication")
+        .unwrap()
+        .id;
+    let st = r.engine.job(job).await.unwrap().unwrap();
+    let took = st.steps[copy].finished_at.unwrap() - st.steps[copy].started_at.unwrap();
+    assert!(
+        (3_200..3_800).contains(&took),
+        "offline copy took {took} ms"
+    );
+    assert_eq!(
+        r.fabric.vm("rpt-01").unwrap().initial.unwrap().method,
+        "offline"
+    );
+    r.engine.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_is_critical_while_a_replica_host_is_down() {
+    use drplan_engine::protect::health::Level;
+    use drplan_engine::protect::status::vm_statuses;
+    let s = three_tier();
+    let inv = &s.inventory;
+    let fabric = sim(inv, &[]);
+    let now = T0;
+    let item = |vm: &str| protect::default_item(inv, vm);
+    let rows = vm_statuses(inv, &fabric, &item, &[], now);
+    let sql = rows.iter().find(|r| r.vm == "sql-01").unwrap();
+    assert_eq!(sql.health.level, Level::Healthy, "{}", sql.health.reason);
+    assert!(sql.health.points > 100, "{}", sql.health.points);
+    assert!(sql.health.latest_app_consistent.is_some());
+    let host = fabric.vm("sql-01").unwrap().replica.unwrap().host;
+    fabric.add_fault(format!("host-down:{host}").parse().unwrap());
+    let rows = vm_statuses(inv, &fabric, &item, &[], now);
+    let sql = rows.iter().find(|r| r.vm == "sql-01").unwrap();
+    assert_eq!(sql.health.level, Level::Critical);
+    assert!(sql.health.reason.contains(&host), "{}", sql.health.reason);
+    let rpt = rows.iter().find(|r| r.vm == "rpt-01").unwrap();
+    assert_eq!(rpt.health.level, Level::NotApplicable);
+    assert_eq!(rpt.item, ItemState::Unprotected);
+}

@@ -197,7 +197,8 @@ fn protect_inner(a: &ProtectArgs) -> Result<Exit, Exit> {
         let mut vms = selected.clone();
         if !named_only {
             let journal = host.engine.journal().clone();
-            let mut already = Vec::new();
+            // By state, so that 16 protected VMs make one line.
+            let mut already: std::collections::BTreeMap<String, Vec<String>> = Default::default();
             vms.retain(|vm| {
                 let state = journal
                     .item(vm)
@@ -206,15 +207,17 @@ fn protect_inner(a: &ProtectArgs) -> Result<Exit, Exit> {
                     .unwrap_or_else(|| protect::default_item(&inventory, vm));
                 let keep = state == drplan_engine::core::item::ItemState::Unprotected;
                 if !keep {
-                    already.push(format!("{vm} ({state})"));
+                    already
+                        .entry(state.to_string())
+                        .or_default()
+                        .push(vm.clone());
                 }
                 keep
             });
-            if !already.is_empty() && printer.format == FollowFormat::Human && !printer.quiet {
-                let _ = emit(&format!(
-                    "left alone (not unprotected): {}\n",
-                    already.join(", ")
-                ));
+            if printer.format == FollowFormat::Human && !printer.quiet {
+                for (state, names) in &already {
+                    let _ = emit(&format!("left alone, {state}: {}\n", names.join(", ")));
+                }
             }
             if vms.is_empty() {
                 let _ = emit("nothing to protect: every VM selected is protected or busy\n");
