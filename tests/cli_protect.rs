@@ -387,3 +387,39 @@ fn capacity_estimate_and_bad_input() {
         all(&o)
     );
 }
+
+#[test]
+fn json_output_carries_progress_events() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // 80 GB at 100 Mbit/s = 6,400 s, × 0.0004 = 2.6 s: a progress event a second.
+    let o = drplan(
+        dir,
+        &[
+            "protect",
+            "rpt-01",
+            "--format",
+            "json",
+            "--bandwidth",
+            "100",
+            "--time-scale",
+            "0.0004",
+        ],
+    );
+    expect_code(&o, 0);
+    let events: Vec<Value> = out(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let progress: Vec<&Value> = events.iter().filter(|e| e["event"] == "progress").collect();
+    assert!(!progress.is_empty(), "{events:?}");
+    assert_eq!(progress[0]["vm"], "rpt-01");
+    assert_eq!(progress[0]["total_bytes"], 80_000_000_000u64);
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["fraction"].as_f64().unwrap() <= 1.0)
+    );
+    assert_eq!(events.last().unwrap()["status"], "succeeded", "{events:?}");
+}

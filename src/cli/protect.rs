@@ -358,14 +358,25 @@ async fn submit_and_follow(
     }
     let fabric = host.world.fabric.clone();
     let human = printer.format == FollowFormat::Human && !printer.quiet;
+    let json = printer.format == FollowFormat::Json;
     let ticker = tokio::spawn(async move {
         let mut last: std::collections::BTreeMap<String, u64> = Default::default();
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             for t in fabric.transfers() {
                 let pct = (t.fraction * 100.0).floor() as u64;
-                if human && last.get(&t.vm) != Some(&pct) {
-                    last.insert(t.vm.clone(), pct);
+                if last.get(&t.vm) == Some(&pct) {
+                    continue;
+                }
+                last.insert(t.vm.clone(), pct);
+                if json {
+                    let v = serde_json::json!({
+                        "job": id, "event": "progress", "vm": t.vm, "method": t.method,
+                        "done_bytes": t.done_bytes, "total_bytes": t.total_bytes,
+                        "fraction": t.fraction, "remaining_ms": t.remaining_ms,
+                    });
+                    let _ = emit(&format!("{v}\n"));
+                } else if human {
                     let _ = emit(&format!(
                         "  .. initial replication of {}: {pct}% ({} / {} GB, {}), {} left\n",
                         t.vm,
