@@ -54,8 +54,9 @@
 //! then checks the VMs' replicated-item records with [`item::check_job`] while it
 //! holds them, so no other job can change them in between. A VM with no
 //! record takes its state from [`JournalOptions::default_item`]
-//! (`Protected { Forward }` unless the caller says otherwise: protection
-//! management, which will write these records, comes in a later issue).
+//! (`Protected { Forward }` unless the caller says otherwise; the runtime
+//! passes the inventory's declared state, `protect::default_item`, and
+//! protect / unprotect jobs write the records: docs/protection.md).
 //! A follow-up job (auto-commit, auto-rollback) is created in its parent's
 //! final batch; its VMs are reserved right after that commit when they are
 //! free, and in any case leased and checked again when it starts.
