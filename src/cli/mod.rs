@@ -20,6 +20,7 @@ mod progress;
 mod render_diag;
 mod run;
 mod schema;
+mod serve;
 mod show;
 mod validate;
 
@@ -199,6 +200,10 @@ pub enum Command {
     /// Roll back an uncommitted failover (the primary becomes active again).
     #[command(after_help = FOLLOWUP_HELP)]
     Rollback(followup::JobArgs),
+    /// Run the engine as a long-lived server with a local API: timers fire,
+    /// jobs progress, and the other commands reach it from any terminal.
+    #[command(after_help = serve::HELP)]
+    Serve(serve::ServeArgs),
 }
 
 const FOLLOWUP_HELP: &str = "\
@@ -265,6 +270,7 @@ pub fn main() -> ExitCode {
         Command::Failback(args) => followup::failback(&args, &cli.global),
         Command::ChangeRecoveryPoint(args) => followup::change_recovery_point(&args),
         Command::Rollback(args) => followup::rollback(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     exit.into()
 }
