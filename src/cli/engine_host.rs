@@ -290,7 +290,7 @@ const SERVER_START_GRACE: Duration = Duration::from_secs(3);
 /// (reached through its socket), or this process with the store opened.
 pub enum Session {
     Local(Arc<SledStore>),
-    Remote(Client),
+    Remote(Box<Client>),
 }
 
 impl Session {
@@ -308,7 +308,7 @@ impl Session {
                             pid = c.hello().pid,
                             "talking to the data directory's server"
                         );
-                        return Ok(Session::Remote(c));
+                        return Ok(Session::Remote(Box::new(c)));
                     }
                     Err(e @ ConnectError::Unauthorized { .. }) => {
                         eprintln!("drplan: {e}");
@@ -439,14 +439,14 @@ pub fn api_fail(e: ApiError) -> Fail {
 /// An engine a command acts through.
 pub enum Running {
     Local(Host),
-    Remote(Client),
+    Remote(Box<Client>),
 }
 
 impl Running {
     pub fn api(&self) -> &dyn Control {
         match self {
             Running::Local(h) => &h.engine,
-            Running::Remote(c) => c,
+            Running::Remote(c) => c.as_ref(),
         }
     }
 

@@ -156,7 +156,7 @@ impl Conn {
             Ok(super::server::Line::TooLong) => Err(ApiError::Connection(
                 "the server sent an answer too long to read".into(),
             )),
-            Ok(super::server::Line::Line) => {
+            Ok(super::server::Line::Full) => {
                 serde_json::from_slice(&self.buf).map(Some).map_err(|e| {
                     ApiError::Connection(format!("the server sent something unexpected: {e}"))
                 })

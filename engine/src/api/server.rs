@@ -291,7 +291,7 @@ impl Server {
                 )
                 .await;
                 let id = match first {
-                    Ok(Ok(Line::Line)) => proto::parse_request(&buf).ok().map(|p| p.id),
+                    Ok(Ok(Line::Full)) => proto::parse_request(&buf).ok().map(|p| p.id),
                     _ => None,
                 };
                 let line = Response::error(id, code, message).to_line();
@@ -315,7 +315,8 @@ impl Drop for Server {
 
 /// What reading one line gave.
 pub(crate) enum Line {
-    Line,
+    /// A complete line (or the last one, unterminated, at the end).
+    Full,
     TooLong,
     Eof,
 }
@@ -338,7 +339,7 @@ pub(crate) async fn read_line_limited<R: AsyncBufRead + Unpin>(
             } else if buf.is_empty() {
                 Line::Eof
             } else {
-                Line::Line
+                Line::Full
             });
         }
         let (chunk, found) = match avail.iter().position(|&b| b == b'\n') {
@@ -359,7 +360,7 @@ pub(crate) async fn read_line_limited<R: AsyncBufRead + Unpin>(
             if buf.last() == Some(&b'\r') {
                 buf.pop();
             }
-            return Ok(if too_long { Line::TooLong } else { Line::Line });
+            return Ok(if too_long { Line::TooLong } else { Line::Full });
         }
     }
 }
@@ -398,8 +399,8 @@ impl Connection {
                         self.config.max_line
                     ),
                 ),
-                Ok(Line::Line) if buf.iter().all(u8::is_ascii_whitespace) => continue,
-                Ok(Line::Line) => match proto::parse_request(&buf) {
+                Ok(Line::Full) if buf.iter().all(u8::is_ascii_whitespace) => continue,
+                Ok(Line::Full) => match proto::parse_request(&buf) {
                     Err(e) => Response::error(e.id, e.code, e.message),
                     Ok(req) => {
                         if let Auth::Token(expected) = &self.auth
@@ -694,17 +695,17 @@ mod tests {
         ));
         assert!(matches!(
             read_line_limited(&mut r, &mut buf, 5).await.unwrap(),
-            Line::Line
+            Line::Full
         ));
         assert_eq!(buf, b"abc");
         assert!(matches!(
             read_line_limited(&mut r, &mut buf, 5).await.unwrap(),
-            Line::Line
+            Line::Full
         ));
         assert_eq!(buf, b"");
         assert!(matches!(
             read_line_limited(&mut r, &mut buf, 5).await.unwrap(),
-            Line::Line
+            Line::Full
         ));
         assert_eq!(buf, b"xyz");
         assert!(matches!(
