@@ -335,6 +335,24 @@ fn a_store_held_by_a_run_is_reported_in_use_quickly_and_a_stale_socket_confuses_
     let serve = Serve::start(dir, &[]);
     let jobs = drplan(dir, &["jobs"]);
     expect_code(&jobs, 0);
+    // A server that hangs (stopped with SIGSTOP): the command gives up on
+    // it within its timeouts and says so, exit 2.
+    serve.signal(19);
+    let started = Instant::now();
+    let o = drplan(dir, &["jobs"]);
+    expect_code(&o, 2);
+    assert!(all(&o).contains("does not answer"), "{}", all(&o));
+    assert!(
+        all(&o).contains(&format!("pid {}", serve.child.id())),
+        "{}",
+        all(&o)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    serve.signal(18);
     assert!(serve.stop().success());
 }
 
