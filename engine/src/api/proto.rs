@@ -604,6 +604,51 @@ mod tests {
         );
     }
 
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64)
+        ))]
+
+        /// Any bytes: an answer, never a panic; an error always has a code
+        /// and a message.
+        #[test]
+        fn any_line_gets_an_answer(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Err(e) = parse_request(&bytes) {
+                proptest::prop_assert!(!e.code.is_empty() && !e.message.is_empty());
+            }
+        }
+
+        /// A valid request with one field replaced by junk is refused with
+        /// a located reason, or still valid; never a panic.
+        #[test]
+        fn damaged_requests_are_refused_cleanly(
+            field in proptest::sample::select(vec!["v", "id", "op", "args", "token", "job", "step", "by"]),
+            junk in proptest::prop_oneof![
+                proptest::strategy::Just(Value::Null),
+                proptest::num::i64::ANY.prop_map(Value::from),
+                ".{0,20}".prop_map(Value::from),
+                proptest::strategy::Just(serde_json::json!([1, {"a": null}])),
+                proptest::strategy::Just(serde_json::json!({"nested": {"deep": [true]}})),
+            ],
+        ) {
+            let mut v = serde_json::json!({
+                "v": 1, "id": 3, "op": "retry",
+                "args": {"job": 1, "step": "web/post/update-dns", "by": "al"},
+            });
+            if ["job", "step", "by"].contains(&field) {
+                v["args"][field] = junk;
+            } else {
+                v[field] = junk;
+            }
+            let line = serde_json::to_vec(&v).unwrap();
+            if let Err(e) = parse_request(&line) {
+                proptest::prop_assert!(!e.message.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn requests_round_trip_through_the_parser() {
         let r = Request {
