@@ -183,6 +183,8 @@ async fn a_drill_runs_end_to_end_through_the_client() {
         .await
         .expect("answered");
     wait(&c, job, |s| s == JobStatus::AwaitingCleanup).await;
+    // A subscription to this one job sees its cleanup.
+    let mut mine = c.subscribe(Some(job)).await.expect("subscribed to the job");
     // An action the core refuses comes back coded, not as a broken client.
     let again = c.answer_manual(job, manual, true, "bob", None).await;
     assert!(
@@ -193,6 +195,18 @@ async fn a_drill_runs_end_to_end_through_the_client() {
         .await
         .expect("cleanup");
     wait(&c, job, |s| s == JobStatus::TestCompleted).await;
+    let u = tokio::time::timeout(LIMIT, mine.next())
+        .await
+        .expect("the job's updates flow")
+        .expect("stream open");
+    assert_eq!(u.job, job);
+    assert!(
+        matches!(
+            &u.update,
+            Update::Recorded(drplan_engine::core::JobEvent::OperatorAction { by, .. }) if by == "bob"
+        ),
+        "{u:?}"
+    );
 
     let jobs = c.jobs().await.unwrap();
     assert_eq!(jobs.len(), 1);
