@@ -21,7 +21,12 @@
 //!   point checks, the capacity estimate.
 //! - [`runtime`]: the tokio `Engine` that performs the journal's effects
 //!   (fabric operations, scripts, timers, operator prompts).
+//! - [`api`]: the local API (`drplan serve`): a versioned line protocol, its
+//!   server and client, and the `Control` trait both an in-process engine
+//!   and a remote client implement.
 
+#[cfg(unix)]
+pub mod api;
 pub mod core;
 pub mod fabric;
 pub mod journal;

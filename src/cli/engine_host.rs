@@ -19,13 +19,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use drplan_engine::api::client::{Client, ConnectError, Timeouts};
+use drplan_engine::api::{ApiError, Control, SOCKET_FILE};
 use drplan_engine::fabric::{FaultSet, SimConfig, SimFabric, SimState};
 use drplan_engine::journal::{JobMeta, PlanRecord};
 use drplan_engine::plan::model::{Inventory, Plan};
 use drplan_engine::runtime::{Engine, EngineConfig, FabricPersistence, SystemClock};
 use drplan_engine::script::{RunnerConfig, ScriptRunner};
-use drplan_engine::store::sled_store::{SledStore, default_data_dir};
-use drplan_engine::store::{JobId, Store, codec};
+use drplan_engine::store::sled_store::{SledStore, default_data_dir, lock_holder};
+use drplan_engine::store::{JobId, Store, StoreError, codec};
 
 use super::Exit;
 
@@ -48,15 +50,6 @@ pub fn data_dir(given: Option<&Path>) -> Result<PathBuf, Fail> {
             Exit::CouldNotRun
         }),
     }
-}
-
-/// Open the store of `dir`. A store in use by another process is "could not
-/// run" (exit 2) with the store's message; opening never waits for it.
-pub fn open_store(dir: &Path) -> Result<Arc<SledStore>, Fail> {
-    SledStore::open(dir).map(Arc::new).map_err(|e| {
-        eprintln!("drplan: {e}");
-        Exit::CouldNotRun
-    })
 }
 
 /// The summary record of a job, read straight from the store.
@@ -311,4 +304,217 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
             eprintln!("drplan: cannot start the async runtime: {e}");
             Exit::CouldNotRun
         })
+}
+
+/// Open the store of `dir` in this process, for the commands that need the
+/// simulated world itself (protection management). The local API does not
+/// carry them yet, so with a server running they say so and exit 2; a
+/// store in use otherwise is "could not run" too, naming the holder.
+pub fn open_store(dir: &Path) -> Result<Arc<SledStore>, Fail> {
+    SledStore::open(dir).map(Arc::new).map_err(|e| {
+        match e {
+            StoreError::Locked { .. } => {
+                let holder = lock_holder(dir);
+                let serving = holder.as_deref().is_some_and(held_by_server);
+                let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
+                if serving {
+                    eprintln!(
+                        "drplan: the data directory {} is held by a `drplan serve`{who}; protection \
+                         commands do not go through the server yet: stop it and try again",
+                        dir.display()
+                    );
+                } else {
+                    eprintln!(
+                        "drplan: the data directory {} is in use by another drplan process{who}; \
+                         wait for it to finish and try again",
+                        dir.display()
+                    );
+                }
+            }
+            e => eprintln!("drplan: {e}"),
+        }
+        Exit::CouldNotRun
+    })
+}
+
+/// How long a command waits for a server that is starting (it holds the
+/// store but has not bound its socket yet) before saying the store is busy.
+const SERVER_START_GRACE: Duration = Duration::from_secs(3);
+
+/// Where a command's engine is: a `drplan serve` on the data directory
+/// (reached through its socket), or this process with the store opened.
+pub enum Session {
+    Local(Arc<SledStore>),
+    Remote(Box<Client>),
+}
+
+impl Session {
+    /// Reach the data directory's server, else open its store. Never waits
+    /// long: a socket that nobody answers on is stale (a killed server),
+    /// a store locked by a process that serves nothing is "in use" (exit 2,
+    /// naming the holder).
+    pub async fn open(dir: &Path) -> Result<Session, Fail> {
+        let deadline = tokio::time::Instant::now() + SERVER_START_GRACE;
+        loop {
+            if dir.join(SOCKET_FILE).exists() {
+                match Client::connect_dir(dir, Timeouts::default()).await {
+                    Ok(c) => {
+                        tracing::info!(
+                            pid = c.hello().pid,
+                            "talking to the data directory's server"
+                        );
+                        return Ok(Session::Remote(Box::new(c)));
+                    }
+                    Err(e @ ConnectError::Unauthorized { .. }) => {
+                        eprintln!("drplan: {e}");
+                        return Err(Exit::CouldNotRun);
+                    }
+                    // A socket left by a killed server, or a server that
+                    // hangs: the store's lock says which.
+                    Err(e) => tracing::info!(error = %e, "no server answers; opening the store"),
+                }
+            }
+            match SledStore::open(dir) {
+                Ok(s) => return Ok(Session::Local(Arc::new(s))),
+                Err(StoreError::Locked { .. }) => {
+                    let holder = lock_holder(dir);
+                    let serving = holder.as_deref().is_some_and(held_by_server);
+                    if serving && tokio::time::Instant::now() < deadline {
+                        // A server between taking the lock and binding its
+                        // socket: give it a moment.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
+                    if serving {
+                        eprintln!(
+                            "drplan: the data directory {} is held by a `drplan serve`{who} that does \
+                             not answer on {}; stop it (or wait for it to start) and try again",
+                            dir.display(),
+                            dir.join(SOCKET_FILE).display()
+                        );
+                    } else {
+                        eprintln!(
+                            "drplan: the data directory {} is in use by another drplan process{who}, \
+                             which does not serve the local API; wait for it to finish, or run \
+                             `drplan serve` so that commands can share the engine",
+                            dir.display()
+                        );
+                    }
+                    return Err(Exit::CouldNotRun);
+                }
+                Err(e) => {
+                    eprintln!("drplan: {e}");
+                    return Err(Exit::CouldNotRun);
+                }
+            }
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Session::Remote(_))
+    }
+
+    /// The summary record of a job.
+    pub async fn job_meta(&self, job: JobId) -> Result<Option<JobMeta>, Fail> {
+        match self {
+            Session::Local(store) => job_meta(store.as_ref(), job),
+            Session::Remote(c) => c.meta(job).await.map_err(api_fail),
+        }
+    }
+
+    /// Every job, oldest first.
+    pub async fn all_jobs(&self) -> Result<Vec<JobMeta>, Fail> {
+        match self {
+            Session::Local(store) => all_jobs(store.as_ref()),
+            Session::Remote(c) => c.jobs().await.map_err(api_fail),
+        }
+    }
+
+    /// The validated plan a job runs and its text.
+    pub async fn job_plan(&self, meta: &JobMeta) -> Result<(Plan, String), Fail> {
+        match self {
+            Session::Local(store) => {
+                let plan = job_plan(store.as_ref(), meta)?;
+                let text = store
+                    .text(&meta.plan_hash)
+                    .map_err(|e| {
+                        eprintln!("drplan: {e}");
+                        Exit::CouldNotRun
+                    })?
+                    .unwrap_or_default();
+                Ok((plan, text))
+            }
+            Session::Remote(c) => match c.plan(meta.id).await.map_err(api_fail)? {
+                Some(p) => Ok((p.plan, p.plan_text)),
+                None => {
+                    eprintln!("drplan: job {} does not exist", meta.id);
+                    Err(Exit::CouldNotRun)
+                }
+            },
+        }
+    }
+
+    /// The engine to act through: the server's, or one started here with
+    /// the world `load` builds (called only when hosting locally).
+    pub async fn engine(
+        self,
+        dir: &Path,
+        load: impl FnOnce() -> Result<(Inventory, SimWorld), Fail>,
+    ) -> Result<Running, Fail> {
+        match self {
+            Session::Remote(c) => Ok(Running::Remote(c)),
+            Session::Local(store) => {
+                let (inventory, world) = load()?;
+                Ok(Running::Local(
+                    Host::start(dir, store, inventory, world).await?,
+                ))
+            }
+        }
+    }
+}
+
+/// Whether a lock holder's text (`pid N: /path/drplan [opts] serve ...`)
+/// names a `drplan serve`.
+fn held_by_server(holder: &str) -> bool {
+    let mut words = holder.split_whitespace().skip(2);
+    let program = words.next().unwrap_or_default();
+    Path::new(program)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("drplan"))
+        && words.any(|w| w == "serve")
+}
+
+/// A failed API call: its message, and exit 2 (the caller maps refusals).
+pub fn api_fail(e: ApiError) -> Fail {
+    eprintln!("drplan: {e}");
+    Exit::CouldNotRun
+}
+
+/// An engine a command acts through.
+pub enum Running {
+    Local(Host),
+    Remote(Box<Client>),
+}
+
+impl Running {
+    pub fn api(&self) -> &dyn Control {
+        match self {
+            Running::Local(h) => &h.engine,
+            Running::Remote(c) => c.as_ref(),
+        }
+    }
+
+    /// Save the simulated world as it goes (a server saves its own).
+    pub fn save_world(&self) {
+        if let Running::Local(h) = self {
+            h.world.save();
+        }
+    }
+
+    pub async fn stop(self) {
+        if let Running::Local(h) = self {
+            h.stop().await;
+        }
+    }
 }

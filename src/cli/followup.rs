@@ -12,9 +12,9 @@ use drplan_engine::core::JobStatus;
 use drplan_engine::plan::compile::RecoveryPoint;
 use drplan_engine::plan::{Direction, FailoverKind, Operation};
 use drplan_engine::runtime::Submission;
-use drplan_engine::store::{JobId, Store};
+use drplan_engine::store::JobId;
 
-use super::engine_host::{self, Host, SimOptions, SimWorld};
+use super::engine_host::{self, Session, SimOptions, SimWorld};
 use super::graph::Kind;
 use super::progress::{FollowFormat, Follower};
 use super::run::{EngineOpts, RunArgs, default_by, parse_recovery_point};
@@ -177,60 +177,65 @@ fn follow_up_inner(a: &JobArgs, op: Operation) -> Result<Exit, Exit> {
         );
         return Err(Exit::CouldNotRun);
     }
-    let store = engine_host::open_store(&dir)?;
-    let Some(meta) = engine_host::job_meta(store.as_ref(), JobId(a.job))? else {
-        eprintln!(
-            "drplan: job {} does not exist in `{}`",
-            a.job,
-            dir.display()
-        );
-        return Err(Exit::CouldNotRun);
-    };
-    if let Some(why) = refusal(&meta, &op) {
-        eprintln!("drplan: cannot {}: {why}", verb(&op));
-        return Err(Exit::Problems);
-    }
-    // Commit etc. of a job that ended badly: the core's item check still
-    // decides, VM by VM (a failover that completed with errors may have
-    // failed some VMs over).
-    if matches!(meta.status, JobStatus::Cancelled) {
-        eprintln!(
-            "drplan: note: job {} was cancelled; the engine checks each VM's state",
-            meta.id
-        );
-    }
-    let plan = engine_host::job_plan(store.as_ref(), &meta)?;
-    let text = store
-        .text(&meta.plan_hash)
-        .map_err(|e| {
-            eprintln!("drplan: {e}");
-            Exit::CouldNotRun
-        })?
-        .unwrap_or_default();
-    let inventory = engine_host::load_inventory(opts.fabric.as_deref(), &plan)?;
-    let sim = SimOptions {
-        time_scale: opts.time_scale,
-        faults: None,
-    };
-    let world = SimWorld::load(&dir, &inventory, &sim)?;
     let rt = engine_host::runtime()?;
     let printer = opts.printer();
     let by = a.by.clone().unwrap_or_else(default_by);
-    let plan_name = plan.name.clone();
-    let parent = meta.id;
-    Ok(rt.block_on(async move {
-        let host = match Host::start(&dir, store, inventory, world).await {
-            Ok(h) => h,
-            Err(e) => return e,
+    let time_scale = opts.time_scale;
+    let fabric = opts.fabric.clone();
+    let wanted = a.job;
+    rt.block_on(async move {
+        let session = Session::open(&dir).await?;
+        let Some(meta) = session.job_meta(JobId(wanted)).await? else {
+            eprintln!("drplan: job {wanted} does not exist in `{}`", dir.display());
+            return Err(Exit::CouldNotRun);
         };
-        let updates = host.engine.subscribe_all();
+        if let Some(why) = refusal(&meta, &op) {
+            eprintln!("drplan: cannot {}: {why}", verb(&op));
+            return Err(Exit::Problems);
+        }
+        // Commit etc. of a job that ended badly: the core's item check still
+        // decides, VM by VM (a failover that completed with errors may have
+        // failed some VMs over).
+        if matches!(meta.status, JobStatus::Cancelled) {
+            eprintln!(
+                "drplan: note: job {} was cancelled; the engine checks each VM's state",
+                meta.id
+            );
+        }
+        let (plan, text) = session.job_plan(&meta).await?;
+        let plan_name = plan.name.clone();
+        let parent = meta.id;
+        let running = session
+            .engine(&dir, || {
+                let inventory = engine_host::load_inventory(fabric.as_deref(), &plan)?;
+                let sim = SimOptions {
+                    time_scale,
+                    faults: None,
+                };
+                let world = SimWorld::load(&dir, &inventory, &sim)?;
+                Ok((inventory, world))
+            })
+            .await?;
+        let api = running.api();
+        let updates = match api.subscribe(None).await {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("drplan: {e}");
+                running.stop().await;
+                return Err(Exit::CouldNotRun);
+            }
+        };
         let sub = Submission::new(plan, text, op, &by);
-        let job = match host.engine.submit(sub).await {
+        let job = match api.submit(sub, None).await {
             Ok(j) => j,
             Err(e) => {
                 eprintln!("drplan: cannot {} (after job {parent}): {e}", verb(&op));
-                host.stop().await;
-                return Exit::Problems;
+                running.stop().await;
+                return Ok(if e.is_refusal() {
+                    Exit::Problems
+                } else {
+                    Exit::CouldNotRun
+                });
             }
         };
         let head = format!("job {job}: {op} of plan {plan_name} (after job {parent})");
@@ -246,11 +251,10 @@ fn follow_up_inner(a: &JobArgs, op: Operation) -> Result<Exit, Exit> {
                 let _ = emit(&format!("{v}\n"));
             }
         }
-        let world = &host.world;
-        let exit = Follower::new(&host.engine, printer)
-            .follow(&[job], updates, &|| world.save())
+        let exit = Follower::new(api, printer)
+            .follow(&[job], updates, &|| running.save_world())
             .await;
-        host.stop().await;
-        exit
-    }))
+        running.stop().await;
+        Ok(exit)
+    })
 }

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Args;
+use drplan_engine::api::Control;
 use drplan_engine::journal::JobMeta;
-use drplan_engine::store::sled_store::{SledStore, default_data_dir};
-use drplan_engine::store::{Store, codec};
+use drplan_engine::store::sled_store::default_data_dir;
 
+use super::engine_host;
 use super::validate::OutputFormat;
 use super::{Exit, emit};
 
@@ -41,10 +42,7 @@ pub fn run(args: &JobsArgs) -> Exit {
     let metas = if dir.exists() {
         match read_jobs(&dir) {
             Ok(m) => m,
-            Err(e) => {
-                eprintln!("drplan: {e}");
-                return Exit::CouldNotRun;
-            }
+            Err(e) => return e,
         }
     } else {
         Vec::new()
@@ -59,16 +57,15 @@ pub fn run(args: &JobsArgs) -> Exit {
     }
 }
 
-fn read_jobs(dir: &std::path::Path) -> Result<Vec<JobMeta>, String> {
-    let store = SledStore::open(dir).map_err(|e| e.to_string())?;
-    let mut metas = Vec::new();
-    for (id, bytes) in store.jobs().map_err(|e| e.to_string())? {
-        let meta: JobMeta =
-            codec::decode(&bytes).map_err(|e| format!("job {id} in `{}`: {e}", dir.display()))?;
-        metas.push(meta);
-    }
-    metas.sort_by_key(|m| m.id);
-    Ok(metas)
+/// The jobs from the data directory's server, else from its store.
+fn read_jobs(dir: &std::path::Path) -> Result<Vec<JobMeta>, Exit> {
+    let rt = engine_host::runtime()?;
+    rt.block_on(async {
+        match engine_host::Session::open(dir).await? {
+            engine_host::Session::Local(store) => engine_host::all_jobs(store.as_ref()),
+            engine_host::Session::Remote(c) => c.jobs().await.map_err(engine_host::api_fail),
+        }
+    })
 }
 
 fn render(dir: &std::path::Path, metas: &[JobMeta]) -> String {

@@ -21,6 +21,7 @@ mod protect;
 mod render_diag;
 mod run;
 mod schema;
+mod serve;
 mod show;
 mod validate;
 
@@ -218,6 +219,10 @@ pub enum Command {
     /// Estimate the bandwidth and time initial and delta replication need.
     #[command(after_help = PROTECT_HELP)]
     Capacity(protect::CapacityArgs),
+    /// Run the engine as a long-lived server with a local API: timers fire,
+    /// jobs progress, and the other commands reach it from any terminal.
+    #[command(after_help = serve::HELP)]
+    Serve(serve::ServeArgs),
 }
 
 const PROTECT_HELP: &str = "\
@@ -305,6 +310,7 @@ pub fn main() -> ExitCode {
         Command::Vms(args) => protect::vms(&args),
         Command::RecoveryPoints(args) => protect::recovery_points(&args),
         Command::Capacity(args) => protect::capacity(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     exit.into()
 }

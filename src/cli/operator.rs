@@ -6,11 +6,10 @@
 use clap::Args;
 use drplan_engine::core::JobContext;
 use drplan_engine::journal::JobMeta;
-use drplan_engine::runtime::EngineError;
 use drplan_engine::store::JobId;
 
 use super::Exit;
-use super::engine_host::{self, Host, SimOptions, SimWorld};
+use super::engine_host::{self, Session, SimOptions, SimWorld};
 use super::progress::{Follower, close_matches, step_keys};
 use super::run::{EngineOpts, default_by};
 
@@ -215,54 +214,66 @@ fn act_inner(job: Option<JobId>, action: Option<Action>, opts: &EngineOpts) -> R
         }
         return Err(Exit::CouldNotRun);
     }
-    let store = engine_host::open_store(&dir)?;
-    // The jobs to follow, and the one whose inventory the fabric uses.
-    let (metas, main) = match job {
-        Some(j) => {
-            let Some(meta) = engine_host::job_meta(store.as_ref(), j)? else {
-                eprintln!("drplan: job {j} does not exist in `{}`", dir.display());
-                return Err(Exit::CouldNotRun);
-            };
-            (vec![meta.clone()], meta)
-        }
-        None => {
-            let unfinished: Vec<JobMeta> = engine_host::all_jobs(store.as_ref())?
-                .into_iter()
-                .filter(|m| !m.status.is_terminal())
-                .collect();
-            let Some(first) = unfinished.first().cloned() else {
-                let _ = super::emit(&format!("no unfinished jobs in `{}`\n", dir.display()));
-                return Ok(Exit::Ok);
-            };
-            (unfinished, first)
-        }
-    };
-    let plan = engine_host::job_plan(store.as_ref(), &main)?;
-    // Resolve the step before anything runs: a typo must not resume jobs.
-    let step = match action.as_ref().and_then(Action::step) {
-        Some(wanted) => {
-            let ctx = JobContext::new(&plan, main.operation);
-            Some(resolve_step(&main, &ctx, wanted)?)
-        }
-        None => None,
-    };
-    let inventory = engine_host::load_inventory(opts.fabric.as_deref(), &plan)?;
-    let sim = SimOptions {
-        time_scale: opts.time_scale,
-        faults: None,
-    };
-    let world = SimWorld::load(&dir, &inventory, &sim)?;
     let rt = engine_host::runtime()?;
     let printer = opts.printer();
-    let ids: Vec<JobId> = metas.iter().map(|m| m.id).collect();
-    let job_id = main.id;
-    Ok(rt.block_on(async move {
-        let host = match Host::start(&dir, store, inventory, world).await {
-            Ok(h) => h,
-            Err(e) => return e,
+    let time_scale = opts.time_scale;
+    let fabric = opts.fabric.clone();
+    rt.block_on(async move {
+        let session = Session::open(&dir).await?;
+        // The jobs to follow, and the one whose inventory the fabric uses.
+        let (metas, main) = match job {
+            Some(j) => {
+                let Some(meta) = session.job_meta(j).await? else {
+                    eprintln!("drplan: job {j} does not exist in `{}`", dir.display());
+                    return Err(Exit::CouldNotRun);
+                };
+                (vec![meta.clone()], meta)
+            }
+            None => {
+                let unfinished: Vec<JobMeta> = session
+                    .all_jobs()
+                    .await?
+                    .into_iter()
+                    .filter(|m| !m.status.is_terminal())
+                    .collect();
+                let Some(first) = unfinished.first().cloned() else {
+                    let _ = super::emit(&format!("no unfinished jobs in `{}`\n", dir.display()));
+                    return Ok(Exit::Ok);
+                };
+                (unfinished, first)
+            }
         };
-        let updates = host.engine.subscribe_all();
-        let e = &host.engine;
+        let (plan, _) = session.job_plan(&main).await?;
+        // Resolve the step before anything runs: a typo must not resume jobs.
+        let step = match action.as_ref().and_then(Action::step) {
+            Some(wanted) => {
+                let ctx = JobContext::new(&plan, main.operation);
+                Some(resolve_step(&main, &ctx, wanted)?)
+            }
+            None => None,
+        };
+        let running = session
+            .engine(&dir, || {
+                let inventory = engine_host::load_inventory(fabric.as_deref(), &plan)?;
+                let sim = SimOptions {
+                    time_scale,
+                    faults: None,
+                };
+                let world = SimWorld::load(&dir, &inventory, &sim)?;
+                Ok((inventory, world))
+            })
+            .await?;
+        let ids: Vec<JobId> = metas.iter().map(|m| m.id).collect();
+        let job_id = main.id;
+        let e = running.api();
+        let updates = match e.subscribe(None).await {
+            Ok(u) => u,
+            Err(err) => {
+                eprintln!("drplan: {err}");
+                running.stop().await;
+                return Err(Exit::CouldNotRun);
+            }
+        };
         let done = match (action, step) {
             (None, _) => Ok(()),
             (Some(Action::Ack { done, note, by, .. }), Some(s)) => {
@@ -277,18 +288,18 @@ fn act_inner(job: Option<JobId>, action: Option<Action>, opts: &EngineOpts) -> R
         };
         if let Err(err) = done {
             eprintln!("drplan: job {job_id}: {err}");
-            host.stop().await;
-            return match err {
-                // The core said no (not waiting, already finished, ...).
-                EngineError::Journal(_) | EngineError::UnknownJob(_) => Exit::Problems,
-                _ => Exit::CouldNotRun,
-            };
+            running.stop().await;
+            // The core said no (not waiting, already finished, ...): 1.
+            return Ok(if err.is_refusal() {
+                Exit::Problems
+            } else {
+                Exit::CouldNotRun
+            });
         }
-        let world = &host.world;
-        let exit = Follower::new(&host.engine, printer)
-            .follow(&ids, updates, &|| world.save())
+        let exit = Follower::new(e, printer)
+            .follow(&ids, updates, &|| running.save_world())
             .await;
-        host.stop().await;
-        exit
-    }))
+        running.stop().await;
+        Ok(exit)
+    })
 }

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::ValueEnum;
+use drplan_engine::api::{Control, Updates};
 use drplan_engine::core::{
     AwaitReason, JobContext, JobEvent, JobState, JobStatus, OperatorAction, Outcome, StepState,
     TimerId,
 };
 use drplan_engine::plan::compile::NodeKind;
 use drplan_engine::plan::model::StepAction;
-use drplan_engine::runtime::{Engine, JobUpdate, JobUpdates, Update};
+use drplan_engine::runtime::{JobUpdate, Update};
 use drplan_engine::store::JobId;
 use serde_json::json;
 
@@ -123,7 +124,8 @@ fn key(ctx: &JobContext, step: usize) -> String {
 
 /// Follows jobs until each one ends or waits for an operator.
 pub struct Follower<'a> {
-    pub engine: &'a Engine,
+    /// The engine in this process, or a `drplan serve` through its API.
+    pub engine: &'a dyn Control,
     pub printer: Printer,
     contexts: HashMap<JobId, Arc<JobContext>>,
     /// When each running attempt was seen to start (for durations).
@@ -131,7 +133,7 @@ pub struct Follower<'a> {
 }
 
 impl<'a> Follower<'a> {
-    pub fn new(engine: &'a Engine, printer: Printer) -> Follower<'a> {
+    pub fn new(engine: &'a dyn Control, printer: Printer) -> Follower<'a> {
         Follower {
             engine,
             printer,
@@ -157,7 +159,7 @@ impl<'a> Follower<'a> {
     pub async fn follow(
         &mut self,
         jobs: &[JobId],
-        mut updates: JobUpdates,
+        mut updates: Updates,
         on_step: &dyn Fn(),
     ) -> Exit {
         let mut pending: BTreeSet<JobId> = jobs.iter().copied().collect();
@@ -203,12 +205,7 @@ impl<'a> Follower<'a> {
 
     /// Print the updates already published (and those a few milliseconds
     /// away: publishing follows the durable write).
-    async fn drain(
-        &mut self,
-        jobs: &BTreeSet<JobId>,
-        updates: &mut JobUpdates,
-        on_step: &dyn Fn(),
-    ) {
+    async fn drain(&mut self, jobs: &BTreeSet<JobId>, updates: &mut Updates, on_step: &dyn Fn()) {
         while let Ok(Some(u)) =
             tokio::time::timeout(Duration::from_millis(30), updates.next()).await
         {

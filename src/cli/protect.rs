@@ -391,7 +391,9 @@ async fn submit_and_follow(
     });
     let world = &host.world;
     let exit = Follower::new(&host.engine, printer.clone())
-        .follow(&[id], updates, &|| world.save())
+        .follow(&[id], drplan_engine::api::Updates::Local(updates), &|| {
+            world.save()
+        })
         .await;
     ticker.abort();
     if printer.format == FollowFormat::Human && !printer.quiet && exit == Exit::Ok {

@@ -13,7 +13,7 @@ use drplan_engine::plan::model::{Plan, StepAction};
 use drplan_engine::plan::{Direction, Operation};
 use drplan_engine::runtime::Submission;
 
-use super::engine_host::{self, Host, SimOptions, SimWorld};
+use super::engine_host::{self, Running, Session, SimOptions, SimWorld};
 use super::graph::Kind;
 use super::progress::{FollowFormat, Follower, Printer};
 use super::render_diag::{Renderer, Sources};
@@ -214,29 +214,51 @@ fn run_inner(args: &RunArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
     }
     let by = args.by.clone().unwrap_or_else(default_by);
 
-    // 3. The engine.
+    // 3. The engine: the data directory's server, or one hosted here.
     let dir = engine_host::data_dir(args.engine.data_dir.as_deref())?;
-    let store = engine_host::open_store(&dir)?;
     let opts = SimOptions {
         time_scale: args.engine.time_scale,
         faults: Some(faults),
     };
-    let world = SimWorld::load(&dir, &inventory, &opts)?;
     let rt = engine_host::runtime()?;
     let printer = args.engine.printer();
     let detach = args.detach;
     let explicit_rp = args.recovery_point;
     let plan_name = plan.name.clone();
     Ok(rt.block_on(async move {
-        let host = match Host::start(&dir, store, inventory, world).await {
-            Ok(h) => h,
+        let session = match Session::open(&dir).await {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        // A server gets the faults as text (those of a fault file too) and
+        // puts them in force on its own fabric, replacing the previous ones
+        // as a hosted run does.
+        let remote_faults = session.is_remote().then(|| {
+            opts.faults
+                .iter()
+                .flat_map(|set| set.faults.iter().map(ToString::to_string))
+                .collect::<Vec<String>>()
+        });
+        let running = match session
+            .engine(&dir, || {
+                let world = SimWorld::load(&dir, &inventory, &opts)?;
+                Ok((inventory, world))
+            })
+            .await
+        {
+            Ok(r) => r,
             Err(e) => return e,
         };
         // An explicit recovery point must exist for every VM (the list
         // `drplan recovery-points VM` shows): refused before the job starts,
-        // naming each VM without one, rather than failing VM by VM.
-        if let (Some(rp), Some(drplan_engine::plan::FailoverKind::Unplanned)) =
-            (explicit_rp, op.kind())
+        // naming each VM without one, rather than failing VM by VM. Checked
+        // here when this process hosts the engine; a server's fabric refuses
+        // a missing point when the failover step runs.
+        if let (
+            Running::Local(host),
+            Some(rp),
+            Some(drplan_engine::plan::FailoverKind::Unplanned),
+        ) = (&running, explicit_rp, op.kind())
         {
             let vms: Vec<&str> = plan
                 .groups
@@ -252,20 +274,32 @@ fn run_inner(args: &RunArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
                     eprintln!("  {p}");
                 }
                 eprintln!("  `drplan recovery-points VM` lists the points each VM keeps");
-                host.stop().await;
+                running.stop().await;
                 return Exit::Problems;
             }
         }
-        let updates = host.engine.subscribe_all();
+        let api = running.api();
+        let updates = match api.subscribe(None).await {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("drplan: {e}");
+                running.stop().await;
+                return Exit::CouldNotRun;
+            }
+        };
         let sub = Submission::new(plan, text, op, &by);
-        let job = match host.engine.submit(sub).await {
+        let job = match api.submit(sub, remote_faults).await {
             Ok(j) => j,
             Err(e) => {
                 eprintln!("drplan: cannot submit: {e}");
-                host.stop().await;
+                running.stop().await;
                 // A refusal of the core (VMs busy, not ready): a problem,
                 // not a usage error.
-                return Exit::Problems;
+                return if e.is_refusal() {
+                    Exit::Problems
+                } else {
+                    Exit::CouldNotRun
+                };
             }
         };
         let head = format!("job {job}: {op} of plan {plan_name}");
@@ -283,15 +317,14 @@ fn run_inner(args: &RunArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
         }
         if detach {
             // The job is durable and started; the next command that opens
-            // the store resumes it.
-            host.stop().await;
+            // the store resumes it (a server runs it on).
+            running.stop().await;
             return Exit::Ok;
         }
-        let world = &host.world;
-        let exit = Follower::new(&host.engine, printer)
-            .follow(&[job], updates, &|| world.save())
+        let exit = Follower::new(api, printer)
+            .follow(&[job], updates, &|| running.save_world())
             .await;
-        host.stop().await;
+        running.stop().await;
         exit
     }))
 }

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Args;
+use drplan_engine::api::Control;
+use drplan_engine::api::client::Client;
 use drplan_engine::core::{JobContext, JobEvent, JobState, Outcome, StepState};
 use drplan_engine::journal::{JobMeta, Journal};
+use drplan_engine::store::sled_store::SledStore;
 use drplan_engine::store::{JobId, Store};
 use serde::Serialize;
 
@@ -242,6 +245,52 @@ pub fn human(v: &JobView) -> String {
     o
 }
 
+type Read = (JobMeta, JobState, Arc<JobContext>, Vec<JobEvent>);
+
+/// The job straight from the store (no engine runs).
+fn read_local(dir: &std::path::Path, store: Arc<SledStore>, job: JobId) -> Result<Read, Exit> {
+    let Some(meta) = engine_host::job_meta(store.as_ref(), job)? else {
+        eprintln!("drplan: job {job} does not exist in `{}`", dir.display());
+        return Err(Exit::CouldNotRun);
+    };
+    let plan = engine_host::job_plan(store.as_ref(), &meta)?;
+    let ctx = Arc::new(JobContext::new(&plan, meta.operation));
+    let store: Arc<dyn Store> = store;
+    let journal = Journal::open(store).map_err(|e| {
+        eprintln!("drplan: {e}");
+        Exit::CouldNotRun
+    })?;
+    let fail = |e: drplan_engine::journal::JournalError| {
+        eprintln!("drplan: job {job}: {e}");
+        Exit::CouldNotRun
+    };
+    let st = journal.job(job).map_err(fail)?.ok_or_else(|| {
+        eprintln!("drplan: job {job} does not exist");
+        Exit::CouldNotRun
+    })?;
+    let events = journal.events(job).map_err(fail)?;
+    Ok((meta, st, ctx, events))
+}
+
+/// The job from the data directory's server.
+async fn read_remote(dir: &std::path::Path, c: &Client, job: JobId) -> Result<Read, Exit> {
+    let Some(meta) = c.meta(job).await.map_err(engine_host::api_fail)? else {
+        eprintln!("drplan: job {job} does not exist in `{}`", dir.display());
+        return Err(Exit::CouldNotRun);
+    };
+    let ctx = c.context(job).await.map_err(engine_host::api_fail)?;
+    let st = c
+        .job(job)
+        .await
+        .map_err(engine_host::api_fail)?
+        .ok_or_else(|| {
+            eprintln!("drplan: job {job} does not exist");
+            Exit::CouldNotRun
+        })?;
+    let events = c.events(job).await.map_err(engine_host::api_fail)?;
+    Ok((meta, st, ctx, events))
+}
+
 pub fn run(args: &ShowArgs) -> Exit {
     match run_inner(args) {
         Ok(e) | Err(e) => e,
@@ -258,27 +307,13 @@ fn run_inner(args: &ShowArgs) -> Result<Exit, Exit> {
         );
         return Err(Exit::CouldNotRun);
     }
-    let store = engine_host::open_store(&dir)?;
-    let Some(meta) = engine_host::job_meta(store.as_ref(), job)? else {
-        eprintln!("drplan: job {job} does not exist in `{}`", dir.display());
-        return Err(Exit::CouldNotRun);
-    };
-    let plan = engine_host::job_plan(store.as_ref(), &meta)?;
-    let ctx = JobContext::new(&plan, meta.operation);
-    let store: Arc<dyn Store> = store;
-    let journal = Journal::open(store).map_err(|e| {
-        eprintln!("drplan: {e}");
-        Exit::CouldNotRun
+    let rt = engine_host::runtime()?;
+    let (meta, st, ctx, events) = rt.block_on(async {
+        match engine_host::Session::open(&dir).await? {
+            engine_host::Session::Local(store) => read_local(&dir, store, job),
+            engine_host::Session::Remote(c) => read_remote(&dir, &c, job).await,
+        }
     })?;
-    let fail = |e: drplan_engine::journal::JournalError| {
-        eprintln!("drplan: job {job}: {e}");
-        Exit::CouldNotRun
-    };
-    let st = journal.job(job).map_err(fail)?.ok_or_else(|| {
-        eprintln!("drplan: job {job} does not exist");
-        Exit::CouldNotRun
-    })?;
-    let events = journal.events(job).map_err(fail)?;
     let v = view(&meta, &st, &ctx, &events);
     Ok(match args.format {
         OutputFormat::Json => {

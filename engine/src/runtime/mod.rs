@@ -170,6 +170,20 @@ impl JobUpdates {
             }
         }
     }
+
+    /// Like [`JobUpdates::next`], but a subscriber that fell behind is told
+    /// (`Err(missed)`) instead of skipping silently: the local API ends a
+    /// lagging remote subscription with that count rather than hide a gap.
+    pub async fn next_or_lag(&mut self) -> Option<Result<JobUpdate, u64>> {
+        loop {
+            match self.rx.recv().await {
+                Ok(u) if self.job.is_none_or(|j| j == u.job) => return Some(Ok(u)),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => return Some(Err(n)),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
 }
 
 /// What the runtime needs about a job to perform its effects.

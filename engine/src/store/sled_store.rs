@@ -592,7 +592,10 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         .open(&path)
         .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => {
+            record_holder(&file);
+            Ok(file)
+        }
         Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
             dir: dir.to_path_buf(),
         }),
@@ -600,6 +603,38 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
             Err(StoreError::io(format!("locking {}", path.display()), e))
         }
     }
+}
+
+/// Who holds a data directory's lock, as the holder wrote it into the lock
+/// file: its pid and command line (`pid 4242: drplan run plans/x.yaml ...`).
+/// `None` when the file is missing, empty or unreadable. Only meaningful
+/// while the lock is held (a released lock keeps its last holder's text).
+pub fn lock_holder(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join(LOCK_FILE)).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// Writes this process's pid and command line into the lock file it holds,
+/// so that another process refused the lock can say who has it. Best
+/// effort: the lock itself is the `flock`, not the text.
+fn record_holder(mut file: &File) {
+    use std::io::{Seek, Write};
+    let command: Vec<String> = std::env::args()
+        .take(16)
+        .map(|a| {
+            if a.len() > 200 {
+                format!("{}...", &a[..a.floor_char_boundary(200)])
+            } else {
+                a
+            }
+        })
+        .collect();
+    let text = format!("pid {}: {}\n", std::process::id(), command.join(" "));
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(text.as_bytes()));
 }
 
 /// Opens sled, turning its failures (and panics) into store errors.

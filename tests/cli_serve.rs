@@ -1,0 +1,602 @@
+//! `drplan serve` and the commands that reach it, through the built binary:
+//! a server in the background, the other commands as separate processes.
+//! While a server runs it holds the store, so every command that succeeds
+//! here went through its API.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One test at a time: servers and runs share the machine's two cores, and
+/// the timing assertions ("quickly") need them.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn plan() -> String {
+    root().join("plans/three-tier.yaml").display().to_string()
+}
+
+fn fabric() -> String {
+    root().join("plans/fabric.yaml").display().to_string()
+}
+
+fn cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_drplan"));
+    c.args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("DRPLAN_DATA_DIR")
+        .env("USER", "alice")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    c
+}
+
+fn drplan(dir: &Path, args: &[&str]) -> Output {
+    cmd(dir, args).output().expect("drplan runs")
+}
+
+fn all(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[track_caller]
+fn expect_code(o: &Output, want: i32) {
+    assert_eq!(o.status.code(), Some(want), "output:\n{}", all(o));
+}
+
+/// A `drplan serve` child, stopped (SIGTERM) when dropped.
+struct Serve {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Serve {
+    fn start(dir: &Path, extra: &[&str]) -> Serve {
+        let fabric = fabric();
+        let mut args = vec!["serve", "--fabric", fabric.as_str()];
+        if !extra.contains(&"--time-scale") {
+            args.extend(["--time-scale", "0.001"]);
+        }
+        args.extend_from_slice(extra);
+        let child = cmd(dir, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let mut s = Serve {
+            child,
+            socket: dir.join("drplan.sock"),
+        };
+        s.wait_listening();
+        s
+    }
+
+    /// Until the server printed its listening lines (it binds first).
+    fn wait_listening(&mut self) {
+        let stdout = self.child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("listening on unix:") => break,
+                Some(Ok(_)) => {}
+                _ => {
+                    let _ = self.child.kill();
+                    let o = self.child.wait_with_output_ref();
+                    panic!("serve did not start: {o}");
+                }
+            }
+            assert!(Instant::now() < deadline, "serve takes too long to start");
+        }
+        // Keep reading its stdout so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc_kill(self.child.id() as i32, sig) };
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(15);
+        let status = wait_bounded(&mut self.child);
+        std::mem::forget(self);
+        status
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+}
+
+trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl WaitRef for Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        let _ = self.wait();
+        let mut err = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        err
+    }
+}
+
+fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not stop within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn show_json(dir: &Path, job: &str) -> Value {
+    let o = drplan(dir, &["show", job, "--format", "json"]);
+    expect_code(&o, 0);
+    serde_json::from_slice(&o.stdout).expect("show prints JSON")
+}
+
+#[test]
+fn a_drill_runs_through_the_server_from_other_processes() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let serve = Serve::start(&dir, &[]);
+    assert_eq!(mode(&dir), 0o700, "data directory");
+    assert_eq!(mode(&serve.socket), 0o600, "socket");
+
+    let plan = plan();
+    let run = drplan(&dir, &["run", &plan, "--failover", "test"]);
+    expect_code(&run, 0);
+    let text = out(&run);
+    assert!(
+        text.starts_with("job 1: test failover of plan orders\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok        database/vm/sql-01/create-test-vm"),
+        "{text}"
+    );
+    assert!(
+        text.contains("drplan ack 1 application/post/verify-health --by NAME"),
+        "{text}"
+    );
+
+    let jobs = drplan(&dir, &["jobs"]);
+    expect_code(&jobs, 0);
+    assert!(
+        out(&jobs).contains("waiting for operator"),
+        "{}",
+        out(&jobs)
+    );
+
+    let ack = drplan(
+        &dir,
+        &["ack", "1", "application/post/verify-health", "--by", "bob"],
+    );
+    expect_code(&ack, 0);
+    assert!(
+        out(&ack).contains("answered  application/post/verify-health done by bob"),
+        "{}",
+        out(&ack)
+    );
+    assert!(
+        out(&ack).contains("drplan cleanup 1 --notes TEXT"),
+        "{}",
+        out(&ack)
+    );
+
+    // A typo'd step is caught before anything is sent (exit 2, a hint).
+    let typo = drplan(&dir, &["retry", "1", "application/post/verify-helth"]);
+    expect_code(&typo, 2);
+    assert!(all(&typo).contains("did you mean"), "{}", all(&typo));
+    // An action the engine refuses: exit 1, its reason.
+    let refused = drplan(&dir, &["ack", "1", "application/post/verify-health"]);
+    expect_code(&refused, 1);
+
+    let cleanup = drplan(
+        &dir,
+        &["cleanup", "1", "--notes", "drill ok", "--by", "bob"],
+    );
+    expect_code(&cleanup, 0);
+    assert!(
+        out(&cleanup).contains("job 1 test completed"),
+        "{}",
+        out(&cleanup)
+    );
+
+    let v = show_json(&dir, "1");
+    assert_eq!(v["status"], "test completed");
+    assert_eq!(v["test"]["notes"], "drill ok");
+    let unknown = drplan(&dir, &["show", "7"]);
+    expect_code(&unknown, 2);
+    assert!(
+        all(&unknown).contains("job 7 does not exist"),
+        "{}",
+        all(&unknown)
+    );
+
+    let status = serve.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(!dir.join("drplan.sock").exists(), "the socket is removed");
+    // Without a server the commands host the engine themselves again.
+    let jobs = drplan(&dir, &["jobs", "--format", "json"]);
+    expect_code(&jobs, 0);
+    let v: Value = serde_json::from_slice(&jobs.stdout).unwrap();
+    assert_eq!(v[0]["status"], "test-completed", "{v}");
+}
+
+#[test]
+fn a_store_held_by_a_run_is_reported_in_use_quickly_and_a_stale_socket_confuses_no_one() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plan = plan();
+    // A run at realistic speed holds the store for minutes.
+    let mut run = cmd(
+        dir,
+        &["run", &plan, "--failover", "test", "--time-scale", "1"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(dir.join("drplan.lock"))
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the run never took the store");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for args in [
+        &["jobs"][..],
+        &["show", "1"],
+        &["resume", "1"],
+        &["cancel", "1"],
+    ] {
+        let started = Instant::now();
+        let o = drplan(dir, args);
+        expect_code(&o, 2);
+        let text = all(&o);
+        assert!(
+            text.contains("is in use by another drplan process"),
+            "{args:?}: {text}"
+        );
+        assert!(
+            text.contains(&format!("pid {}", run.id())),
+            "{args:?}: {text}"
+        );
+        assert!(text.contains("run"), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+    // A server cannot start on it either.
+    let o = drplan(dir, &["serve", "--fabric", &fabric()]);
+    expect_code(&o, 2);
+    assert!(all(&o).contains("in use"), "{}", all(&o));
+    let _ = run.kill();
+    let _ = run.wait();
+
+    // A socket file left behind (a killed server's): ignored by commands,
+    // replaced by the next server.
+    drop(std::os::unix::net::UnixListener::bind(dir.join("drplan.sock")).unwrap());
+    let jobs = drplan(dir, &["jobs"]);
+    expect_code(&jobs, 0);
+    let serve = Serve::start(dir, &[]);
+    let jobs = drplan(dir, &["jobs"]);
+    expect_code(&jobs, 0);
+    // A server that hangs (stopped with SIGSTOP): the command gives up on
+    // it within its timeouts and says so, exit 2.
+    serve.signal(19);
+    let started = Instant::now();
+    let o = drplan(dir, &["jobs"]);
+    expect_code(&o, 2);
+    assert!(all(&o).contains("does not answer"), "{}", all(&o));
+    assert!(
+        all(&o).contains(&format!("pid {}", serve.child.id())),
+        "{}",
+        all(&o)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    serve.signal(18);
+    assert!(serve.stop().success());
+}
+
+#[test]
+fn a_server_killed_mid_job_resumes_it_when_started_again() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plan = plan();
+    // Slow enough (time scale 0.05: a VM operation takes seconds) to be
+    // killed mid-job.
+    let serve = Serve::start(dir, &["--time-scale", "0.05"]);
+    let run = drplan(
+        dir,
+        &[
+            "run",
+            &plan,
+            "--failover",
+            "planned",
+            "--detach",
+            "--format",
+            "json",
+        ],
+    );
+    expect_code(&run, 0);
+    // Wait until some step finished and some is still to come.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = show_json(dir, "1");
+        let steps = v["steps"].as_array().unwrap();
+        let done = steps.iter().filter(|s| s["state"] == "succeeded").count();
+        if done >= 1 {
+            assert_eq!(v["status"], "in progress", "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no step finished: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    serve.kill9();
+    assert!(
+        dir.join("drplan.sock").exists(),
+        "a killed server leaves its socket"
+    );
+
+    let serve = Serve::start(dir, &[]);
+    // `resume` through the restarted server follows the job to its manual
+    // step; then the operator answers and it finishes.
+    let resumed = drplan(dir, &["resume", "1"]);
+    expect_code(&resumed, 0);
+    assert!(
+        out(&resumed).contains("drplan ack 1 application/post/verify-health"),
+        "{}",
+        out(&resumed)
+    );
+    let ack = drplan(
+        dir,
+        &["ack", "1", "application/post/verify-health", "--by", "bob"],
+    );
+    expect_code(&ack, 0);
+    assert!(out(&ack).contains("job 1 succeeded"), "{}", out(&ack));
+    let v = show_json(dir, "1");
+    assert_eq!(v["status"], "succeeded");
+    for s in v["steps"].as_array().unwrap() {
+        assert!(
+            ["succeeded", "skipped"].contains(&s["state"].as_str().unwrap()),
+            "{s}"
+        );
+    }
+    assert!(serve.stop().success());
+}
+
+#[test]
+fn tcp_is_loopback_only_with_a_token_that_scripts_never_see() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let token_file = tmp.path().join("token");
+    let token_s = token_file.display().to_string();
+
+    // Not loopback: refused without --allow-remote, before anything opens.
+    let o = drplan(
+        &dir,
+        &[
+            "serve",
+            "--fabric",
+            &fabric(),
+            "--listen",
+            "0.0.0.0:0",
+            "--token-file",
+            &token_s,
+        ],
+    );
+    expect_code(&o, 2);
+    assert!(all(&o).contains("--allow-remote"), "{}", all(&o));
+    assert!(!token_file.exists());
+    // --listen without a token file: a usage error.
+    let o = drplan(
+        &dir,
+        &["serve", "--fabric", &fabric(), "--listen", "127.0.0.1:0"],
+    );
+    expect_code(&o, 2);
+
+    // A plan whose script writes its whole environment to a file.
+    let env_out = tmp.path().join("script-env.txt");
+    let plan_file = tmp.path().join("env-plan.yaml");
+    std::fs::write(
+        &plan_file,
+        format!(
+            "drplan: 1\nname: envdump\nsource: primary-vmm/gold\ntarget: secondary-vmm/gold-dr\n\
+             fabric: {}\ngroups:\n  - name: web\n    vms: [web-01]\n    pre:\n      - name: dump\n        \
+             shell: env > {}\n",
+            fabric(),
+            env_out.display()
+        ),
+    )
+    .unwrap();
+
+    let serve = Serve::start(&dir, &["--listen", "127.0.0.1:0", "--token-file", &token_s]);
+    assert_eq!(mode(&token_file), 0o600);
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64);
+
+    let run = drplan(
+        &dir,
+        &["run", plan_file.to_str().unwrap(), "--failover", "test"],
+    );
+    expect_code(&run, 0);
+    let env = std::fs::read_to_string(&env_out).expect("the script ran");
+    assert!(env.contains("DRPLAN_JOB_ID=1"), "{env}");
+    assert!(
+        !env.contains(&token),
+        "the token leaked into a script's environment:\n{env}"
+    );
+
+    // Refusals over TCP, seen with a raw client.
+    let port = tcp_port(&serve);
+    // At most `n` answer lines, or fewer if the server closes first.
+    let ask = |line: &str, n: usize| -> Vec<Value> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(line.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        for l in BufReader::new(s).lines().take(n) {
+            match l {
+                Ok(l) => got.push(serde_json::from_str(&l).unwrap()),
+                Err(_) => break,
+            }
+        }
+        got
+    };
+    let no_token = ask("{\"v\":1,\"id\":1,\"op\":\"jobs\"}\n", 2);
+    assert_eq!(
+        no_token.len(),
+        1,
+        "answered once, then closed: {no_token:?}"
+    );
+    assert_eq!(no_token[0]["error"]["code"], "unauthorized");
+    let wrong = ask("{\"v\":1,\"id\":1,\"op\":\"jobs\",\"token\":\"nope\"}\n", 2);
+    assert_eq!(wrong[0]["error"]["code"], "unauthorized");
+    assert!(
+        wrong[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wrong token")
+    );
+    let right = ask(
+        &format!("{{\"v\":1,\"id\":1,\"op\":\"jobs\",\"token\":\"{token}\"}}\n"),
+        1,
+    );
+    assert_eq!(
+        right[0]["ok"]["jobs"][0]["plan_name"], "envdump",
+        "{right:?}"
+    );
+
+    assert!(serve.stop().success());
+    assert!(!token_file.exists(), "the token file goes with the server");
+}
+
+/// The TCP port a server listens on, from the lines it printed.
+fn tcp_port(serve: &Serve) -> u16 {
+    // The listening lines were consumed at start; find the port from the
+    // process's sockets in /proc instead (Linux).
+    let pid = serve.child.id();
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let s = l.display().to_string();
+            s.strip_prefix("socket:[")
+                .map(|r| r.trim_end_matches(']').to_string())
+        })
+        .collect();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    for line in tcp.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // local_address, st == 0A (LISTEN), inode
+        if cols.len() > 9 && cols[3] == "0A" && inodes.contains(&cols[9].to_string()) {
+            let port = cols[1].rsplit(':').next().unwrap();
+            return u16::from_str_radix(port, 16).unwrap();
+        }
+    }
+    panic!("the server listens on no TCP port");
+}
+
+#[test]
+fn another_user_is_refused_even_when_it_can_reach_the_socket() {
+    let _g = serial();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { geteuid() } != 0 {
+        eprintln!(
+            "not root: cannot run a client as another user here; covered by the uid check in api::server"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let serve = Serve::start(&dir, &[]);
+    // Misconfigure on purpose: open the directory, the socket and the path
+    // to it to everyone, so only the peer check stands in the way.
+    for p in [tmp.path(), dir.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&serve.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = {
+        use std::os::unix::process::CommandExt;
+        cmd(&dir, &["jobs"])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("runs as nobody")
+    };
+    expect_code(&o, 2);
+    let text = all(&o);
+    assert!(text.contains("refused this client"), "{text}");
+    assert!(text.contains("user id 65534"), "{text}");
+    // The owner is still served.
+    let mine = drplan(&dir, &["jobs"]);
+    expect_code(&mine, 0);
+    assert!(serve.stop().success());
+}
+
+unsafe extern "C" {
+    fn geteuid() -> u32;
+}
