@@ -16,6 +16,8 @@
 //!   reopen and resume jobs.
 //! - [`script`]: runs one attempt of a script step as a child process in
 //!   its own process group (timeouts, bounded output, published values).
+//! - [`report`]: the timeline of a job (critical path, achieved RTO,
+//!   verdict) computed from its record, for `show`, `report` and `history`.
 //! - [`runtime`]: the tokio `Engine` that performs the journal's effects
 //!   (fabric operations, scripts, timers, operator prompts).
 
@@ -23,6 +25,7 @@ pub mod core;
 pub mod fabric;
 pub mod journal;
 pub mod plan;
+pub mod report;
 #[cfg(unix)]
 pub mod runtime;
 #[cfg(unix)]
