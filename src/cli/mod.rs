@@ -14,10 +14,12 @@
 mod engine_host;
 mod followup;
 mod graph;
+mod history;
 mod jobs;
 mod operator;
 mod progress;
 mod render_diag;
+mod report;
 mod run;
 mod schema;
 mod show;
@@ -199,7 +201,27 @@ pub enum Command {
     /// Roll back an uncommitted failover (the primary becomes active again).
     #[command(after_help = FOLLOWUP_HELP)]
     Rollback(followup::JobArgs),
+    /// Write a job's audit report (Markdown, or one self-contained HTML page
+    /// with a Gantt chart): outcome, achieved RTO, durations, failures.
+    #[command(after_help = REPORT_HELP)]
+    Report(report::ReportArgs),
+    /// List every plan the store has run, with its last test failover and
+    /// its last planned or unplanned failover (date, outcome, achieved RTO).
+    Plans(history::PlansArgs),
+    /// List the runs of one plan (by name or plan file) with the RTO trend.
+    History(history::HistoryArgs),
 }
+
+const REPORT_HELP: &str = "\
+Examples:
+  drplan report 1 > drill.md
+  drplan report 1 --format html -o drill.html
+
+Outcome: SUCCESS, WARNINGS (ended well, but a step was retried or skipped,
+an optional step failed, an output warns, or a test was forcibly ended),
+ERRORS (failed, completed with errors, cleanup incomplete), CANCELLED, or
+IN PROGRESS. Achieved RTO: from the job's start until the last required
+(not optional) VM was running.";
 
 const FOLLOWUP_HELP: &str = "\
 The lifecycle after a planned or unplanned failover (job 1):
@@ -265,6 +287,9 @@ pub fn main() -> ExitCode {
         Command::Failback(args) => followup::failback(&args, &cli.global),
         Command::ChangeRecoveryPoint(args) => followup::change_recovery_point(&args),
         Command::Rollback(args) => followup::rollback(&args),
+        Command::Report(args) => report::run(&args),
+        Command::Plans(args) => history::plans(&args),
+        Command::History(args) => history::run_history(&args),
     };
     exit.into()
 }

@@ -107,6 +107,8 @@ pub struct StepView {
     pub answer: Option<Answer>,
     /// On the critical path.
     pub critical: bool,
+    /// A test cleanup step (runs once the operator closes the test).
+    pub cleanup: bool,
 }
 
 /// A VM of a group.
@@ -326,6 +328,7 @@ impl Timeline {
                 output_tail,
                 answer: st.answers.get(&s).cloned(),
                 critical: false,
+                cleanup: ctx.is_cleanup(s),
             });
         }
 
