@@ -55,7 +55,10 @@ const NOTES: &str = "<b>\"drill\"</b> & 'ok' — app tier slow </pre>";
 /// Job 1: a drill answered and closed with notes full of markup.
 fn drill(dir: &Path) {
     let p = plan();
-    ok(drplan(dir, &["run", p.to_str().unwrap(), "--failover", "test", "-q"]));
+    ok(drplan(
+        dir,
+        &["run", p.to_str().unwrap(), "--failover", "test", "-q"],
+    ));
     ok(drplan(
         dir,
         &[
@@ -89,7 +92,14 @@ fn a_drill_report_is_well_formed_html_with_the_chart_every_vm_and_the_notes() {
     let file = dir.join("drill.html");
     ok(drplan(
         dir,
-        &["report", "1", "--format", "html", "-o", file.to_str().unwrap()],
+        &[
+            "report",
+            "1",
+            "--format",
+            "html",
+            "-o",
+            file.to_str().unwrap(),
+        ],
     ));
     let html = std::fs::read_to_string(&file).unwrap();
     // Self-contained: nothing is fetched when it opens.
@@ -142,7 +152,10 @@ fn a_drill_report_is_well_formed_html_with_the_chart_every_vm_and_the_notes() {
     assert!(md.contains("| Operation | test failover |"), "{md}");
     assert!(md.contains(&format!("> {NOTES}")), "{md}");
     assert!(md.contains("| Achieved RTO | "), "{md}");
-    assert!(md.contains("| application/post/verify-health | done | bob |"), "{md}");
+    assert!(
+        md.contains("| application/post/verify-health | done | bob |"),
+        "{md}"
+    );
     for vm in VMS {
         assert!(md.contains(&format!("| {vm} | ")), "{vm} in {md}");
     }
@@ -179,7 +192,10 @@ fn show_marks_the_critical_path_and_history_tracks_the_rto() {
         dir,
         &["ack", "2", "application/post/verify-health", "-q"],
     ));
-    ok(drplan(dir, &["retry", "2", "web/vm/web-01/start-replica", "-q"]));
+    ok(drplan(
+        dir,
+        &["retry", "2", "web/vm/web-01/start-replica", "-q"],
+    ));
 
     let v = json(&ok(drplan(dir, &["show", "2", "--format", "json"])));
     assert_eq!(v["status"], "succeeded");
@@ -195,9 +211,7 @@ fn show_marks_the_critical_path_and_history_tracks_the_rto() {
     // and it ends at the step that finished last.
     assert!(path.contains(&"web/vm/web-01/start-replica"), "{path:?}");
     let last_end = steps.iter().filter_map(|s| s["finished_at"].as_u64()).max();
-    let end_of = |k: &str| {
-        steps.iter().find(|s| s["key"] == k).unwrap()["finished_at"].as_u64()
-    };
+    let end_of = |k: &str| steps.iter().find(|s| s["key"] == k).unwrap()["finished_at"].as_u64();
     assert_eq!(end_of(path.last().unwrap()), last_end);
     let marked: Vec<&str> = steps
         .iter()

@@ -16,7 +16,7 @@ use drplan_engine::store::{JobId, Store};
 
 use super::engine_host::{self, Host, SimOptions, SimWorld};
 use super::graph::Kind;
-use super::progress::{FollowFormat, Follower};
+use super::progress::FollowFormat;
 use super::run::{EngineOpts, RunArgs, default_by, parse_recovery_point};
 use super::{Exit, GlobalOpts, emit};
 
@@ -245,9 +245,10 @@ fn follow_up_inner(a: &JobArgs, op: Operation) -> Result<Exit, Exit> {
             }
         }
         let world = &host.world;
-        let exit = Follower::new(&host.engine, printer)
-            .follow(&[job], updates, &|| world.save())
-            .await;
+        let exit = super::prompt::follow_prompting(&host.engine, printer, &[job], updates, &|| {
+            world.save()
+        })
+        .await;
         host.stop().await;
         exit
     }))

@@ -18,12 +18,14 @@ mod history;
 mod jobs;
 mod operator;
 mod progress;
+mod prompt;
 mod render_diag;
 mod report;
 mod run;
 mod schema;
 mod show;
 mod validate;
+mod watch;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -210,6 +212,10 @@ pub enum Command {
     Plans(history::PlansArgs),
     /// List the runs of one plan (by name or plan file) with the RTO trend.
     History(history::HistoryArgs),
+    /// Follow a job until it ends or waits for an operator: where each group
+    /// stands, then live progress (on a terminal: answer in place).
+    #[command(after_help = OPERATOR_HELP)]
+    Watch(watch::WatchArgs),
 }
 
 const REPORT_HELP: &str = "\
@@ -269,6 +275,7 @@ pub fn main() -> ExitCode {
     // Usage errors exit 2 and --help/--version exit 0, both inside clap.
     let cli = Cli::parse();
     init_logging(&cli.global);
+    progress::set_color(cli.global.color.enabled(std::io::stdout().is_terminal()));
     let exit = match cli.command {
         Command::Validate(args) => validate::run(&args, &cli.global),
         Command::Graph(args) => graph::run(&args, &cli.global),
@@ -290,6 +297,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report::run(&args),
         Command::Plans(args) => history::plans(&args),
         Command::History(args) => history::run_history(&args),
+        Command::Watch(args) => watch::run(&args),
     };
     exit.into()
 }

@@ -11,7 +11,7 @@ use drplan_engine::store::JobId;
 
 use super::Exit;
 use super::engine_host::{self, Host, SimOptions, SimWorld};
-use super::progress::{Follower, close_matches, step_keys};
+use super::progress::{close_matches, step_keys};
 use super::run::{EngineOpts, default_by};
 
 #[derive(Debug, Args)]
@@ -285,9 +285,9 @@ fn act_inner(job: Option<JobId>, action: Option<Action>, opts: &EngineOpts) -> R
             };
         }
         let world = &host.world;
-        let exit = Follower::new(&host.engine, printer)
-            .follow(&ids, updates, &|| world.save())
-            .await;
+        let exit =
+            super::prompt::follow_prompting(&host.engine, printer, &ids, updates, &|| world.save())
+                .await;
         host.stop().await;
         exit
     }))

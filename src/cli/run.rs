@@ -15,7 +15,7 @@ use drplan_engine::runtime::Submission;
 
 use super::engine_host::{self, Host, SimOptions, SimWorld};
 use super::graph::Kind;
-use super::progress::{FollowFormat, Follower, Printer};
+use super::progress::{FollowFormat, Printer};
 use super::render_diag::{Renderer, Sources};
 use super::validate::{human_report, judge, load, width};
 use super::{Exit, GlobalOpts, emit};
@@ -263,9 +263,10 @@ fn run_inner(args: &RunArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
             return Exit::Ok;
         }
         let world = &host.world;
-        let exit = Follower::new(&host.engine, printer)
-            .follow(&[job], updates, &|| world.save())
-            .await;
+        let exit = super::prompt::follow_prompting(&host.engine, printer, &[job], updates, &|| {
+            world.save()
+        })
+        .await;
         host.stop().await;
         exit
     }))
