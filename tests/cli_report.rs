@@ -275,6 +275,28 @@ fn show_marks_the_critical_path_and_history_tracks_the_rto() {
     let text = String::from_utf8(ok(drplan(dir, &["history", "orders"])).stdout).unwrap();
     assert!(text.contains("RTO trend"), "{text}");
 
+    // The graph of the job: coloured by outcome, the path outlined.
+    let dot = String::from_utf8(ok(drplan(dir, &["graph", "--job", "2"])).stdout).unwrap();
+    assert!(
+        dot.contains("label=\"orders: planned failover (job 2, succeeded)\""),
+        "{dot}"
+    );
+    let web01 = dot
+        .lines()
+        .find(|l| l.contains("label=\"web-01: start-replica"))
+        .unwrap_or_else(|| panic!("{dot}"));
+    assert!(web01.contains("2 attempts (critical path)"), "{web01}");
+    assert!(web01.contains("fillcolor=\"#ceead6\""), "{web01}");
+    assert!(web01.contains("color=\"#7c3aed\""), "{web01}");
+    let web02 = dot
+        .lines()
+        .find(|l| l.contains("label=\"web-02: start-replica"))
+        .unwrap();
+    assert!(!web02.contains("critical"), "{web02}");
+    ok(drplan(dir, &["graph", "--job", "2", "--format", "mermaid"]));
+    let o = drplan(dir, &["graph", "--job", "7"]);
+    assert_eq!(o.status.code(), Some(2), "{}", all(&o));
+
     let o = drplan(dir, &["history", "order"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(all(&o).contains("did you mean: orders"), "{}", all(&o));
