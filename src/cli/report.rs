@@ -527,9 +527,10 @@ pub fn html(t: &Timeline) -> String {
             "Failures",
             failed_final.to_string(),
             format!(
-                "{} recovered · {} warnings",
+                "{} recovered · {} warning{}",
                 t.failures.len() - failed_final,
-                t.warnings.len()
+                t.warnings.len(),
+                if t.warnings.len() == 1 { "" } else { "s" }
             ),
         ),
     ];
