@@ -127,18 +127,34 @@ pub struct GroupStat {
     pub current: Option<String>,
 }
 
-/// The groups of a job from its state (main plan only: test cleanup runs
-/// after the operator closes the test and is followed step by step).
+/// The groups of a job from its state, in plan order, then the test
+/// cleanup once it has begun.
 pub fn group_stats(st: &JobState, ctx: &JobContext) -> Vec<GroupStat> {
     let mut groups: BTreeMap<usize, GroupStat> = BTreeMap::new();
     // Per group and VM: (all succeeded, any failed for good).
     let mut vms: BTreeMap<(usize, String), (bool, bool)> = BTreeMap::new();
-    for s in 0..ctx.main_len().min(st.steps.len()) {
+    // A test's cleanup counts as one more group once it has begun (its
+    // steps are pending until an operator closes the test).
+    let cleanup_begun = (ctx.main_len()..st.steps.len()).any(|s| st.steps[s].started_at.is_some());
+    let last = if cleanup_begun {
+        st.steps.len()
+    } else {
+        ctx.main_len().min(st.steps.len())
+    };
+    for (s, rec) in st.steps.iter().enumerate().take(last) {
         let Some(node) = ctx.node(s) else { continue };
-        let Some(g) = node.group else { continue };
-        let rec = &st.steps[s];
+        let g = if ctx.is_cleanup(s) {
+            usize::MAX
+        } else {
+            let Some(g) = node.group else { continue };
+            g
+        };
         let stat = groups.entry(g).or_insert_with(|| GroupStat {
-            name: node.key.split('/').next().unwrap_or("?").to_string(),
+            name: if g == usize::MAX {
+                "test cleanup".to_string()
+            } else {
+                node.key.split('/').next().unwrap_or("?").to_string()
+            },
             vms_total: 0,
             vms_done: 0,
             vms_failed: 0,

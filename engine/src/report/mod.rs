@@ -397,13 +397,12 @@ impl Timeline {
             .collect();
         let mut required: Vec<String> = Vec::new();
         let mut up: BTreeMap<String, Option<Millis>> = BTreeMap::new();
-        for s in 0..main {
+        for (s, v) in steps.iter().enumerate().take(main) {
             let Some(node) = ctx.node(s) else { continue };
             let Some(g) = node.group.and_then(|g| groups.get_mut(g)) else {
                 continue;
             };
             g.steps.push(s);
-            let v = &steps[s];
             g.started_at = min_opt(g.started_at, v.started_at);
             g.finished_at = max_opt(g.finished_at, v.finished_at);
             if v.detail.is_failure() {

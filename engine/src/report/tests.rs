@@ -138,17 +138,15 @@ fn drive(plan: &Plan, op: Operation, how: &Script) -> (JobContext, JobState, Vec
                     };
                     push(&mut queue, &mut pending, at, ev);
                 }
-                Effect::ArmTimer { timer, due } => {
-                    // The test deadline would end a test left open: the
-                    // driver closes tests itself, never by the deadline.
-                    if timer != TimerId::TestDeadline {
-                        push(
-                            &mut queue,
-                            &mut pending,
-                            due,
-                            JobEvent::TimerFired { timer, at: due },
-                        );
-                    }
+                // The test deadline would end a test left open: the driver
+                // closes tests itself, never by the deadline.
+                Effect::ArmTimer { timer, due } if timer != TimerId::TestDeadline => {
+                    push(
+                        &mut queue,
+                        &mut pending,
+                        due,
+                        JobEvent::TimerFired { timer, at: due },
+                    );
                 }
                 _ => {}
             }
