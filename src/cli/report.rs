@@ -130,9 +130,29 @@ fn facts(t: &Timeline) -> Vec<(&'static str, String)> {
     v
 }
 
-/// A Markdown table cell: no line breaks, pipes escaped.
+/// Markdown text: renderers pass inline HTML through, so markup from plan
+/// names, notes or errors is escaped; `*`, `_` and backticks are escaped so
+/// a name like `web_01_*` stays literal.
+fn md(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '*' | '_' | '`' | '[' | ']' | '\\' => {
+                o.push('\\');
+                o.push(c);
+            }
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// A Markdown table cell: escaped, no line breaks, pipes escaped.
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+    md(s).replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
 fn fence(text: &str) -> String {
@@ -143,7 +163,7 @@ fn fence(text: &str) -> String {
 
 pub fn markdown(t: &Timeline) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "# {}\n", title(t));
+    let _ = writeln!(o, "# {}\n", md(&title(t)));
     let _ = writeln!(o, "| | |\n|---|---|");
     for (k, v) in facts(t) {
         let v = if k == "Outcome" {
@@ -156,7 +176,7 @@ pub fn markdown(t: &Timeline) -> String {
     if let Some(c) = &t.test {
         let _ = writeln!(o, "\n## Test notes\n");
         for l in c.notes.lines() {
-            let _ = writeln!(o, "> {l}");
+            let _ = writeln!(o, "> {}", md(l));
         }
     }
     let answers: Vec<&StepView> = t.steps.iter().filter(|s| s.answer.is_some()).collect();
@@ -228,10 +248,10 @@ pub fn markdown(t: &Timeline) -> String {
         let _ = writeln!(
             o,
             "### {} (attempt {}){recovered}\n\nAt {}: {}\n",
-            f.step,
+            md(&f.step),
             f.attempt,
             time(Some(f.at)),
-            f.error
+            md(&f.error)
         );
         if let Some(tail) = &f.output_tail {
             let fence = fence(tail);
@@ -241,7 +261,7 @@ pub fn markdown(t: &Timeline) -> String {
     if !t.warnings.is_empty() {
         let _ = writeln!(o, "\n## Warnings\n");
         for w in &t.warnings {
-            let _ = writeln!(o, "- {}", w.replace('\n', " "));
+            let _ = writeln!(o, "- {}", md(&w.replace('\n', " ")));
         }
     }
     let _ = writeln!(o, "\n## Timeline\n");
@@ -695,6 +715,15 @@ mod tests {
             esc("<b a=\"1\">&'\u{1b}[31m"),
             "&lt;b a=&quot;1&quot;&gt;&amp;&#39;\u{FFFD}[31m"
         );
+    }
+
+    #[test]
+    fn markdown_text_cannot_inject_html_or_formatting() {
+        assert_eq!(
+            md("<b>a_b*</b> & `x`"),
+            "&lt;b&gt;a\\_b\\*&lt;/b&gt; &amp; \\`x\\`"
+        );
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
     }
 
     #[test]

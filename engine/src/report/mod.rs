@@ -538,6 +538,22 @@ impl Timeline {
                     recovered: false,
                 });
             }
+            // A manual step nobody answered in time (`on_timeout: fail`).
+            if let StepState::TimedOut { attempt } = &v.detail
+                && !v
+                    .attempt_log
+                    .iter()
+                    .any(|a| matches!(a.outcome, Outcome::TimedOut))
+            {
+                failures.push(FailureView {
+                    step: v.key.clone(),
+                    attempt: *attempt,
+                    at: v.finished_at.unwrap_or(0),
+                    error: "timed out (no answer in time)".into(),
+                    output_tail: None,
+                    recovered: false,
+                });
+            }
             let failed_attempts = v
                 .attempt_log
                 .iter()
