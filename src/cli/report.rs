@@ -360,28 +360,110 @@ footer{margin-top:30px;color:#7b8794;font-size:12px}
 svg text{font-family:inherit}
 ";
 
-/// The Gantt chart of the main plan: one row per step, grouped, bars
-/// coloured by outcome, the critical path outlined, the RTO marked.
-fn gantt(t: &Timeline) -> String {
-    let rows: Vec<&StepView> = t
-        .groups
-        .iter()
-        .flat_map(|g| g.steps.iter().map(|&s| &t.steps[s]))
-        .filter(|s| s.started_at.is_some())
-        .collect();
-    let Some(start) = t.started_at else {
-        return "<p>The job has not started: nothing to chart.</p>".into();
-    };
-    if rows.is_empty() {
-        return "<p>No step has started: nothing to chart.</p>".into();
-    }
+/// One bar of the Gantt chart.
+struct Row {
+    group: String,
+    label: String,
+    start: u64,
+    end: u64,
+    class: &'static str,
+    critical: bool,
+    tip: String,
+}
+
+/// Above this many step bars, each VM gets one bar for its whole chain of
+/// operations: a chart of thousands of rows helps nobody.
+const MAX_STEP_ROWS: usize = 250;
+
+fn rows(t: &Timeline, start: u64) -> Vec<Row> {
     let end_of = |s: &StepView| {
         s.finished_at
             .unwrap_or_else(|| s.started_at.unwrap_or(start) + s.duration_ms.unwrap_or(0))
     };
+    let step_row = |g: &str, s: &StepView| Row {
+        group: g.to_string(),
+        label: s
+            .key
+            .split_once('/')
+            .map(|(_, rest)| rest)
+            .unwrap_or(&s.key)
+            .to_string(),
+        start: s.started_at.unwrap_or(start),
+        end: end_of(s),
+        class: step_class(s),
+        critical: s.critical,
+        tip: format!(
+            "{}: {} {} from {}",
+            s.key,
+            s.state,
+            opt_duration(s.duration_ms),
+            offset(t, s.started_at)
+        ),
+    };
+    let started = |s: &&StepView| s.started_at.is_some();
+    let total = t
+        .groups
+        .iter()
+        .flat_map(|g| g.steps.iter().map(|&s| &t.steps[s]))
+        .filter(started)
+        .count();
+    let mut out = Vec::new();
+    for g in &t.groups {
+        let mut seen_vms = std::collections::BTreeSet::new();
+        for s in g.steps.iter().map(|&s| &t.steps[s]).filter(started) {
+            match &s.vm {
+                Some(vm) if total > MAX_STEP_ROWS => {
+                    if !seen_vms.insert(vm.clone()) {
+                        continue;
+                    }
+                    let Some(v) = g.vms.iter().find(|v| &v.name == vm) else {
+                        continue;
+                    };
+                    let steps: Vec<&StepView> = v.steps.iter().map(|&i| &t.steps[i]).collect();
+                    let retried = steps.iter().any(|s| s.attempts > 1);
+                    out.push(Row {
+                        group: g.name.clone(),
+                        label: format!("vm {}", v.name),
+                        start: v.started_at.unwrap_or(start),
+                        end: steps.iter().map(|s| end_of(s)).max().unwrap_or(start),
+                        class: match v.state {
+                            "done" if retried => "warn",
+                            "done" => "ok",
+                            "failed" => "err",
+                            "pending" => "pending",
+                            _ => "run",
+                        },
+                        critical: steps.iter().any(|s| s.critical),
+                        tip: format!(
+                            "{}: {} {} from {}",
+                            v.name,
+                            v.state,
+                            opt_duration(v.duration_ms),
+                            offset(t, v.started_at)
+                        ),
+                    });
+                }
+                _ => out.push(step_row(&g.name, s)),
+            }
+        }
+    }
+    out
+}
+
+/// The Gantt chart of the main plan: one row per step (per VM for large
+/// plans), grouped, bars coloured by outcome, the critical path outlined,
+/// the RTO marked.
+fn gantt(t: &Timeline) -> String {
+    let Some(start) = t.started_at else {
+        return "<p>The job has not started: nothing to chart.</p>".into();
+    };
+    let rows = rows(t, start);
+    if rows.is_empty() {
+        return "<p>No step has started: nothing to chart.</p>".into();
+    }
     let span = rows
         .iter()
-        .map(|s| end_of(s))
+        .map(|r| r.end)
         .max()
         .unwrap_or(start)
         .saturating_sub(start)
@@ -389,10 +471,10 @@ fn gantt(t: &Timeline) -> String {
     let (label_w, chart_w, row_h, top) = (250.0, 840.0, 18.0, 28.0);
     let mut group_rows = 0;
     let mut last_group: Option<&str> = None;
-    for s in &rows {
-        if s.group.as_deref() != last_group {
+    for r in &rows {
+        if Some(r.group.as_str()) != last_group {
             group_rows += 1;
-            last_group = s.group.as_deref();
+            last_group = Some(&r.group);
         }
     }
     let height = top + (rows.len() + group_rows) as f64 * row_h + 36.0;
@@ -420,32 +502,27 @@ fn gantt(t: &Timeline) -> String {
     }
     let mut y = top;
     let mut last_group: Option<&str> = None;
-    for s in &rows {
-        if s.group.as_deref() != last_group {
-            last_group = s.group.as_deref();
+    for r in &rows {
+        if Some(r.group.as_str()) != last_group {
+            last_group = Some(&r.group);
             let _ = write!(
                 o,
                 "<rect x=\"0\" y=\"{y:.1}\" width=\"{width:.0}\" height=\"{row_h}\" fill=\"#f0f4f8\"/><text x=\"6\" y=\"{:.1}\" font-size=\"12\" font-weight=\"700\" fill=\"#1f3a5f\">{}</text>",
                 y + 13.0,
-                esc(&format!("group {}", last_group.unwrap_or("cleanup")))
+                esc(&format!("group {}", r.group))
             );
             y += row_h;
         }
-        let label = s
-            .key
-            .split_once('/')
-            .map(|(_, rest)| rest)
-            .unwrap_or(&s.key);
-        let colour = match step_class(s) {
+        let colour = match r.class {
             "ok" => "#34a853",
             "warn" => "#f29900",
             "err" => "#d93025",
             "skip" | "pending" => "#9aa0a6",
             _ => "#4285f4",
         };
-        let (x0, x1) = (x(s.started_at.unwrap_or(start)), x(end_of(s)));
+        let (x0, x1) = (x(r.start), x(r.end));
         let w = (x1 - x0).max(2.0);
-        let crit = if s.critical {
+        let crit = if r.critical {
             " stroke=\"#7c3aed\" stroke-width=\"2\""
         } else {
             ""
@@ -454,18 +531,12 @@ fn gantt(t: &Timeline) -> String {
             o,
             "<text x=\"16\" y=\"{:.1}\" font-size=\"11\" fill=\"{}\">{}{}</text><rect class=\"bar\" x=\"{x0:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" rx=\"2\" fill=\"{colour}\"{crit}><title>{}</title></rect>",
             y + 13.0,
-            if s.critical { "#5b21b6" } else { "#334e68" },
-            if s.critical { "\u{2605} " } else { "" },
-            esc(label),
+            if r.critical { "#5b21b6" } else { "#334e68" },
+            if r.critical { "\u{2605} " } else { "" },
+            esc(&r.label),
             y + 3.0,
             row_h - 6.0,
-            esc(&format!(
-                "{}: {} {} from {}",
-                s.key,
-                s.state,
-                opt_duration(s.duration_ms),
-                offset(t, s.started_at)
-            ))
+            esc(&r.tip)
         );
         y += row_h;
     }
