@@ -140,6 +140,17 @@ fn quitting_the_prompt_leaves_the_job_waiting_and_watch_picks_it_up() {
     assert!(out.contains("nothing done"), "{out}");
     assert_eq!(show(dir)["status"], "waiting for operator");
 
+    // --no-prompt: never asked, even on a terminal.
+    let o = on_pty(dir, &["watch", "1", "--no-prompt"], "d\n");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(!out.contains("answer: ["), "{out}");
+    assert!(
+        out.contains("drplan ack 1 application/post/verify-health"),
+        "{out}"
+    );
+    assert_eq!(show(dir)["status"], "waiting for operator");
+
     // Piped: no question, the exact command, where each group stands.
     let o = piped(dir, &["watch", "1", "--time-scale", "0.001"]);
     let out = text(&o);

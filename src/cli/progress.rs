@@ -679,6 +679,9 @@ impl<'a> Follower<'a> {
         self.refresh(job).await;
         if let Some(b) = &mut self.bars {
             b.freeze(job);
+            // The frozen bars leave the cursor at the end of their last
+            // line: end it, so what follows starts on a line of its own.
+            let _ = emit("\n");
         }
         let p = self.printer.clone();
         match stop {

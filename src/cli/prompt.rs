@@ -6,6 +6,7 @@
 //! the command exits 0, as before.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use drplan_engine::core::JobStatus;
 use drplan_engine::runtime::{Engine, EngineError, JobUpdates};
@@ -27,9 +28,18 @@ pub enum Choice {
     Quit,
 }
 
+/// Set by `--no-prompt`.
+static DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// Never ask in this process (`--no-prompt`).
+pub fn disable() {
+    DISABLED.store(true, Ordering::Relaxed);
+}
+
 /// Whether `run` and the operator commands may ask in place.
 pub fn interactive(printer: &Printer) -> bool {
-    printer.format == FollowFormat::Human
+    !DISABLED.load(Ordering::Relaxed)
+        && printer.format == FollowFormat::Human
         && std::io::stdin().is_terminal()
         && std::io::stdout().is_terminal()
 }

@@ -41,10 +41,21 @@ pub struct EngineOpts {
     /// Print only the outcome (and what to type next).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Never ask in place when the job waits for an operator, even on a
+    /// terminal: print the command to continue and exit 0 (for scripts and
+    /// command chains run from a terminal).
+    #[arg(long)]
+    pub no_prompt: bool,
 }
 
 impl EngineOpts {
     pub fn printer(&self) -> Printer {
+        // Every command that follows a job takes its printer from here, so
+        // this is where `--no-prompt` reaches the prompt (a process-wide
+        // switch keeps `Printer`'s shape, which other commands build on).
+        if self.no_prompt {
+            super::prompt::disable();
+        }
         Printer {
             format: self.format,
             quiet: self.quiet,
