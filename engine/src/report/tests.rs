@@ -27,6 +27,8 @@ struct Script<'a> {
     fail: &'a [&'a str],
     /// Retry or skip a step that halted the job.
     skip_halted: bool,
+    /// Manual steps nobody answers.
+    unanswered: &'a [&'a str],
 }
 
 /// Run a job through the core until nothing is left to do. Returns its
@@ -105,6 +107,10 @@ fn drive(plan: &Plan, op: Operation, how: &Script) -> (JobContext, JobState, Vec
                         },
                     );
                 }
+                Effect::AwaitOperator { step }
+                    if how
+                        .unanswered
+                        .contains(&ctx.node(step).unwrap().key.as_str()) => {}
                 Effect::AwaitOperator { step } => {
                     let at = now + 5_000;
                     let manual = matches!(
@@ -180,6 +186,7 @@ const PLAIN: Script = Script {
     fail_once: &[],
     fail: &[],
     skip_halted: false,
+    unanswered: &[],
 };
 
 fn planned() -> Operation {
@@ -381,4 +388,23 @@ fn a_running_job_is_in_progress_with_elapsed_times() {
             .iter()
             .any(|s| s.state == "running" && s.duration_ms.is_some())
     );
+}
+
+#[test]
+fn a_manual_step_nobody_answered_is_a_failure_of_the_record() {
+    let how = Script {
+        unanswered: &["application/post/verify-health"],
+        ..PLAIN
+    };
+    let t = timeline(Operation::failover(FailoverKind::Unplanned), &how);
+    let step = t.step("application/post/verify-health").unwrap();
+    assert_eq!(step.state, "timed_out", "{:?}", step.detail);
+    assert_eq!(t.verdict, Verdict::Errors, "{}", t.status);
+    let f = t
+        .failures
+        .iter()
+        .find(|f| f.step == "application/post/verify-health")
+        .expect("listed as a failure");
+    assert!(f.error.contains("timed out"));
+    assert!(!f.recovered);
 }
