@@ -19,6 +19,8 @@
 //! - [`protect`]: protection management: enable / onboard / disable
 //!   protection as jobs (synthetic plans), replication health, recovery
 //!   point checks, the capacity estimate.
+//! - [`report`]: the timeline of a job (critical path, achieved RTO,
+//!   verdict) computed from its record, for `show`, `report` and `history`.
 //! - [`runtime`]: the tokio `Engine` that performs the journal's effects
 //!   (fabric operations, scripts, timers, operator prompts).
 //! - [`api`]: the local API (`drplan serve`): a versioned line protocol, its
@@ -32,6 +34,7 @@ pub mod fabric;
 pub mod journal;
 pub mod plan;
 pub mod protect;
+pub mod report;
 #[cfg(unix)]
 pub mod runtime;
 #[cfg(unix)]

@@ -16,7 +16,7 @@ use drplan_engine::store::JobId;
 
 use super::engine_host::{self, Session, SimOptions, SimWorld};
 use super::graph::Kind;
-use super::progress::{FollowFormat, Follower};
+use super::progress::FollowFormat;
 use super::run::{EngineOpts, RunArgs, default_by, parse_recovery_point};
 use super::{Exit, GlobalOpts, emit};
 
@@ -251,9 +251,10 @@ fn follow_up_inner(a: &JobArgs, op: Operation) -> Result<Exit, Exit> {
                 let _ = emit(&format!("{v}\n"));
             }
         }
-        let exit = Follower::new(api, printer)
-            .follow(&[job], updates, &|| running.save_world())
-            .await;
+        let exit = super::prompt::follow_prompting(api, printer, &[job], updates, &|| {
+            running.save_world()
+        })
+        .await;
         running.stop().await;
         Ok(exit)
     })

@@ -14,16 +14,20 @@
 mod engine_host;
 mod followup;
 mod graph;
+mod history;
 mod jobs;
 mod operator;
 mod progress;
+mod prompt;
 mod protect;
 mod render_diag;
+mod report;
 mod run;
 mod schema;
 mod serve;
 mod show;
 mod validate;
+mod watch;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -223,6 +227,19 @@ pub enum Command {
     /// jobs progress, and the other commands reach it from any terminal.
     #[command(after_help = serve::HELP)]
     Serve(serve::ServeArgs),
+    /// Write a job's audit report (Markdown, or one self-contained HTML page
+    /// with a Gantt chart): outcome, achieved RTO, durations, failures.
+    #[command(after_help = REPORT_HELP)]
+    Report(report::ReportArgs),
+    /// List every plan the store has run, with its last test failover and
+    /// its last planned or unplanned failover (date, outcome, achieved RTO).
+    Plans(history::PlansArgs),
+    /// List the runs of one plan (by name or plan file) with the RTO trend.
+    History(history::HistoryArgs),
+    /// Follow a job until it ends or waits for an operator: where each group
+    /// stands, then live progress (on a terminal: answer in place).
+    #[command(after_help = OPERATOR_HELP)]
+    Watch(watch::WatchArgs),
 }
 
 const PROTECT_HELP: &str = "\
@@ -240,6 +257,17 @@ Exit codes:
      state the operation needs, each named)
   2  could not run: bad arguments, an unknown VM or cloud, an unreadable
      inventory, the data directory in use";
+
+const REPORT_HELP: &str = "\
+Examples:
+  drplan report 1 > drill.md
+  drplan report 1 --format html -o drill.html
+
+Outcome: SUCCESS, WARNINGS (ended well, but a step was retried or skipped,
+an optional step failed, an output warns, or a test was forcibly ended),
+ERRORS (failed, completed with errors, cleanup incomplete), CANCELLED, or
+IN PROGRESS. Achieved RTO: from the job's start until the last required
+(not optional) VM was running.";
 
 const FOLLOWUP_HELP: &str = "\
 The lifecycle after a planned or unplanned failover (job 1):
@@ -287,6 +315,7 @@ pub fn main() -> ExitCode {
     // Usage errors exit 2 and --help/--version exit 0, both inside clap.
     let cli = Cli::parse();
     init_logging(&cli.global);
+    progress::set_color(cli.global.color.enabled(std::io::stdout().is_terminal()));
     let exit = match cli.command {
         Command::Validate(args) => validate::run(&args, &cli.global),
         Command::Graph(args) => graph::run(&args, &cli.global),
@@ -311,6 +340,10 @@ pub fn main() -> ExitCode {
         Command::RecoveryPoints(args) => protect::recovery_points(&args),
         Command::Capacity(args) => protect::capacity(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Report(args) => report::run(&args),
+        Command::Plans(args) => history::plans(&args),
+        Command::History(args) => history::run_history(&args),
+        Command::Watch(args) => watch::run(&args),
     };
     exit.into()
 }

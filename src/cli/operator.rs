@@ -10,7 +10,7 @@ use drplan_engine::store::JobId;
 
 use super::Exit;
 use super::engine_host::{self, Session, SimOptions, SimWorld};
-use super::progress::{Follower, close_matches, step_keys};
+use super::progress::{close_matches, step_keys};
 use super::run::{EngineOpts, default_by};
 
 #[derive(Debug, Args)]
@@ -296,9 +296,9 @@ fn act_inner(job: Option<JobId>, action: Option<Action>, opts: &EngineOpts) -> R
                 Exit::CouldNotRun
             });
         }
-        let exit = Follower::new(e, printer)
-            .follow(&ids, updates, &|| running.save_world())
-            .await;
+        let exit =
+            super::prompt::follow_prompting(e, printer, &ids, updates, &|| running.save_world())
+                .await;
         running.stop().await;
         Ok(exit)
     })

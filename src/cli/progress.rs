@@ -3,9 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use clap::ValueEnum;
 use drplan_engine::api::{Control, Updates};
@@ -58,7 +62,7 @@ impl Printer {
     }
 
     /// ` --data-dir D --fabric F` when they were given explicitly.
-    fn suffix(&self) -> String {
+    pub fn suffix(&self) -> String {
         let mut s = String::new();
         if let Some(d) = &self.data_dir {
             let _ = write!(s, " --data-dir {}", shell_word(&d.display().to_string()));
@@ -79,6 +83,268 @@ fn shell_word(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Whether to colour what goes to stdout (set once by `main` from
+/// `--color` and NO_COLOR).
+static COLOR: AtomicBool = AtomicBool::new(false);
+
+pub fn set_color(on: bool) {
+    COLOR.store(on, Ordering::Relaxed);
+}
+
+/// `text` in bold red when colour is on (failures, things to act on).
+fn alarm(text: &str) -> String {
+    if COLOR.load(Ordering::Relaxed) {
+        format!("\x1b[1;31m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+/// `text` in bold yellow when colour is on (waiting for an operator).
+fn attention(text: &str) -> String {
+    if COLOR.load(Ordering::Relaxed) {
+        format!("\x1b[1;33m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+/// Where a group of a job stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupStat {
+    pub name: String,
+    pub vms_total: usize,
+    pub vms_done: usize,
+    pub vms_failed: usize,
+    pub started_at: Option<u64>,
+    /// Every step of the group is final.
+    pub finished_at: Option<u64>,
+    /// Steps that failed for good, or halted the job.
+    pub failed: Vec<String>,
+    /// A step running, or waiting for an operator.
+    pub current: Option<String>,
+}
+
+/// The groups of a job from its state, in plan order, then the test
+/// cleanup once it has begun.
+pub fn group_stats(st: &JobState, ctx: &JobContext) -> Vec<GroupStat> {
+    let mut groups: BTreeMap<usize, GroupStat> = BTreeMap::new();
+    // Per group and VM: (all succeeded, any failed for good).
+    let mut vms: BTreeMap<(usize, String), (bool, bool)> = BTreeMap::new();
+    // A test's cleanup counts as one more group once it has begun (its
+    // steps are pending until an operator closes the test).
+    let cleanup_begun = (ctx.main_len()..st.steps.len()).any(|s| st.steps[s].started_at.is_some());
+    let last = if cleanup_begun {
+        st.steps.len()
+    } else {
+        ctx.main_len().min(st.steps.len())
+    };
+    for (s, rec) in st.steps.iter().enumerate().take(last) {
+        let Some(node) = ctx.node(s) else { continue };
+        let g = if ctx.is_cleanup(s) {
+            usize::MAX
+        } else {
+            let Some(g) = node.group else { continue };
+            g
+        };
+        let stat = groups.entry(g).or_insert_with(|| GroupStat {
+            name: if g == usize::MAX {
+                "test cleanup".to_string()
+            } else {
+                node.key.split('/').next().unwrap_or("?").to_string()
+            },
+            vms_total: 0,
+            vms_done: 0,
+            vms_failed: 0,
+            started_at: None,
+            finished_at: Some(0),
+            failed: Vec::new(),
+            current: None,
+        });
+        if let Some(a) = rec.started_at {
+            stat.started_at = Some(stat.started_at.map_or(a, |b| b.min(a)));
+        }
+        stat.finished_at = match (stat.finished_at, rec.state.is_final(), rec.finished_at) {
+            (Some(f), true, Some(e)) => Some(f.max(e)),
+            (Some(f), true, None) => Some(f),
+            _ => None,
+        };
+        let halted = matches!(
+            rec.state,
+            StepState::AwaitingOperator {
+                reason: AwaitReason::Failed { .. },
+                ..
+            }
+        );
+        if rec.state.is_failure() || halted {
+            stat.failed.push(node.key.clone());
+        } else if matches!(rec.state, StepState::AwaitingOperator { .. }) {
+            stat.current = Some(attention(&format!("waits for an operator: {}", node.key)));
+        } else if matches!(rec.state, StepState::RetryWaiting { .. }) {
+            stat.current = Some(format!("retry soon: {}", node.key));
+        } else if matches!(rec.state, StepState::Running { .. }) && stat.current.is_none() {
+            stat.current = Some(node.key.clone());
+        }
+        if let Some(vm) = node.vm() {
+            let e = vms.entry((g, vm.to_string())).or_insert((true, false));
+            e.0 &= matches!(rec.state, StepState::Succeeded { .. });
+            e.1 |= rec.state.is_failure() || halted;
+        }
+    }
+    for ((g, _), (ok, failed)) in vms {
+        if let Some(stat) = groups.get_mut(&g) {
+            stat.vms_total += 1;
+            stat.vms_done += usize::from(ok);
+            stat.vms_failed += usize::from(failed);
+        }
+    }
+    for stat in groups.values_mut() {
+        if stat.started_at.is_none() {
+            stat.finished_at = None;
+        }
+    }
+    groups.into_values().collect()
+}
+
+/// The plain line of a group: `web  1/2 VMs  3.2s  running web/vm/web-02/start-replica`.
+pub fn group_line(g: &GroupStat, now: u64) -> String {
+    let mut s = format!("group {:<14} {}/{} VMs", g.name, g.vms_done, g.vms_total);
+    match (g.started_at, g.finished_at) {
+        (None, _) => s.push_str("  pending"),
+        (Some(a), Some(b)) => {
+            let _ = write!(s, "  done in {}", duration(b.saturating_sub(a)));
+        }
+        (Some(a), None) => {
+            let _ = write!(s, "  {}", duration(now.saturating_sub(a)));
+            if let Some(c) = &g.current {
+                let _ = write!(s, "  {c}");
+            }
+        }
+    }
+    if !g.failed.is_empty() {
+        let _ = write!(
+            s,
+            "  {}",
+            alarm(&format!("FAILED: {}", g.failed.join(", ")))
+        );
+    }
+    s
+}
+
+/// The bars of the jobs followed on a terminal: one per group.
+struct Bars {
+    multi: MultiProgress,
+    bars: HashMap<(JobId, usize), ProgressBar>,
+    /// What each bar shows now (redraw only on change).
+    shown: HashMap<(JobId, usize), GroupStat>,
+}
+
+fn bar_style(active: bool) -> ProgressStyle {
+    let t = if active {
+        "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VMs {elapsed:>4}  {wide_msg}"
+    } else {
+        "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VMs       {wide_msg}"
+    };
+    ProgressStyle::with_template(t)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+impl Bars {
+    fn new() -> Bars {
+        Bars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
+            bars: HashMap::new(),
+            shown: HashMap::new(),
+        }
+    }
+
+    fn println(&self, text: &str) {
+        let _ = self.multi.println(text);
+    }
+
+    fn update(&mut self, job: JobId, stats: &[GroupStat], now: u64) {
+        for (i, g) in stats.iter().enumerate() {
+            let k = (job, i);
+            if self.shown.get(&k) == Some(g) {
+                continue;
+            }
+            let was_started = self.shown.get(&k).is_some_and(|o| o.started_at.is_some());
+            let bar = self.bars.entry(k).or_insert_with(|| {
+                let elapsed = g
+                    .started_at
+                    .map(|a| Duration::from_millis(now.saturating_sub(a)))
+                    .unwrap_or_default();
+                // Styled before it is added: the first draw is already right.
+                let b = ProgressBar::with_draw_target(
+                    Some(g.vms_total as u64),
+                    ProgressDrawTarget::hidden(),
+                )
+                .with_style(bar_style(g.started_at.is_some()))
+                .with_prefix(g.name.clone())
+                .with_elapsed(elapsed);
+                self.multi.add(b)
+            });
+            if g.started_at.is_some() && !was_started && self.shown.contains_key(&k) {
+                bar.reset_elapsed();
+            }
+            bar.set_length(g.vms_total as u64);
+            bar.set_position(g.vms_done as u64);
+            let failed =
+                (!g.failed.is_empty()).then(|| alarm(&format!("FAILED: {}", g.failed.join(", "))));
+            match (g.started_at, g.finished_at) {
+                (None, _) => {
+                    bar.set_style(bar_style(false));
+                    bar.set_message("pending");
+                }
+                (Some(a), Some(b)) => {
+                    bar.set_style(bar_style(false));
+                    bar.set_message(
+                        failed.unwrap_or_else(|| {
+                            format!("done in {}", duration(b.saturating_sub(a)))
+                        }),
+                    );
+                    bar.tick();
+                }
+                (Some(_), None) => {
+                    bar.set_style(bar_style(true));
+                    bar.enable_steady_tick(Duration::from_millis(250));
+                    let mut msg = g.current.clone().unwrap_or_default();
+                    if let Some(f) = failed {
+                        msg = if msg.is_empty() {
+                            f
+                        } else {
+                            format!("{f}  {msg}")
+                        };
+                    }
+                    bar.set_message(msg);
+                }
+            }
+            self.shown.insert(k, g.clone());
+        }
+    }
+
+    /// Leave a job's bars on screen, frozen, before its outcome or prompt.
+    fn freeze(&mut self, job: JobId) {
+        let keys: Vec<(JobId, usize)> = self.bars.keys().filter(|k| k.0 == job).copied().collect();
+        let mut keys = keys;
+        keys.sort();
+        for k in keys {
+            if let Some(b) = self.bars.remove(&k) {
+                b.disable_steady_tick();
+                b.abandon();
+            }
+            self.shown.remove(&k);
+        }
+        if self.bars.is_empty() {
+            // A fresh area for the next round: what is printed between the
+            // rounds (the prompt and its answers) is not the bars' to
+            // redraw over.
+            *self = Bars::new();
+        }
     }
 }
 
@@ -130,15 +396,25 @@ pub struct Follower<'a> {
     contexts: HashMap<JobId, Arc<JobContext>>,
     /// When each running attempt was seen to start (for durations).
     started: HashMap<(JobId, usize), u64>,
+    /// Terminal view: one bar per group (`None` when piped, quiet or JSON).
+    bars: Option<Bars>,
+    /// The groups as last printed (plain lines on a group's start and end).
+    groups: HashMap<JobId, Vec<GroupStat>>,
 }
 
 impl<'a> Follower<'a> {
     pub fn new(engine: &'a dyn Control, printer: Printer) -> Follower<'a> {
+        // Bars only on a terminal that can redraw, for people reading.
+        let tty =
+            std::io::stdout().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
+        let bars = (tty && !printer.quiet && printer.format == FollowFormat::Human).then(Bars::new);
         Follower {
             engine,
             printer,
             contexts: HashMap::new(),
             started: HashMap::new(),
+            bars,
+            groups: HashMap::new(),
         }
     }
 
@@ -164,6 +440,9 @@ impl<'a> Follower<'a> {
     ) -> Exit {
         let mut pending: BTreeSet<JobId> = jobs.iter().copied().collect();
         let mut exit = Exit::Ok;
+        for &job in jobs {
+            self.refresh(job).await;
+        }
         // Check every job once first: it may wait already (an `ack` on a job
         // whose answer leads straight to the next prompt, a `resume`).
         let mut check: BTreeSet<JobId> = pending.clone();
@@ -258,11 +537,66 @@ impl<'a> Follower<'a> {
             .ok_or_else(|| "no such job".to_string())
     }
 
+    /// A human line: above the bars on a terminal, else plain.
+    fn out(&self, text: &str) {
+        match &self.bars {
+            Some(b) => b.println(text),
+            None => self.printer.line(text),
+        }
+    }
+
+    /// Re-read a job's groups: redraw the bars, or (plain) print a line when
+    /// a group starts or ends.
+    async fn refresh(&mut self, job: JobId) {
+        if self.printer.quiet || self.printer.format != FollowFormat::Human {
+            return;
+        }
+        let (Ok(st), Some(ctx)) = (self.state(job).await, self.ctx(job).await) else {
+            return;
+        };
+        let mut stats = group_stats(&st, &ctx);
+        let now = now_ms();
+        let fresh = st.steps.iter().all(|r| r.finished_at.is_none());
+        if fresh && !self.groups.contains_key(&job) && self.bars.is_none() {
+            // A job that just started: its groups' starts are news to come.
+            for g in &mut stats {
+                g.started_at = None;
+            }
+            self.groups.insert(job, stats);
+            return;
+        }
+        if let Some(b) = &mut self.bars {
+            b.update(job, &stats, now);
+        } else {
+            let before = self.groups.get(&job);
+            let mut lines = Vec::new();
+            for (i, g) in stats.iter().enumerate() {
+                let old = before.and_then(|b| b.get(i));
+                let ended = g.finished_at.is_some() && old.is_none_or(|o| o.finished_at.is_none());
+                let started = g.started_at.is_some() && old.is_none_or(|o| o.started_at.is_none());
+                // The first look at a job already under way shows where each
+                // group stands; afterwards only changes are news.
+                if before.is_none() && g.started_at.is_some() || before.is_some() && ended {
+                    lines.push(group_line(g, now));
+                } else if before.is_some() && started {
+                    lines.push(format!(
+                        "group {:<14} started ({} VMs)",
+                        g.name, g.vms_total
+                    ));
+                }
+            }
+            for l in lines {
+                self.printer.line(&format!("{}  {l}", clock(now)));
+            }
+        }
+        self.groups.insert(job, stats);
+    }
+
     async fn print_update(&mut self, u: &JobUpdate) {
         let Some(ctx) = self.ctx(u.job).await else {
             return;
         };
-        let p = &self.printer;
+        let p = self.printer.clone();
         let now = now_ms();
         match &u.update {
             Update::AttemptStarted { step, attempt, .. } => {
@@ -282,7 +616,13 @@ impl<'a> Follower<'a> {
                         } else {
                             String::new()
                         };
-                        p.line(&format!("{}  started   {k}{again}", clock(now)));
+                        let line = format!("{}  started   {k}{again}", clock(now));
+                        if self.bars.is_some() {
+                            // The bars show what runs.
+                            self.refresh(u.job).await;
+                        } else {
+                            p.line(&line);
+                        }
                     }
                 }
             }
@@ -314,17 +654,32 @@ impl<'a> Follower<'a> {
                         p.json(v);
                     }
                     FollowFormat::Human => {
-                        if let Some(text) = human_event(&ctx, ev, took) {
-                            p.line(&text);
+                        // On a terminal the bars carry the routine progress:
+                        // only what an operator must notice scrolls above.
+                        let routine = self.bars.is_some()
+                            && matches!(ev, JobEvent::StepFinished { outcome: Outcome::Succeeded, output_tail, .. }
+                                if output_tail.as_deref().is_none_or(|t| warnings(t).next().is_none()));
+                        if let Some(text) = human_event(&ctx, ev, took)
+                            && !routine
+                        {
+                            self.out(&text);
                         }
                     }
                 }
+                self.refresh(u.job).await;
             }
         }
     }
 
     /// Print how a job stopped; the exit code it deserves.
     async fn report_stop(&mut self, job: JobId, stop: &Stop) -> Exit {
+        self.refresh(job).await;
+        if let Some(b) = &mut self.bars {
+            b.freeze(job);
+            // The frozen bars leave the cursor at the end of their last
+            // line: end it, so what follows starts on a line of its own.
+            let _ = emit("\n");
+        }
         let p = self.printer.clone();
         match stop {
             Stop::Ended(status) => {
@@ -373,7 +728,11 @@ impl<'a> Follower<'a> {
                     FollowFormat::Human => {
                         let mut out = String::new();
                         for w in &prompts {
-                            let _ = writeln!(out, "\n>> job {job} waits: {}", w.title);
+                            let _ = writeln!(
+                                out,
+                                "\n{}",
+                                attention(&format!(">> job {job} waits: {}", w.title))
+                            );
                             for l in w.message.lines() {
                                 let _ = writeln!(out, "   {l}");
                             }
@@ -391,16 +750,16 @@ impl<'a> Follower<'a> {
 }
 
 /// One thing an operator is asked to do.
-struct Prompt {
-    step: Option<String>,
-    reason: &'static str,
-    title: String,
-    message: String,
-    labelled: Vec<(&'static str, String)>,
-    commands: Vec<String>,
+pub(super) struct Prompt {
+    pub step: Option<String>,
+    pub reason: &'static str,
+    pub title: String,
+    pub message: String,
+    pub labelled: Vec<(&'static str, String)>,
+    pub commands: Vec<String>,
 }
 
-fn prompts(
+pub(super) fn prompts(
     job: JobId,
     status: Option<JobStatus>,
     st: &JobState,
@@ -560,9 +919,9 @@ fn human_event(ctx: &JobContext, ev: &JobEvent, took: Option<u64>) -> Option<Str
             let mut s = match outcome {
                 Outcome::Succeeded => format!("{at}  ok        {k}{again}{took}"),
                 Outcome::Failed { error } => {
-                    format!("{at}  FAILED    {k}{again}{took}: {error}")
+                    format!("{at}  {} {k}{again}{took}: {error}", alarm("FAILED   "))
                 }
-                Outcome::TimedOut => format!("{at}  TIMED OUT {k}{again}{took}"),
+                Outcome::TimedOut => format!("{at}  {} {k}{again}{took}", alarm("TIMED OUT")),
                 Outcome::Cancelled => format!("{at}  cancelled {k}{again}{took}"),
             };
             if let Some(tail) = output_tail {

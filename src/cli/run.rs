@@ -15,7 +15,7 @@ use drplan_engine::runtime::Submission;
 
 use super::engine_host::{self, Running, Session, SimOptions, SimWorld};
 use super::graph::Kind;
-use super::progress::{FollowFormat, Follower, Printer};
+use super::progress::{FollowFormat, Printer};
 use super::render_diag::{Renderer, Sources};
 use super::validate::{human_report, judge, load, width};
 use super::{Exit, GlobalOpts, emit};
@@ -41,10 +41,21 @@ pub struct EngineOpts {
     /// Print only the outcome (and what to type next).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Never ask in place when the job waits for an operator, even on a
+    /// terminal: print the command to continue and exit 0 (for scripts and
+    /// command chains run from a terminal).
+    #[arg(long)]
+    pub no_prompt: bool,
 }
 
 impl EngineOpts {
     pub fn printer(&self) -> Printer {
+        // Every command that follows a job takes its printer from here, so
+        // this is where `--no-prompt` reaches the prompt (a process-wide
+        // switch keeps `Printer`'s shape, which other commands build on).
+        if self.no_prompt {
+            super::prompt::disable();
+        }
         Printer {
             format: self.format,
             quiet: self.quiet,
@@ -321,9 +332,10 @@ fn run_inner(args: &RunArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
             running.stop().await;
             return Exit::Ok;
         }
-        let exit = Follower::new(api, printer)
-            .follow(&[job], updates, &|| running.save_world())
-            .await;
+        let exit = super::prompt::follow_prompting(api, printer, &[job], updates, &|| {
+            running.save_world()
+        })
+        .await;
         running.stop().await;
         exit
     }))

@@ -1,22 +1,22 @@
-//! `drplan show JOB`: a job's timeline, read from the store (nothing runs).
+//! `drplan show JOB`: a job's timeline, read from the store (nothing runs):
+//! groups with their VMs and steps, start offsets, durations, attempts,
+//! outcomes and output tails, the critical path marked `*`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Args;
 use drplan_engine::api::Control;
-use drplan_engine::api::client::Client;
-use drplan_engine::core::{JobContext, JobEvent, JobState, Outcome, StepState};
+use drplan_engine::core::{JobContext, StepState};
 use drplan_engine::journal::{JobMeta, Journal};
-use drplan_engine::store::sled_store::SledStore;
+use drplan_engine::plan::model::Plan;
+use drplan_engine::report::{StepView, Timeline};
 use drplan_engine::store::{JobId, Store};
-use serde::Serialize;
 
 use super::engine_host;
-use super::progress::duration;
+use super::progress::{duration, now_ms};
 use super::validate::OutputFormat;
 use super::{Exit, emit};
 
@@ -34,261 +34,265 @@ pub struct ShowArgs {
     pub format: OutputFormat,
 }
 
-/// One step of the timeline.
-#[derive(Debug, Serialize)]
-pub struct StepView {
-    pub key: String,
-    /// `pending`, `running`, `succeeded`, `failed`, `skipped`, ...
-    pub state: &'static str,
-    /// The state with its details (attempt, error, skip reason).
-    pub detail: StepState,
-    pub attempts: u32,
-    pub started_at: Option<u64>,
-    pub finished_at: Option<u64>,
-    pub duration_ms: Option<u64>,
-    /// The outcome of every finished attempt, in order.
-    pub outcomes: Vec<Outcome>,
-    /// The last output lines of the latest attempt that had output.
-    pub output_tail: Option<String>,
-    /// A manual step's answer.
-    pub answer: Option<AnswerView>,
+/// A data directory opened for reading timelines.
+/// Read access to a data directory's jobs for `show`, `report`, `history`
+/// and `graph --job`: through the data directory's server when one runs,
+/// else straight from the store (no engine runs, nothing is written).
+pub struct Reader {
+    pub dir: PathBuf,
+    rt: tokio::runtime::Runtime,
+    session: engine_host::Session,
+    /// The journal over the store when this process opened it.
+    journal: Option<Journal>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct AnswerView {
-    pub done: bool,
-    pub by: String,
-    pub note: Option<String>,
-    pub at: u64,
-}
-
-/// The JSON document.
-#[derive(Debug, Serialize)]
-pub struct JobView {
-    pub job: JobId,
-    pub plan: String,
-    pub operation: String,
-    pub status: &'static str,
-    pub requested_by: String,
-    pub submitted_at: u64,
-    pub started_at: Option<u64>,
-    pub finished_at: Option<u64>,
-    pub duration_ms: Option<u64>,
-    /// How the test was closed (test failovers): notes, by, forced.
-    pub test: Option<drplan_engine::core::TestClosure>,
-    pub steps: Vec<StepView>,
-}
-
-fn state_name(s: &StepState) -> &'static str {
-    match s {
-        StepState::Pending => "pending",
-        StepState::Running { .. } => "running",
-        StepState::RetryWaiting { .. } => "retry_waiting",
-        StepState::AwaitingOperator { .. } => "awaiting_operator",
-        StepState::Succeeded { .. } => "succeeded",
-        StepState::Failed { .. } => "failed",
-        StepState::TimedOut { .. } => "timed_out",
-        StepState::Skipped { .. } => "skipped",
-        StepState::Cancelled { .. } => "cancelled",
-    }
-}
-
-fn attempt_of(s: &StepState) -> Option<u32> {
-    match s {
-        StepState::Running { attempt }
-        | StepState::RetryWaiting { attempt, .. }
-        | StepState::AwaitingOperator { attempt, .. }
-        | StepState::Succeeded { attempt }
-        | StepState::Failed { attempt, .. }
-        | StepState::TimedOut { attempt }
-        | StepState::Cancelled { attempt } => Some(*attempt),
-        StepState::Pending | StepState::Skipped { .. } => None,
-    }
-}
-
-pub fn view(meta: &JobMeta, st: &JobState, ctx: &JobContext, events: &[JobEvent]) -> JobView {
-    let mut outcomes: BTreeMap<usize, Vec<Outcome>> = BTreeMap::new();
-    let mut tails: BTreeMap<usize, String> = BTreeMap::new();
-    for ev in events {
-        if let JobEvent::StepFinished {
-            step,
-            outcome,
-            output_tail,
-            ..
-        } = ev
-        {
-            outcomes.entry(*step).or_default().push(outcome.clone());
-            if let Some(t) = output_tail {
-                tails.insert(*step, t.clone());
-            }
+impl Reader {
+    /// Open `--data-dir` (never creating one). A store held by a process
+    /// that serves no API is exit 2, naming the holder.
+    pub fn open(given: Option<&Path>) -> Result<Reader, Exit> {
+        let dir = engine_host::data_dir(given)?;
+        if !dir.exists() {
+            eprintln!("drplan: no data directory `{}`", dir.display());
+            return Err(Exit::CouldNotRun);
         }
-    }
-    let steps = st
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(s, rec)| {
-            let outs = outcomes.remove(&s).unwrap_or_default();
-            StepView {
-                key: ctx
-                    .node(s)
-                    .map(|n| n.key.clone())
-                    .unwrap_or_else(|| format!("#{s}")),
-                state: state_name(&rec.state),
-                detail: rec.state.clone(),
-                attempts: attempt_of(&rec.state).unwrap_or(outs.len() as u32),
-                started_at: rec.started_at,
-                finished_at: rec.finished_at,
-                duration_ms: rec
-                    .started_at
-                    .zip(rec.finished_at)
-                    .map(|(a, b)| b.saturating_sub(a)),
-                outcomes: outs,
-                output_tail: tails.remove(&s).or_else(|| st.outputs.get(&s).cloned()),
-                answer: st.answers.get(&s).map(|a| AnswerView {
-                    done: a.done,
-                    by: a.by.clone(),
-                    note: a.note.clone(),
-                    at: a.at,
-                }),
+        let rt = engine_host::runtime()?;
+        let session = rt.block_on(engine_host::Session::open(&dir))?;
+        let journal = match &session {
+            engine_host::Session::Local(store) => {
+                let dynstore: Arc<dyn Store> = store.clone();
+                Some(Journal::open(dynstore).map_err(|e| {
+                    eprintln!("drplan: {e}");
+                    Exit::CouldNotRun
+                })?)
             }
+            engine_host::Session::Remote(_) => None,
+        };
+        Ok(Reader {
+            dir,
+            rt,
+            session,
+            journal,
         })
-        .collect();
-    JobView {
-        job: meta.id,
-        plan: meta.plan_name.clone(),
-        operation: meta.operation.to_string(),
-        status: meta.status.as_str(),
-        requested_by: meta.requested_by.clone(),
-        submitted_at: st.submitted_at,
-        started_at: st.started_at,
-        finished_at: st.finished_at,
-        duration_ms: st
-            .started_at
-            .zip(st.finished_at)
-            .map(|(a, b)| b.saturating_sub(a)),
-        test: st.test.clone(),
-        steps,
+    }
+
+    pub fn meta(&self, job: JobId) -> Result<JobMeta, Exit> {
+        self.rt
+            .block_on(self.session.job_meta(job))?
+            .ok_or_else(|| {
+                eprintln!(
+                    "drplan: job {job} does not exist in `{}`",
+                    self.dir.display()
+                );
+                Exit::CouldNotRun
+            })
+    }
+
+    /// Every job, oldest first.
+    pub fn all_jobs(&self) -> Result<Vec<JobMeta>, Exit> {
+        self.rt.block_on(self.session.all_jobs())
+    }
+
+    /// The timeline of a job, and the plan it ran.
+    pub fn timeline(&self, meta: &JobMeta) -> Result<(Timeline, Plan), Exit> {
+        let job = meta.id;
+        let (plan, _) = self.rt.block_on(self.session.job_plan(meta))?;
+        let ctx = JobContext::new(&plan, meta.operation);
+        let missing = || {
+            eprintln!("drplan: job {job} does not exist");
+            Exit::CouldNotRun
+        };
+        let (st, events) = match (&self.journal, &self.session) {
+            (Some(journal), _) => {
+                let fail = |e: drplan_engine::journal::JournalError| {
+                    eprintln!("drplan: job {job}: {e}");
+                    Exit::CouldNotRun
+                };
+                let st = journal.job(job).map_err(fail)?.ok_or_else(missing)?;
+                (st, journal.events(job).map_err(fail)?)
+            }
+            (None, engine_host::Session::Remote(c)) => self.rt.block_on(async {
+                let st = c
+                    .job(job)
+                    .await
+                    .map_err(engine_host::api_fail)?
+                    .ok_or_else(missing)?;
+                let events = c.events(job).await.map_err(engine_host::api_fail)?;
+                Ok::<_, Exit>((st, events))
+            })?,
+            (None, engine_host::Session::Local(_)) => return Err(missing()),
+        };
+        Ok((Timeline::build(&plan, &st, &ctx, &events, now_ms()), plan))
     }
 }
 
-fn time(ms: Option<u64>) -> String {
-    ms.map(|t| humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t)).to_string())
+pub fn time(ms: Option<u64>) -> String {
+    ms.map(|t| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(t)).to_string())
         .unwrap_or_else(|| "-".into())
 }
 
-pub fn human(v: &JobView) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "job {}: {} of plan {}", v.job, v.operation, v.plan);
-    let _ = writeln!(o, "  status:        {}", v.status);
-    let _ = writeln!(o, "  requested by:  {}", v.requested_by);
-    let _ = writeln!(o, "  started:       {}", time(v.started_at));
-    let _ = writeln!(o, "  finished:      {}", time(v.finished_at));
-    if let Some(d) = v.duration_ms {
-        let _ = writeln!(o, "  duration:      {}", duration(d));
+/// `+1.2s` from the job's start.
+fn offset(t: &Timeline, at: Option<u64>) -> String {
+    match (t.started_at, at) {
+        (Some(s), Some(a)) => format!("+{}", duration(a.saturating_sub(s))),
+        _ => "-".into(),
     }
-    if let Some(t) = &v.test {
-        let forced = if t.forced { " (forcibly ended)" } else { "" };
-        let _ = writeln!(o, "  test closed:   by {}{forced}: {}", t.by, t.notes);
+}
+
+pub fn rto_text(t: &Timeline) -> String {
+    if !t.rto.applicable {
+        return "n/a (the operation starts no VM)".into();
     }
-    let _ = writeln!(o, "\nsteps:");
-    for s in &v.steps {
-        let attempts = match s.attempts {
-            0 | 1 => String::new(),
-            n => format!(", {n} attempts"),
+    match (t.rto.achieved_ms, &t.rto.last_vm) {
+        (Some(ms), Some(vm)) => format!("{} (last required VM running: {vm})", duration(ms)),
+        (Some(ms), None) => duration(ms),
+        _ if t.rto.not_running.is_empty() => "not reached yet".into(),
+        _ => format!(
+            "not achieved: not running: {}",
+            t.rto.not_running.join(", ")
+        ),
+    }
+}
+
+fn step_line(o: &mut String, t: &Timeline, s: &StepView) {
+    let mark = if s.critical { "*" } else { " " };
+    let attempts = match s.attempts {
+        0 | 1 => String::new(),
+        n => format!(" ({n} attempts)"),
+    };
+    let took = s.duration_ms.map(duration).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        o,
+        "  {mark} {:>8} {:>8}  {:<18} {}{attempts}",
+        offset(t, s.started_at),
+        took,
+        s.state,
+        s.key
+    );
+    for out in &s.attempt_log {
+        let what = match &out.outcome {
+            drplan_engine::core::Outcome::Failed { error } => format!("error: {error}"),
+            drplan_engine::core::Outcome::TimedOut => "timed out".into(),
+            _ => continue,
         };
-        let took = s
-            .duration_ms
-            .map(|d| format!(", {}", duration(d)))
+        let _ = writeln!(o, "      attempt {}: {what}", out.attempt);
+    }
+    // A failure without a recorded outcome (a manual step answered "not
+    // done", a timed-out manual step) carries its error in the state.
+    if let StepState::Failed { error, .. } = &s.detail
+        && !s.attempt_log.iter().any(|a| {
+            matches!(&a.outcome, drplan_engine::core::Outcome::Failed { error: e } if e == error)
+        })
+    {
+        let _ = writeln!(o, "      error: {error}");
+    }
+    if let StepState::Skipped { reason } = &s.detail {
+        let _ = writeln!(o, "      skipped: {}", skip_text(t, reason));
+    }
+    if let Some(a) = &s.answer {
+        let what = if a.done { "done" } else { "not done" };
+        let note = a
+            .note
+            .as_deref()
+            .map(|n| format!(": {n}"))
             .unwrap_or_default();
-        let _ = writeln!(o, "  {:<44} {}{attempts}{took}", s.key, s.state);
-        if s.started_at.is_some() {
-            let _ = writeln!(o, "      {} -> {}", time(s.started_at), time(s.finished_at));
+        let _ = writeln!(o, "      answered {what} by {}{note}", a.by);
+    }
+    if let Some(tail) = &s.output_tail {
+        // A script's last lines say what it did; a VM operation's summary
+        // only matters when it failed or warns.
+        let lines: Vec<&str> = if s.vm.is_none() || s.detail.is_failure() {
+            let all: Vec<&str> = tail.lines().collect();
+            all[all.len().saturating_sub(10)..].to_vec()
+        } else {
+            drplan_engine::report::warning_lines(tail).collect()
+        };
+        for l in lines {
+            let _ = writeln!(o, "      | {l}");
         }
-        for out in &s.outcomes {
-            match out {
-                Outcome::Failed { error } => {
-                    let _ = writeln!(o, "      error: {error}");
-                }
-                Outcome::TimedOut => {
-                    let _ = writeln!(o, "      timed out");
-                }
-                Outcome::Cancelled | Outcome::Succeeded => {}
-            }
+    }
+}
+
+pub fn skip_text(t: &Timeline, r: &drplan_engine::core::SkipReason) -> String {
+    use drplan_engine::core::SkipReason;
+    match r {
+        SkipReason::ChainFailed { step } => format!(
+            "{} failed earlier",
+            t.steps
+                .get(*step)
+                .map(|s| s.key.as_str())
+                .unwrap_or("a step")
+        ),
+        SkipReason::Operator { by } => format!("by {by}"),
+        SkipReason::ManualTimedOut => "not answered in time".into(),
+        SkipReason::NothingToClean => "nothing to clean".into(),
+    }
+}
+
+pub fn human(t: &Timeline) -> String {
+    let mut o = String::new();
+    let hash: String = t.plan_hash.chars().take(12).collect();
+    let _ = writeln!(
+        o,
+        "job {}: {} of plan {} (plan hash {hash})",
+        t.job, t.operation, t.plan
+    );
+    let _ = writeln!(o, "  status:        {}", t.status);
+    let _ = writeln!(o, "  verdict:       {}", t.verdict.as_str());
+    let _ = writeln!(o, "  requested by:  {}", t.requested_by);
+    let _ = writeln!(o, "  started:       {}", time(t.started_at));
+    let _ = writeln!(o, "  finished:      {}", time(t.finished_at));
+    if let Some(d) = t.duration_ms {
+        let running = if t.finished_at.is_none() {
+            " so far"
+        } else {
+            ""
+        };
+        let _ = writeln!(o, "  duration:      {}{running}", duration(d));
+    }
+    let _ = writeln!(o, "  achieved RTO:  {}", rto_text(t));
+    if let Some(ms) = t.critical_path_ms {
+        let _ = writeln!(
+            o,
+            "  critical path: {} over {} steps (marked *)",
+            duration(ms),
+            t.critical_path.len()
+        );
+    }
+    if let Some(c) = &t.test {
+        let forced = if c.forced { " (forcibly ended)" } else { "" };
+        let _ = writeln!(o, "  test closed:   by {}{forced}: {}", c.by, c.notes);
+    }
+    let _ = writeln!(o, "\n  {:>10} {:>8}  {:<18} STEP", "START", "TOOK", "STATE");
+    for g in &t.groups {
+        let took = g.duration_ms.map(duration).unwrap_or_else(|| "-".into());
+        let failed = if g.vms_failed > 0 {
+            format!(", {} FAILED", g.vms_failed)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            o,
+            "\ngroup {}: {}/{} VMs done{failed}, {took}",
+            g.name, g.vms_done, g.vms_total
+        );
+        for &s in &g.steps {
+            step_line(&mut o, t, &t.steps[s]);
         }
-        // A failure without a recorded outcome (a manual step answered
-        // "not done", a timed-out manual step) carries its error in the state.
-        if let StepState::Failed { error, .. } = &s.detail
-            && !s
-                .outcomes
-                .iter()
-                .any(|o| matches!(o, Outcome::Failed { error: e } if e == error))
-        {
-            let _ = writeln!(o, "      error: {error}");
+    }
+    let cleanup: Vec<&StepView> = t.steps.iter().filter(|s| s.cleanup).collect();
+    if !cleanup.is_empty() {
+        let _ = writeln!(o, "\ntest cleanup:");
+        for s in cleanup {
+            step_line(&mut o, t, s);
         }
-        if let Some(a) = &s.answer {
-            let what = if a.done { "done" } else { "not done" };
-            let note = a
-                .note
-                .as_deref()
-                .map(|n| format!(": {n}"))
-                .unwrap_or_default();
-            let _ = writeln!(o, "      answered {what} by {}{note}", a.by);
-        }
-        if let Some(tail) = &s.output_tail {
-            let lines: Vec<&str> = tail.lines().collect();
-            for l in &lines[lines.len().saturating_sub(10)..] {
-                let _ = writeln!(o, "      | {l}");
-            }
+    }
+    if !t.warnings.is_empty() {
+        let _ = writeln!(o, "\nwarnings:");
+        for w in &t.warnings {
+            let _ = writeln!(o, "  - {w}");
         }
     }
     o
-}
-
-type Read = (JobMeta, JobState, Arc<JobContext>, Vec<JobEvent>);
-
-/// The job straight from the store (no engine runs).
-fn read_local(dir: &std::path::Path, store: Arc<SledStore>, job: JobId) -> Result<Read, Exit> {
-    let Some(meta) = engine_host::job_meta(store.as_ref(), job)? else {
-        eprintln!("drplan: job {job} does not exist in `{}`", dir.display());
-        return Err(Exit::CouldNotRun);
-    };
-    let plan = engine_host::job_plan(store.as_ref(), &meta)?;
-    let ctx = Arc::new(JobContext::new(&plan, meta.operation));
-    let store: Arc<dyn Store> = store;
-    let journal = Journal::open(store).map_err(|e| {
-        eprintln!("drplan: {e}");
-        Exit::CouldNotRun
-    })?;
-    let fail = |e: drplan_engine::journal::JournalError| {
-        eprintln!("drplan: job {job}: {e}");
-        Exit::CouldNotRun
-    };
-    let st = journal.job(job).map_err(fail)?.ok_or_else(|| {
-        eprintln!("drplan: job {job} does not exist");
-        Exit::CouldNotRun
-    })?;
-    let events = journal.events(job).map_err(fail)?;
-    Ok((meta, st, ctx, events))
-}
-
-/// The job from the data directory's server.
-async fn read_remote(dir: &std::path::Path, c: &Client, job: JobId) -> Result<Read, Exit> {
-    let Some(meta) = c.meta(job).await.map_err(engine_host::api_fail)? else {
-        eprintln!("drplan: job {job} does not exist in `{}`", dir.display());
-        return Err(Exit::CouldNotRun);
-    };
-    let ctx = c.context(job).await.map_err(engine_host::api_fail)?;
-    let st = c
-        .job(job)
-        .await
-        .map_err(engine_host::api_fail)?
-        .ok_or_else(|| {
-            eprintln!("drplan: job {job} does not exist");
-            Exit::CouldNotRun
-        })?;
-    let events = c.events(job).await.map_err(engine_host::api_fail)?;
-    Ok((meta, st, ctx, events))
 }
 
 pub fn run(args: &ShowArgs) -> Exit {
@@ -298,8 +302,8 @@ pub fn run(args: &ShowArgs) -> Exit {
 }
 
 fn run_inner(args: &ShowArgs) -> Result<Exit, Exit> {
-    let dir = engine_host::data_dir(args.data_dir.as_deref())?;
     let job = JobId(args.job);
+    let dir = engine_host::data_dir(args.data_dir.as_deref())?;
     if !dir.exists() {
         eprintln!(
             "drplan: job {job} does not exist (no data directory `{}`)",
@@ -307,23 +311,18 @@ fn run_inner(args: &ShowArgs) -> Result<Exit, Exit> {
         );
         return Err(Exit::CouldNotRun);
     }
-    let rt = engine_host::runtime()?;
-    let (meta, st, ctx, events) = rt.block_on(async {
-        match engine_host::Session::open(&dir).await? {
-            engine_host::Session::Local(store) => read_local(&dir, store, job),
-            engine_host::Session::Remote(c) => read_remote(&dir, &c, job).await,
-        }
-    })?;
-    let v = view(&meta, &st, &ctx, &events);
+    let r = Reader::open(Some(&dir))?;
+    let meta = r.meta(job)?;
+    let (t, _) = r.timeline(&meta)?;
     Ok(match args.format {
         OutputFormat::Json => {
-            let mut t = serde_json::to_string_pretty(&v).map_err(|e| {
+            let mut text = serde_json::to_string_pretty(&t).map_err(|e| {
                 eprintln!("drplan: {e}");
                 Exit::CouldNotRun
             })?;
-            t.push('\n');
-            emit(&t)
+            text.push('\n');
+            emit(&text)
         }
-        OutputFormat::Human => emit(&human(&v)),
+        OutputFormat::Human => emit(&human(&t)),
     })
 }

@@ -1,0 +1,229 @@
+//! Answering in place: when a followed job waits for an operator (a manual
+//! step, a failure that halted a planned failover, an open test waiting for
+//! its cleanup) and both stdin and stdout are a terminal, ask right there —
+//! then carry on following the job. Anywhere else (a pipe, CI, `--format
+//! json`) nothing is asked: the exact command to continue was printed and
+//! the command exits 0, as before.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use drplan_engine::api::{ApiError, Control, Updates};
+use drplan_engine::core::JobStatus;
+use drplan_engine::store::JobId;
+
+use super::Exit;
+use super::progress::{FollowFormat, Follower, Printer, prompts};
+use super::run::default_by;
+
+/// What the operator chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    Done { note: Option<String>, by: String },
+    NotDone { note: Option<String>, by: String },
+    Retry { by: String },
+    Skip { by: String },
+    Cancel { by: String },
+    Cleanup { notes: String, by: String },
+    Quit,
+}
+
+/// Set by `--no-prompt`.
+static DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// Never ask in this process (`--no-prompt`).
+pub fn disable() {
+    DISABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether `run` and the operator commands may ask in place.
+pub fn interactive(printer: &Printer) -> bool {
+    !DISABLED.load(Ordering::Relaxed)
+        && printer.format == FollowFormat::Human
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
+}
+
+/// Follow `jobs` like [`Follower::follow`]; on a terminal, ask the operator
+/// whenever one of them waits, perform the answer and follow on.
+pub async fn follow_prompting(
+    engine: &dyn Control,
+    printer: Printer,
+    jobs: &[JobId],
+    updates: Updates,
+    on_step: &dyn Fn(),
+) -> Exit {
+    let ask = interactive(&printer);
+    let mut follower = Follower::new(engine, printer.clone());
+    let mut updates = updates;
+    let mut jobs = jobs.to_vec();
+    loop {
+        let exit = follower.follow(&jobs, updates, on_step).await;
+        if !ask {
+            return exit;
+        }
+        // The first job still waiting, with what it waits for.
+        let mut asked = None;
+        let mut open = Vec::new();
+        for &job in &jobs {
+            let Ok(Some(status)) = engine.status(job).await else {
+                continue;
+            };
+            if status.is_terminal() {
+                continue;
+            }
+            open.push(job);
+            if asked.is_none()
+                && let (Ok(Some(st)), Ok(ctx)) = (engine.job(job).await, engine.context(job).await)
+                && let Some(p) = prompts(job, Some(status), &st, &ctx, &printer.suffix())
+                    .into_iter()
+                    .find(|p| p.reason != "scheduled")
+            {
+                let step = p.step.as_deref().and_then(|k| {
+                    (0..ctx.len()).find(|&s| ctx.node(s).is_some_and(|n| n.key == k))
+                });
+                asked = Some((job, status, p.reason, step));
+            }
+        }
+        let Some((job, status, reason, step)) = asked else {
+            return exit;
+        };
+        let choice = read_choice(job, status, reason).await;
+        if choice == Choice::Quit {
+            println!("   nothing done: the commands above continue the job");
+            return exit;
+        }
+        // Subscribe before acting, so nothing the action causes is missed.
+        updates = match engine.subscribe(None).await {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("drplan: {e}");
+                return Exit::CouldNotRun;
+            }
+        };
+        let done = perform(engine, job, step, choice).await;
+        if let Err(e) = done {
+            // Refused (e.g. answered meanwhile from another terminal): say
+            // so and look again.
+            eprintln!("drplan: job {job}: {e}");
+        }
+        jobs = open;
+    }
+}
+
+async fn perform(
+    engine: &dyn Control,
+    job: JobId,
+    step: Option<usize>,
+    choice: Choice,
+) -> Result<(), ApiError> {
+    let need = |step: Option<usize>| {
+        step.ok_or_else(|| ApiError::refused("unknown_step", format!("job {job} waits on no step")))
+    };
+    match choice {
+        Choice::Done { note, by } => {
+            engine
+                .answer_manual(job, need(step)?, true, &by, note)
+                .await
+        }
+        Choice::NotDone { note, by } => {
+            engine
+                .answer_manual(job, need(step)?, false, &by, note)
+                .await
+        }
+        Choice::Retry { by } => engine.retry(job, need(step)?, &by).await,
+        Choice::Skip { by } => engine.skip(job, need(step)?, &by).await,
+        Choice::Cancel { by } => engine.cancel(job, &by).await,
+        Choice::Cleanup { notes, by } => engine.complete_test(job, &notes, &by).await,
+        Choice::Quit => Ok(()),
+    }
+}
+
+/// Read one line on a blocking thread (stdin is blocking); `None` at the
+/// end of input.
+async fn line(question: String) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{question}");
+        let _ = out.flush();
+        drop(out);
+        let mut s = String::new();
+        match std::io::stdin().lock().read_line(&mut s) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(s.trim().to_string()),
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+async fn note(question: &str) -> Option<Option<String>> {
+    let n = line(format!("   {question}: ")).await?;
+    Some((!n.is_empty()).then_some(n))
+}
+
+async fn by() -> Option<String> {
+    let default = default_by();
+    let b = line(format!("   by [{default}]: ")).await?;
+    Some(if b.is_empty() { default } else { b })
+}
+
+/// Ask until the answer is understood; end of input means quit.
+async fn read_choice(job: JobId, status: JobStatus, reason: &str) -> Choice {
+    let question = match reason {
+        "manual" => "   answer: [d]one, [f]ailed (not done), [q]uit and print the command? ",
+        "failed" => "   [r]etry, [s]kip, [c]ancel the job, [q]uit and print the command? ",
+        "cleanup_failed" => "   [r]etry, [s]kip (the test stays open until done), [q]uit? ",
+        "cleanup" => "   [c]lean up the test now, [q]uit and leave it open? ",
+        _ => return Choice::Quit,
+    };
+    let _ = status;
+    loop {
+        let Some(a) = line(question.to_string()).await else {
+            return Choice::Quit;
+        };
+        let a = a.to_ascii_lowercase();
+        let first = a.chars().next();
+        let choice = match (reason, first) {
+            (_, Some('q')) => Some(Choice::Quit),
+            ("manual", Some('d')) => {
+                let Some(n) = note("note (optional)").await else {
+                    return Choice::Quit;
+                };
+                by().await.map(|by| Choice::Done { note: n, by })
+            }
+            ("manual", Some('f')) => {
+                let Some(n) = note("what went wrong (optional)").await else {
+                    return Choice::Quit;
+                };
+                by().await.map(|by| Choice::NotDone { note: n, by })
+            }
+            ("failed" | "cleanup_failed", Some('r')) => by().await.map(|by| Choice::Retry { by }),
+            ("failed" | "cleanup_failed", Some('s')) => by().await.map(|by| Choice::Skip { by }),
+            ("failed", Some('c')) => {
+                let Some(sure) = line(format!("   cancel job {job}? [y/N] ")).await else {
+                    return Choice::Quit;
+                };
+                if sure.eq_ignore_ascii_case("y") || sure.eq_ignore_ascii_case("yes") {
+                    by().await.map(|by| Choice::Cancel { by })
+                } else {
+                    continue;
+                }
+            }
+            ("cleanup", Some('c')) => loop {
+                let Some(n) = note("notes: what did the drill show? (required)").await else {
+                    return Choice::Quit;
+                };
+                if let Some(notes) = n {
+                    break by().await.map(|by| Choice::Cleanup { notes, by });
+                }
+            },
+            _ => {
+                println!("   please answer with one of the letters in brackets");
+                continue;
+            }
+        };
+        return choice.unwrap_or(Choice::Quit);
+    }
+}
