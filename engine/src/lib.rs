@@ -18,7 +18,10 @@
 //!   its own process group (timeouts, bounded output, published values).
 //! - [`runtime`]: the tokio `Engine` that performs the journal's effects
 //!   (fabric operations, scripts, timers, operator prompts).
+//! - [`analysis`]: RTO estimates from past runs and what-if simulations of
+//!   a plan (the runtime on an in-memory store, in virtual time).
 
+pub mod analysis;
 pub mod core;
 pub mod fabric;
 pub mod journal;
