@@ -241,8 +241,10 @@ Examples:
   drplan simulate plans/three-tier.yaml --failover test --inject fail-step:smoke-test
 
 Exit codes:
-  0  the simulated job succeeded (or, for a test, awaits its cleanup)
-  1  the simulated job ends badly or halts on a failure; problems in the plan
+  0  the simulated job succeeded (or, for a test, awaits its cleanup) and no
+     required step failed
+  1  the simulated job ends badly, halts on a failure, or a required step
+     failed; problems in the plan
   2  could not run: bad arguments or faults, an unreadable file";
 
 const COMPLETIONS_HELP: &str = "\

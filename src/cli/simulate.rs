@@ -179,7 +179,11 @@ fn run_inner(args: &SimulateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
     })?;
     let rows = timeline::rows(&sim.ctx, &sim.state, &sim.figures);
     let outcome = timeline::outcome(&sim.ctx, &sim.state, sim.status);
-    let exit = if good(sim.status) && outcome.halted_at.is_empty() {
+    // Exit 1 for any predicted trouble a plan author would want CI to catch:
+    // a bad end, a halt, or a required step that failed (a drill with a
+    // failed smoke test still "awaits cleanup").
+    let errors = sim.state.summary(&sim.ctx).errors;
+    let exit = if good(sim.status) && outcome.halted_at.is_empty() && errors == 0 {
         Exit::Ok
     } else {
         Exit::Problems
