@@ -147,13 +147,12 @@ fn history(args: &EstimateArgs, plan_name: &str) -> Result<(Measurements, Source
     }
     // A store held by a running drplan is refused at once (exit 2), never
     // waited on.
-    let store = engine_host::open_store(&dir).map_err(|e| {
+    let store = engine_host::open_store(&dir).inspect_err(|_| {
         eprintln!(
-            "drplan: the estimate reads past runs from `{}`; wait until the running command \
-             ends, or pass --no-history",
+            "drplan: cannot read past runs from `{}` (if a drplan command is using it, wait \
+             until it ends); --no-history estimates without them",
             dir.display()
         );
-        e
     })?;
     let m = measurements_from_store(store.as_ref(), plan_name).map_err(|e| {
         eprintln!("drplan: {e}");
@@ -196,7 +195,7 @@ fn estimate_kind(plan: &Plan, kind: FailoverKind, model: &DurationModel) -> Kind
     let e = estimate(&exec, model);
     let (measured, total) = e.count_measured();
     let keys = |p: &[usize]| p.iter().map(|&i| exec.nodes[i].key.clone()).collect();
-    let k = KindEstimate {
+    KindEstimate {
         failover: kind.to_string(),
         rto_ms: e.rto_ms,
         total_ms: e.total_ms,
@@ -206,8 +205,7 @@ fn estimate_kind(plan: &Plan, kind: FailoverKind, model: &DurationModel) -> Kind
         rto_path: keys(&e.rto_path),
         steps: e.nodes.clone(),
         estimate: e,
-    };
-    k
+    }
 }
 
 /// Measured fabric operations much faster than the configured latencies
@@ -322,6 +320,14 @@ fn header(o: &mut String, plan: &Plan, source: &Source, hint: Option<&str>, args
     }
 }
 
+fn offset(ms: u64) -> String {
+    if ms == 0 {
+        "+0s".into()
+    } else {
+        format!("+{}", duration(ms))
+    }
+}
+
 fn rto(ms: Option<u64>) -> String {
     ms.map_or_else(|| "- (no required VM)".into(), duration)
 }
@@ -371,8 +377,8 @@ fn detail(o: &mut String, k: &KindEstimate, all: bool) {
         let _ = writeln!(
             o,
             "  {:>9} -> {:>9}  {:>8}  {:<40} {}{mark}",
-            format!("+{}", duration(n.start_ms)),
-            format!("+{}", duration(n.finish_ms)),
+            offset(n.start_ms),
+            offset(n.finish_ms),
             duration(n.figure.ms),
             n.key,
             n.figure.basis.describe(),

@@ -223,7 +223,11 @@ fn good(status: JobStatus) -> bool {
 }
 
 fn offset(ms: Option<u64>) -> String {
-    ms.map_or_else(|| "-".into(), |m| format!("+{}", duration(m)))
+    match ms {
+        None => "-".into(),
+        Some(0) => "+0s".into(),
+        Some(m) => format!("+{}", duration(m)),
+    }
 }
 
 fn human(

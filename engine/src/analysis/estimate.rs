@@ -312,3 +312,67 @@ pub fn estimate(plan: &ExecPlan, model: &DurationModel) -> Estimate {
         nodes,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::compile::{Operation, compile};
+    use crate::plan::model::{FailoverKind, Plan};
+
+    fn three_tier() -> Plan {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plans/three-tier.yaml");
+        crate::plan::load(&path, None)
+            .plan
+            .expect("the shipped plan loads")
+    }
+
+    /// An optional VM is never where the RTO is reached, but a slow one
+    /// still delays it: the groups after it wait for its chain.
+    #[test]
+    fn a_slow_optional_vm_delays_the_groups_after_it() {
+        let exec = compile(&three_tier(), Operation::failover(FailoverKind::Unplanned));
+        let mut model = DurationModel::assumed();
+        let fast = estimate(&exec, &model);
+        model.measured.vm_ops.insert(
+            ("start-replica".into(), "app-03".into()),
+            vec![3_600_000, 3_600_000, 1],
+        );
+        let slow = estimate(&exec, &model);
+        let delta = 3_600_000 - 60_000;
+        assert_eq!(slow.rto_ms, fast.rto_ms.map(|r| r + delta));
+        assert_eq!(slow.total_ms, fast.total_ms + delta);
+        let keys =
+            |p: &[StepId]| -> Vec<&str> { p.iter().map(|&i| exec.nodes[i].key.as_str()).collect() };
+        let rto_path = keys(&slow.rto_path);
+        assert!(rto_path.contains(&"application/vm/app-03/start-replica"));
+        assert!(
+            rto_path.last().unwrap().starts_with("web/vm/web-0"),
+            "{rto_path:?}"
+        );
+        assert!(!keys(&fast.rto_path).iter().any(|k| k.contains("app-03")));
+        let n = exec.node("application/vm/app-03/start-replica").unwrap().id;
+        assert_eq!(slow.nodes[n].figure.basis, Basis::MeasuredVm { samples: 3 });
+        // Other VMs' start-replica: no per-operation samples were added, so
+        // they stay assumed.
+        let n = exec.node("application/vm/app-01/start-replica").unwrap().id;
+        assert_eq!(slow.nodes[n].figure.basis, Basis::FabricLatency);
+    }
+
+    #[test]
+    fn the_rto_path_ends_at_the_last_required_vm() {
+        let exec = compile(&three_tier(), Operation::failover(FailoverKind::Planned));
+        let e = estimate(&exec, &DurationModel::assumed());
+        let end = *e.rto_path.last().unwrap();
+        assert!(required_vm_tails(&exec).contains(&end));
+        assert_eq!(Some(e.nodes[end].finish_ms), e.rto_ms);
+        assert_eq!(
+            e.nodes[*e.critical_path.last().unwrap()].finish_ms,
+            e.total_ms
+        );
+        // Each path is a dependency chain.
+        for w in e.critical_path.windows(2) {
+            assert!(exec.nodes[w[1]].deps.contains(&w[0]));
+        }
+    }
+}

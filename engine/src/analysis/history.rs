@@ -254,3 +254,96 @@ pub fn measurements_from_store(
     }
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{JobSpec, Outcome};
+    use crate::plan::compile::Operation;
+    use crate::plan::model::FailoverKind;
+
+    fn three_tier_test() -> JobContext {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plans/three-tier.yaml");
+        let loaded = crate::plan::load(&path, None);
+        let plan = loaded.plan.expect("the shipped plan loads");
+        JobContext::new(&plan, Operation::failover(FailoverKind::Test))
+    }
+
+    fn id(ctx: &JobContext, key: &str) -> StepId {
+        ctx.main.node(key).unwrap_or_else(|| panic!("{key}")).id
+    }
+
+    fn finished(step: StepId, attempt: u32, outcome: Outcome, at: Millis) -> JobEvent {
+        JobEvent::StepFinished {
+            step,
+            attempt,
+            outcome,
+            output_tail: None,
+            at,
+        }
+    }
+
+    #[test]
+    fn an_attempt_starts_when_the_event_that_made_it_runnable_was_recorded() {
+        let ctx = three_tier_test();
+        let spec = JobSpec {
+            id: JobId(7),
+            plan_name: "orders".into(),
+            plan_hash: "h".into(),
+            operation: ctx.main.operation,
+            requested_by: "t".into(),
+            vms: ctx.main.vms().iter().map(|s| s.to_string()).collect(),
+            start_at: None,
+            parent: None,
+        };
+        let create1 = id(&ctx, "database/vm/sql-01/create-test-vm");
+        let start1 = id(&ctx, "database/vm/sql-01/start-test-vm");
+        let create2 = id(&ctx, "database/vm/sql-02/create-test-vm");
+        let events = vec![
+            JobEvent::Submitted { spec, at: 1_000 },
+            JobEvent::Started { at: 2_000 },
+            finished(create1, 1, Outcome::Succeeded, 47_000),
+            // Failed: measured as a span, but not as the operation's duration.
+            finished(
+                create2,
+                1,
+                Outcome::Failed {
+                    error: "boom".into(),
+                },
+                3_000,
+            ),
+            finished(start1, 1, Outcome::Succeeded, 50_000),
+        ];
+        let s = spans(&ctx, &events).expect("the log replays");
+        let span = |step| s.iter().find(|x| x.step == step).expect("a span");
+        assert_eq!(
+            (span(create1).started, span(create1).finished),
+            (2_000, 47_000)
+        );
+        assert_eq!(span(create2).end, SpanEnd::Failed);
+        // start-test-vm became runnable when create-test-vm finished.
+        assert_eq!(
+            (span(start1).started, span(start1).finished),
+            (47_000, 50_000)
+        );
+
+        let mut m = Measurements::default();
+        m.add_job(JobId(7), &ctx, &events).unwrap();
+        assert_eq!(
+            m.vm_ops[&("create-test-vm".to_string(), "sql-01".to_string())],
+            [45_000]
+        );
+        assert_eq!(m.ops["create-test-vm"], [45_000]);
+        assert_eq!(m.ops["start-test-vm"], [3_000]);
+        assert_eq!(m.jobs, [JobId(7)]);
+    }
+
+    #[test]
+    fn the_median_is_an_observed_figure() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[5]), Some(5));
+        assert_eq!(median(&[9, 1, 5]), Some(5));
+        assert_eq!(median(&[40, 10, 30, 20]), Some(20));
+    }
+}
