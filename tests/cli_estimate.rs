@@ -203,7 +203,7 @@ fn after_a_drill_the_estimate_uses_measured_figures() {
     let doc = json(&o);
     assert_eq!(doc["history"]["jobs"], serde_json::json!([1]));
     // Runs at the same time scale: no "were they scaled?" note.
-    assert!(doc["note"].is_null(), "{}", doc["note"]);
+    assert_eq!(doc["notes"], serde_json::json!([]));
     let e = &doc["estimates"][0];
     // Every VM operation, script and manual step of the drill was measured;
     // only the wait is the plan's own.
@@ -235,9 +235,12 @@ fn after_a_drill_the_estimate_uses_measured_figures() {
     // Measured figures from runs at time scale 0.001 next to unscaled
     // assumptions: the estimate says so.
     assert!(
-        doc["note"].as_str().unwrap_or("").contains("--time-scale"),
+        doc["notes"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("--time-scale"),
         "{}",
-        doc["note"]
+        doc["notes"]
     );
 
     // The human report names its sources.
@@ -269,6 +272,31 @@ fn a_store_in_use_is_reported_at_once() {
     let o = estimate(tmp.path(), &["--failover", "test", "--no-history"]);
     expect_code(&o, 0);
     drop(held);
+}
+
+#[test]
+fn groups_wider_than_the_concurrency_limit_are_pointed_out() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let large = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/large.yaml");
+    let o = drplan(&[
+        "estimate",
+        large.to_str().unwrap(),
+        "--no-history",
+        "--failover",
+        "planned",
+        "--data-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    expect_code(&o, 0);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("has 20 VMs but `drplan run` runs at most 8"),
+        "{text}"
+    );
+    // The three-tier plan's groups fit: no such note.
+    let o = estimate(tmp.path(), &["--no-history", "--failover", "planned"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("at most 8"));
 }
 
 #[test]

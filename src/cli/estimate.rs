@@ -23,6 +23,11 @@ use super::render_diag::{Renderer, Sources};
 use super::validate::{OutputFormat, human_report, judge, load, width};
 use super::{Exit, GlobalOpts, emit};
 
+/// VM operations in flight at once: what `drplan run` gives its engine
+/// (`engine_host`), so a simulated wide group queues like a real one and
+/// the estimate can say when its unlimited-parallelism path is optimistic.
+pub const RUN_MAX_VM_OPS: usize = 8;
+
 #[derive(Debug, Args)]
 pub struct EstimateArgs {
     /// The plan file.
@@ -244,7 +249,16 @@ fn run_inner(args: &EstimateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
     check_time_scale(args.time_scale)?;
     let (plan, _, _) = load_plan(&args.plan, args.fabric.as_deref(), global)?;
     let (measured, source) = history(args, &plan.name)?;
-    let hint = scale_hint(&measured, args.time_scale);
+    let mut hints: Vec<String> = scale_hint(&measured, args.time_scale).into_iter().collect();
+    if let Some(g) = plan.groups.iter().find(|g| g.vms.len() > RUN_MAX_VM_OPS) {
+        hints.push(format!(
+            "group `{}` has {} VMs but `drplan run` runs at most {RUN_MAX_VM_OPS} VM operations \
+             at once: the critical path assumes no such limit, so the real RTO is longer; \
+             `drplan simulate` models the limit",
+            g.name,
+            g.vms.len()
+        ));
+    }
     let model = DurationModel {
         measured,
         fabric: SimConfig::default(),
@@ -266,7 +280,7 @@ fn run_inner(args: &EstimateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
                 "history": source,
                 "operator_delay_ms": args.operator_delay.as_millis() as u64,
                 "time_scale": args.time_scale,
-                "note": hint,
+                "notes": hints,
                 "estimates": results,
             });
             Ok(emit(&format!(
@@ -276,7 +290,7 @@ fn run_inner(args: &EstimateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
         }
         OutputFormat::Human => {
             let mut o = String::new();
-            header(&mut o, &plan, &source, hint.as_deref(), args);
+            header(&mut o, &plan, &source, &hints, args);
             if args.failover.is_none() {
                 summary(&mut o, &results);
             } else {
@@ -289,7 +303,7 @@ fn run_inner(args: &EstimateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
     }
 }
 
-fn header(o: &mut String, plan: &Plan, source: &Source, hint: Option<&str>, args: &EstimateArgs) {
+fn header(o: &mut String, plan: &Plan, source: &Source, hints: &[String], args: &EstimateArgs) {
     use std::fmt::Write as _;
     let _ = writeln!(o, "estimate for plan {}", plan.name);
     match (&source.note, source.jobs.as_slice()) {
@@ -315,7 +329,7 @@ fn header(o: &mut String, plan: &Plan, source: &Source, hint: Option<&str>, args
             args.time_scale
         );
     }
-    if let Some(h) = hint {
+    for h in hints {
         let _ = writeln!(o, "  note:     {h}");
     }
 }

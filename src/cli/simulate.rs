@@ -19,16 +19,12 @@ use drplan_engine::plan::compile::{Operation, RecoveryPoint};
 use drplan_engine::script::{RunnerConfig, ScriptRunner};
 use serde::Serialize;
 
-use super::estimate::{check_time_scale, load_plan, parse_duration};
+use super::estimate::{RUN_MAX_VM_OPS, check_time_scale, load_plan, parse_duration};
 use super::graph::Kind;
 use super::progress::duration;
 use super::run::parse_recovery_point;
 use super::validate::OutputFormat;
 use super::{Exit, GlobalOpts, emit};
-
-/// VM operations in flight at once: what `drplan run` gives its engine, so
-/// a simulated wide group queues like a real one.
-const RUN_MAX_VM_OPS: usize = 8;
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
