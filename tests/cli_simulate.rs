@@ -290,3 +290,61 @@ fn the_human_timeline_shows_the_halt_and_the_rto() {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }
 }
+
+#[test]
+fn run_scripts_executes_the_plans_scripts() {
+    // From another working directory: scripts resolve against the plan's.
+    let tmp = tempfile::tempdir().unwrap();
+    let p = plan();
+    let o = Command::new(env!("CARGO_BIN_EXE_drplan"))
+        .args([
+            "simulate",
+            p.to_str().unwrap(),
+            "--failover",
+            "test",
+            "--run-scripts",
+            "--format",
+            "json",
+        ])
+        .current_dir(tmp.path())
+        .env_remove("DRPLAN_DATA_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    expect_code(&o, 0);
+    let doc = json(&o);
+    assert_eq!(doc["scripts"], "executed");
+    for key in ["web/post/register-test-dns", "web/post/smoke-test"] {
+        let s = doc["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == key)
+            .unwrap();
+        assert_eq!(s["state"], "succeeded", "{s}");
+        // Executed, so no assumed figure; a real process takes no virtual
+        // time.
+        assert!(s["figure"].is_null(), "{s}");
+        assert_eq!(s["start_ms"], s["finish_ms"], "{s}");
+    }
+}
+
+#[test]
+fn fabric_warnings_reach_the_timeline() {
+    let o = simulate("unplanned", &["--inject", "site-down:primary-vmm"]);
+    expect_code(&o, 0);
+    let doc = json(&o);
+    let s = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "web/vm/web-01/shutdown-primary")
+        .unwrap();
+    assert!(
+        s["warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("could not be reached"),
+        "{s}"
+    );
+}

@@ -97,7 +97,12 @@ fn bad(errors: impl IntoIterator<Item = impl std::fmt::Display>) -> Exit {
 
 fn run_inner(args: &SimulateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
     check_time_scale(args.time_scale)?;
-    let (plan, text, inventory) = load_plan(&args.plan, args.fabric.as_deref(), global)?;
+    let (mut plan, text, inventory) = load_plan(&args.plan, args.fabric.as_deref(), global)?;
+    // Scripts resolve against the plan's directory; absolute, so they run
+    // whatever the engine's working directory (as `run` does).
+    if let Ok(abs) = std::path::absolute(&plan.base_dir) {
+        plan.base_dir = abs;
+    }
     let Some(inventory) = inventory else {
         eprintln!(
             "drplan: plan `{}` names no inventory; `simulate` needs one for the simulated \
@@ -299,6 +304,9 @@ fn human(
         }
         if let Some(s) = &r.skipped {
             let _ = writeln!(o, "      skipped: {s}");
+        }
+        for w in &r.warnings {
+            let _ = writeln!(o, "      {w}");
         }
     }
     let _ = writeln!(o, "\noutcome: {}", outcome.status);

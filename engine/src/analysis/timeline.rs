@@ -44,6 +44,9 @@ pub struct Row {
     pub skipped: Option<String>,
     /// A simulated script's or a manual answer's assumed duration.
     pub figure: Option<Figure>,
+    /// The warning lines of the step's output (the fabric's "attached to no
+    /// network", "primary unreachable", a script runner's warnings).
+    pub warnings: Vec<String>,
 }
 
 /// The outcome of a job in an operator's terms.
@@ -124,6 +127,17 @@ pub fn rows(ctx: &JobContext, st: &JobState, figures: &BTreeMap<StepId, Figure>)
                 error: error_of(&rec.state),
                 skipped: skip_reason(ctx, &rec.state),
                 figure: figures.get(&s).cloned(),
+                warnings: st
+                    .outputs
+                    .get(&s)
+                    .map(|tail| {
+                        tail.lines()
+                            .map(str::trim)
+                            .filter(|l| l.to_ascii_lowercase().starts_with("warning:"))
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }
         })
         .collect()
