@@ -27,6 +27,10 @@
 //!   server and client, and the `Control` trait both an in-process engine
 //!   and a remote client implement.
 
+//! - [`analysis`]: RTO estimates from past runs and what-if simulations of
+//!   a plan (the runtime on an in-memory store, in virtual time).
+
+pub mod analysis;
 #[cfg(unix)]
 pub mod api;
 pub mod core;

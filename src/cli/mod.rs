@@ -11,7 +11,9 @@
 //!   UTF-8 text), output that cannot be written, an unknown job or step, a
 //!   data directory in use by another process.
 
+mod completions;
 mod engine_host;
+mod estimate;
 mod followup;
 mod graph;
 mod history;
@@ -26,6 +28,7 @@ mod run;
 mod schema;
 mod serve;
 mod show;
+mod simulate;
 mod validate;
 mod watch;
 
@@ -240,6 +243,20 @@ pub enum Command {
     /// stands, then live progress (on a terminal: answer in place).
     #[command(after_help = OPERATOR_HELP)]
     Watch(watch::WatchArgs),
+    /// Predict a plan's recovery time (RTO) from its critical path, with
+    /// figures measured in past runs where there are some.
+    #[command(after_help = ESTIMATE_HELP)]
+    Estimate(estimate::EstimateArgs),
+    /// What if: run a plan with injected faults on an in-memory store and
+    /// the simulated fabric, in virtual time; print the timeline, the
+    /// outcome and the RTO.
+    #[command(after_help = SIMULATE_HELP)]
+    Simulate(simulate::SimulateArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(completions::CompletionsArgs),
+    /// Print the man page, or write one per subcommand with `-o DIR`.
+    Man(completions::ManArgs),
 }
 
 const PROTECT_HELP: &str = "\
@@ -268,6 +285,41 @@ an optional step failed, an output warns, or a test was forcibly ended),
 ERRORS (failed, completed with errors, cleanup incomplete), CANCELLED, or
 IN PROGRESS. Achieved RTO: from the job's start until the last required
 (not optional) VM was running.";
+
+const ESTIMATE_HELP: &str = "\
+Examples:
+  drplan estimate plans/three-tier.yaml
+  drplan estimate plans/three-tier.yaml --failover unplanned --data-dir /var/lib/drplan
+  drplan estimate plans/three-tier.yaml --failover test --time-scale 0.01 --format json
+
+Exit codes:
+  0  the estimate was printed
+  1  problems found in the plan or inventory
+  2  could not run: bad arguments, an unreadable file, the data directory in use";
+
+const SIMULATE_HELP: &str = "\
+Scripts are not executed unless --run-scripts: each counts as succeeded after
+its timeout. Manual steps are answered \"done\" after --operator-delay.
+Faults: those of `drplan run --inject`, plus fail-step:STEP (a script fails
+every attempt, a manual step is answered \"not done\").
+
+Examples:
+  drplan simulate plans/three-tier.yaml --failover planned --inject fail:start-replica:web-01
+  drplan simulate plans/three-tier.yaml --failover unplanned --inject site-down:primary-vmm
+  drplan simulate plans/three-tier.yaml --failover test --inject fail-step:smoke-test
+
+Exit codes:
+  0  the simulated job succeeded (or, for a test, awaits its cleanup) and no
+     required step failed
+  1  the simulated job ends badly, halts on a failure, or a required step
+     failed; problems in the plan
+  2  could not run: bad arguments or faults, an unreadable file";
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  drplan completions bash > ~/.local/share/bash-completion/completions/drplan
+  drplan completions zsh > ~/.zfunc/_drplan
+  drplan completions fish > ~/.config/fish/completions/drplan.fish";
 
 const FOLLOWUP_HELP: &str = "\
 The lifecycle after a planned or unplanned failover (job 1):
@@ -344,6 +396,10 @@ pub fn main() -> ExitCode {
         Command::Plans(args) => history::plans(&args),
         Command::History(args) => history::run_history(&args),
         Command::Watch(args) => watch::run(&args),
+        Command::Estimate(args) => estimate::run(&args, &cli.global),
+        Command::Simulate(args) => simulate::run(&args, &cli.global),
+        Command::Completions(args) => completions::completions(&args),
+        Command::Man(args) => completions::man(&args),
     };
     exit.into()
 }

@@ -1,0 +1,420 @@
+//! `drplan estimate`: predict a plan's recovery time from its critical path,
+//! with measured figures from past runs in the store where there are some
+//! and labelled assumptions elsewhere. Nothing runs; the store is only read.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use drplan_engine::analysis::estimate::{
+    DEFAULT_OPERATOR_DELAY, DurationModel, Estimate, estimate,
+};
+use drplan_engine::analysis::history::{Measurements, measurements_from_store};
+use drplan_engine::fabric::{OpKind, SimConfig};
+use drplan_engine::plan::compile::{Operation, compile};
+use drplan_engine::plan::model::{FailoverKind, Inventory, Plan};
+use serde::Serialize;
+
+use super::engine_host;
+use super::graph::Kind;
+use super::progress::duration;
+use super::render_diag::{Renderer, Sources};
+use super::validate::{OutputFormat, human_report, judge, load, width};
+use super::{Exit, GlobalOpts, emit};
+
+/// VM operations in flight at once: what `drplan run` gives its engine
+/// (`engine_host`), so a simulated wide group queues like a real one and
+/// the estimate can say when its unlimited-parallelism path is optimistic.
+pub const RUN_MAX_VM_OPS: usize = 8;
+
+#[derive(Debug, Args)]
+pub struct EstimateArgs {
+    /// The plan file.
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+    /// The failover to estimate (default: a summary of all three).
+    #[arg(long, value_enum)]
+    pub failover: Option<Kind>,
+    /// Inventory file; overrides the plan's own `fabric:` key.
+    #[arg(long, value_name = "FILE")]
+    pub fabric: Option<PathBuf>,
+    /// The data directory whose past runs are measured (default:
+    /// $DRPLAN_DATA_DIR, else the user's data directory + `/drplan`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Assume no history: every figure from the fabric's latencies and the
+    /// plan (what `simulate` uses).
+    #[arg(long)]
+    pub no_history: bool,
+    /// How long an operator takes to answer a manual step, when no answer
+    /// was measured.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub operator_delay: Duration,
+    /// Scale the assumed fabric latencies and the plan's waits like `drplan
+    /// run --time-scale` (to compare with runs made at that scale).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// List every step's figure, not just the critical path.
+    #[arg(long)]
+    pub all: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub format: OutputFormat,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("expected a duration such as 90s, 5m or 1h: {e}"))
+}
+
+/// A validated plan (and its inventory, when it names one), diagnostics on
+/// stderr. Shared by `estimate` and `simulate`.
+pub fn load_plan(
+    path: &Path,
+    fabric: Option<&Path>,
+    global: &GlobalOpts,
+) -> Result<(Plan, String, Option<Inventory>), Exit> {
+    let mut sources = Sources::default();
+    let loaded = load(path, fabric, &mut sources);
+    let given: Vec<&Path> = std::iter::once(path).chain(fabric).collect();
+    let report = judge(path, &loaded, &given, false);
+    let print = |sources: &mut Sources, report| {
+        let tty = std::io::stderr().is_terminal();
+        let renderer = Renderer::new(global.color.enabled(tty), width(std::io::stderr()));
+        let _ = std::io::stderr().write_all(human_report(&[report], sources, &renderer).as_bytes());
+    };
+    match (loaded.plan, loaded.plan_text, loaded.inventory) {
+        (Some(p), Some(t), inv) if report.valid => {
+            if report.warnings > 0 {
+                print(&mut sources, report);
+            }
+            Ok((p, t, inv))
+        }
+        _ => {
+            let exit = report.exit.max(Exit::Problems);
+            print(&mut sources, report);
+            Err(exit)
+        }
+    }
+}
+
+pub fn check_time_scale(x: f64) -> Result<(), Exit> {
+    if x.is_finite() && x > 0.0 {
+        Ok(())
+    } else {
+        eprintln!("drplan: --time-scale must be a positive number, not {x}");
+        Err(Exit::CouldNotRun)
+    }
+}
+
+/// Where the measurements come from.
+#[derive(Debug, Serialize)]
+struct Source {
+    data_dir: Option<String>,
+    /// Finished jobs of this plan that were measured.
+    jobs: Vec<u64>,
+    /// Why there is no history, when there is none.
+    note: Option<String>,
+}
+
+/// The measurements of `plan_name` in the data directory, without creating
+/// anything: a directory without a store has no history.
+fn history(args: &EstimateArgs, plan_name: &str) -> Result<(Measurements, Source), Exit> {
+    if args.no_history {
+        let note = Some("--no-history: every figure is assumed".into());
+        return Ok((
+            Measurements::default(),
+            Source {
+                data_dir: None,
+                jobs: vec![],
+                note,
+            },
+        ));
+    }
+    let dir = engine_host::data_dir(args.data_dir.as_deref())?;
+    let shown = Some(dir.display().to_string());
+    // sled's log file: its absence means there is no store (and opening
+    // one would create it).
+    if !dir.join("db").exists() {
+        let note = Some(format!(
+            "no store in `{}`: no past runs to measure",
+            dir.display()
+        ));
+        return Ok((
+            Measurements::default(),
+            Source {
+                data_dir: shown,
+                jobs: vec![],
+                note,
+            },
+        ));
+    }
+    // A store held by a running drplan is refused at once (exit 2), never
+    // waited on.
+    let store = engine_host::open_store(&dir).inspect_err(|_| {
+        eprintln!(
+            "drplan: cannot read past runs from `{}` (if a drplan command is using it, wait \
+             until it ends); --no-history estimates without them",
+            dir.display()
+        );
+    })?;
+    let m = measurements_from_store(store.as_ref(), plan_name).map_err(|e| {
+        eprintln!("drplan: {e}");
+        Exit::CouldNotRun
+    })?;
+    let jobs = m.jobs.iter().map(|j| j.0).collect::<Vec<_>>();
+    let note = jobs.is_empty().then(|| {
+        format!(
+            "no finished run of plan `{plan_name}` in `{}`",
+            dir.display()
+        )
+    });
+    Ok((
+        m,
+        Source {
+            data_dir: shown,
+            jobs,
+            note,
+        },
+    ))
+}
+
+/// One failover's estimate, ready to print.
+#[derive(Debug, Serialize)]
+struct KindEstimate {
+    failover: String,
+    rto_ms: Option<u64>,
+    total_ms: u64,
+    measured: usize,
+    assumed: usize,
+    critical_path: Vec<String>,
+    rto_path: Vec<String>,
+    steps: Vec<drplan_engine::analysis::estimate::NodeEstimate>,
+    #[serde(skip)]
+    estimate: Estimate,
+}
+
+fn estimate_kind(plan: &Plan, kind: FailoverKind, model: &DurationModel) -> KindEstimate {
+    let exec = compile(plan, Operation::failover(kind));
+    let e = estimate(&exec, model);
+    let (measured, total) = e.count_measured();
+    let keys = |p: &[usize]| p.iter().map(|&i| exec.nodes[i].key.clone()).collect();
+    KindEstimate {
+        failover: kind.to_string(),
+        rto_ms: e.rto_ms,
+        total_ms: e.total_ms,
+        measured,
+        assumed: total - measured,
+        critical_path: keys(&e.critical_path),
+        rto_path: keys(&e.rto_path),
+        steps: e.nodes.clone(),
+        estimate: e,
+    }
+}
+
+/// Measured fabric operations much faster than the configured latencies
+/// mean the runs were made with `drplan run --time-scale` (0.01 by
+/// default): say so, or the mix of measured and assumed figures misleads.
+fn scale_hint(m: &Measurements, time_scale: f64) -> Option<String> {
+    let config = SimConfig::default();
+    let mut ratios: Vec<f64> = m
+        .ops
+        .iter()
+        .filter_map(|(op, s)| {
+            let median = drplan_engine::analysis::history::median(s)? as f64;
+            let latency = config.latency(OpKind::parse(op)?).as_millis() as f64 * time_scale;
+            (latency > 0.0).then(|| median / latency)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let r = *ratios.get(ratios.len().checked_sub(1)? / 2)?;
+    (!(0.2..=5.0).contains(&r)).then(|| {
+        let guess = time_scale * r;
+        format!(
+            "measured fabric operations took about {r:.3}x the simulated fabric's latencies at \
+             this time scale: were those runs made with `drplan run --time-scale {guess:.2}`? \
+             Pass the same --time-scale here so assumed figures are on the same scale"
+        )
+    })
+}
+
+pub fn run(args: &EstimateArgs, global: &GlobalOpts) -> Exit {
+    match run_inner(args, global) {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+fn run_inner(args: &EstimateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
+    check_time_scale(args.time_scale)?;
+    let (plan, _, _) = load_plan(&args.plan, args.fabric.as_deref(), global)?;
+    let (measured, source) = history(args, &plan.name)?;
+    let mut hints: Vec<String> = scale_hint(&measured, args.time_scale).into_iter().collect();
+    if let Some(g) = plan.groups.iter().find(|g| g.vms.len() > RUN_MAX_VM_OPS) {
+        hints.push(format!(
+            "group `{}` has {} VMs but `drplan run` runs at most {RUN_MAX_VM_OPS} VM operations \
+             at once: the critical path assumes no such limit, so the real RTO is longer; \
+             `drplan simulate` models the limit",
+            g.name,
+            g.vms.len()
+        ));
+    }
+    let model = DurationModel {
+        measured,
+        fabric: SimConfig::default(),
+        time_scale: args.time_scale,
+        operator_delay: args.operator_delay,
+    };
+    let kinds: Vec<FailoverKind> = match args.failover {
+        Some(k) => vec![k.into()],
+        None => FailoverKind::ALL.to_vec(),
+    };
+    let results: Vec<KindEstimate> = kinds
+        .iter()
+        .map(|&k| estimate_kind(&plan, k, &model))
+        .collect();
+    match args.format {
+        OutputFormat::Json => {
+            let v = serde_json::json!({
+                "plan": plan.name,
+                "history": source,
+                "operator_delay_ms": args.operator_delay.as_millis() as u64,
+                "time_scale": args.time_scale,
+                "notes": hints,
+                "estimates": results,
+            });
+            Ok(emit(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            )))
+        }
+        OutputFormat::Human => {
+            let mut o = String::new();
+            header(&mut o, &plan, &source, &hints, args);
+            if args.failover.is_none() {
+                summary(&mut o, &results);
+            } else {
+                for k in &results {
+                    detail(&mut o, k, args.all);
+                }
+            }
+            Ok(emit(&o))
+        }
+    }
+}
+
+fn header(o: &mut String, plan: &Plan, source: &Source, hints: &[String], args: &EstimateArgs) {
+    use std::fmt::Write as _;
+    let _ = writeln!(o, "estimate for plan {}", plan.name);
+    match (&source.note, source.jobs.as_slice()) {
+        (Some(n), _) => {
+            let _ = writeln!(o, "  history:  {n}");
+        }
+        (None, jobs) => {
+            let ids: Vec<String> = jobs.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                o,
+                "  history:  {} finished run(s) in `{}` (jobs {})",
+                jobs.len(),
+                source.data_dir.as_deref().unwrap_or("?"),
+                ids.join(", ")
+            );
+        }
+    }
+    if args.operator_delay != DEFAULT_OPERATOR_DELAY || args.time_scale != 1.0 {
+        let _ = writeln!(
+            o,
+            "  assuming: operator delay {}, time scale {}",
+            duration(args.operator_delay.as_millis() as u64),
+            args.time_scale
+        );
+    }
+    for h in hints {
+        let _ = writeln!(o, "  note:     {h}");
+    }
+}
+
+fn offset(ms: u64) -> String {
+    if ms == 0 {
+        "+0s".into()
+    } else {
+        format!("+{}", duration(ms))
+    }
+}
+
+fn rto(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "- (no required VM)".into(), duration)
+}
+
+fn summary(o: &mut String, results: &[KindEstimate]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        o,
+        "\n  {:<10} {:>10} {:>14}   FIGURES",
+        "FAILOVER", "RTO", "PLAN COMPLETE"
+    );
+    for k in results {
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>10} {:>14}   {} measured, {} assumed",
+            k.failover,
+            rto(k.rto_ms),
+            duration(k.total_ms),
+            k.measured,
+            k.assumed
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nRTO: from the start until the last required VM is running. \
+         `--failover KIND` shows the critical path and where each figure comes from."
+    );
+}
+
+fn detail(o: &mut String, k: &KindEstimate, all: bool) {
+    use std::fmt::Write as _;
+    let e = &k.estimate;
+    let _ = writeln!(o, "\n{} failover", k.failover);
+    let _ = writeln!(
+        o,
+        "  recovery time (RTO): {}   (every required VM running)",
+        rto(k.rto_ms)
+    );
+    let _ = writeln!(o, "  plan complete:       {}", duration(k.total_ms));
+    let _ = writeln!(
+        o,
+        "  figures:             {} measured, {} assumed",
+        k.measured, k.assumed
+    );
+    let row = |o: &mut String, i: usize, mark: &str| {
+        let n = &e.nodes[i];
+        let _ = writeln!(
+            o,
+            "  {:>9} -> {:>9}  {:>8}  {:<40} {}{mark}",
+            offset(n.start_ms),
+            offset(n.finish_ms),
+            duration(n.figure.ms),
+            n.key,
+            n.figure.basis.describe(),
+        );
+    };
+    let rto_end = e.rto_path.last().copied();
+    let _ = writeln!(o, "\ncritical path (determines when the plan completes):");
+    for &i in &e.critical_path {
+        let mark = if Some(i) == rto_end { "   <- RTO" } else { "" };
+        row(o, i, mark);
+    }
+    if rto_end.is_some_and(|r| !e.critical_path.contains(&r)) {
+        let _ = writeln!(o, "\npath to the RTO (the last required VM running):");
+        for &i in &e.rto_path {
+            let mark = if Some(i) == rto_end { "   <- RTO" } else { "" };
+            row(o, i, mark);
+        }
+    }
+    if all {
+        let _ = writeln!(o, "\nevery step:");
+        for i in 0..e.nodes.len() {
+            row(o, i, "");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! `drplan estimate` end to end: assumed figures without history, measured
+//! ones after real runs (and saying which is which), the critical path, and
+//! a store held by another process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use drplan_engine::store::sled_store::SledStore;
+use serde_json::Value;
+
+/// One test at a time: the in-use test holds a store lock (an `flock`) in
+/// this process, and a child spawned by a parallel test could inherit the
+/// descriptor between its fork and exec.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn plan() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/three-tier.yaml")
+}
+
+fn drplan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_drplan"))
+        .args(args)
+        .env_remove("DRPLAN_DATA_DIR")
+        .env("USER", "alice")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("drplan runs")
+}
+
+fn all(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[track_caller]
+fn expect_code(o: &Output, want: i32) {
+    assert_eq!(o.status.code(), Some(want), "output:\n{}", all(o));
+}
+
+#[track_caller]
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", all(o)))
+}
+
+fn estimate(dir: &Path, extra: &[&str]) -> Output {
+    let p = plan();
+    let mut args = vec![
+        "estimate",
+        p.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    drplan(&args)
+}
+
+fn step<'a>(est: &'a Value, key: &str) -> &'a Value {
+    est["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == key)
+        .unwrap_or_else(|| panic!("no step {key}"))
+}
+
+/// The path is a chain in time: it starts at 0, each node starts when the
+/// one before it finished, and it ends at the figure it explains.
+#[track_caller]
+fn check_chain(est: &Value, path: &str, end_ms: &Value) {
+    let keys = est[path].as_array().unwrap();
+    assert!(!keys.is_empty(), "{path} is empty");
+    let mut at = 0;
+    for k in keys {
+        let s = step(est, k.as_str().unwrap());
+        assert_eq!(
+            s["start_ms"], at,
+            "{path}: {k} starts when the previous ends"
+        );
+        assert_eq!(
+            s["finish_ms"].as_u64().unwrap() - s["start_ms"].as_u64().unwrap(),
+            s["ms"].as_u64().unwrap()
+        );
+        at = s["finish_ms"].as_u64().unwrap();
+    }
+    assert_eq!(&Value::from(at), end_ms, "{path} ends at its figure");
+}
+
+#[test]
+fn without_history_every_figure_is_assumed_and_nothing_is_created() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let o = estimate(&dir, &["--failover", "planned", "--format", "json"]);
+    expect_code(&o, 0);
+    assert!(!dir.exists(), "estimate created the data directory");
+    let doc = json(&o);
+    assert!(
+        doc["history"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("no store")
+    );
+    let e = &doc["estimates"][0];
+    assert_eq!(e["measured"], 0);
+    // The RTO path of a planned failover of three-tier, by hand: quiesce
+    // (its 10m timeout) + 3 groups x (20s shutdown + 30s sync + 40s failover
+    // + 60s start) + verify-health (5m operator delay) + settle (1m wait).
+    assert_eq!(e["rto_ms"], 600_000 + 3 * 150_000 + 300_000 + 60_000);
+    // ... and the plan completes after update-dns (2m) and smoke-test (5m
+    // default timeout of the plan) on top.
+    assert_eq!(e["total_ms"], 1_410_000 + 120_000 + 300_000);
+    check_chain(e, "rto_path", &e["rto_ms"]);
+    check_chain(e, "critical_path", &e["total_ms"]);
+    assert_eq!(step(e, "database/pre/quiesce")["basis"], "script_timeout");
+    assert_eq!(
+        step(e, "application/post/verify-health")["basis"],
+        "operator_delay"
+    );
+    assert_eq!(step(e, "application/post/settle")["basis"], "plan_wait");
+    assert_eq!(step(e, "web/vm/web-01/failover")["basis"], "fabric_latency");
+}
+
+#[test]
+fn a_faster_operator_and_a_time_scale_change_the_assumed_figures() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = estimate(
+        tmp.path(),
+        &[
+            "--failover",
+            "unplanned",
+            "--operator-delay",
+            "1m",
+            "--time-scale",
+            "0.5",
+            "--format",
+            "json",
+        ],
+    );
+    expect_code(&o, 0);
+    let e = &json(&o)["estimates"][0];
+    // 3 x (10s + 20s + 30s) at half scale + 1m operator + 30s settle (scaled).
+    assert_eq!(e["rto_ms"], 3 * 60_000 + 60_000 + 30_000);
+    // A manual step's timeout caps the operator delay.
+    let o = estimate(
+        tmp.path(),
+        &[
+            "--failover",
+            "unplanned",
+            "--operator-delay",
+            "2h",
+            "--format",
+            "json",
+        ],
+    );
+    let e = &json(&o)["estimates"][0];
+    let v = step(e, "application/post/verify-health");
+    assert_eq!(v["ms"], 30 * 60_000);
+    assert_eq!(v["basis"], "manual_timeout");
+}
+
+/// After a drill, the test failover's figures are measured (and say so);
+/// figures it could not measure stay assumed.
+#[test]
+fn after_a_drill_the_estimate_uses_measured_figures() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let p = plan();
+    let p = p.to_str().unwrap();
+    let fast = ["--time-scale", "0.001", "--data-dir", d];
+    let run = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend_from_slice(&fast);
+        let o = drplan(&a);
+        expect_code(&o, 0);
+    };
+    run(&["run", p, "--failover", "test"]);
+    run(&["ack", "1", "application/post/verify-health"]);
+    run(&["cleanup", "1", "--notes", "drill ok"]);
+
+    let o = estimate(
+        tmp.path(),
+        &[
+            "--failover",
+            "test",
+            "--time-scale",
+            "0.001",
+            "--format",
+            "json",
+        ],
+    );
+    expect_code(&o, 0);
+    let doc = json(&o);
+    assert_eq!(doc["history"]["jobs"], serde_json::json!([1]));
+    // Runs at the same time scale: no "were they scaled?" note.
+    assert_eq!(doc["notes"], serde_json::json!([]));
+    let e = &doc["estimates"][0];
+    // Every VM operation, script and manual step of the drill was measured;
+    // only the wait is the plan's own.
+    assert_eq!(e["assumed"], 1, "{e}");
+    let s = step(e, "web/vm/web-01/start-test-vm");
+    assert_eq!(s["basis"], "measured_vm");
+    assert_eq!(s["samples"], 1);
+    assert_eq!(
+        step(e, "application/post/verify-health")["basis"],
+        "measured_step"
+    );
+    assert_eq!(step(e, "web/post/smoke-test")["basis"], "measured_step");
+    // Measured at 1/1000 of 60s, plus the engine's overhead: far below the
+    // assumed figure.
+    assert!(s["ms"].as_u64().unwrap() < 10_000, "{s}");
+    check_chain(e, "critical_path", &e["total_ms"]);
+
+    // A planned failover never ran: its VM operations fall back to the
+    // fabric (or to other VMs' runs of the same operation: none here),
+    // while the shared steps are measured.
+    let o = estimate(tmp.path(), &["--failover", "planned", "--format", "json"]);
+    let doc = json(&o);
+    let e = &doc["estimates"][0];
+    assert_eq!(
+        step(e, "web/vm/web-01/start-replica")["basis"],
+        "fabric_latency"
+    );
+    assert_eq!(step(e, "web/post/smoke-test")["basis"], "measured_step");
+    // Measured figures from runs at time scale 0.001 next to unscaled
+    // assumptions: the estimate says so.
+    assert!(
+        doc["notes"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("--time-scale"),
+        "{}",
+        doc["notes"]
+    );
+
+    // The human report names its sources.
+    let o = estimate(tmp.path(), &["--failover", "test", "--time-scale", "0.001"]);
+    expect_code(&o, 0);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "history:  1 finished run(s)",
+        "measured: median of 1 run on this VM",
+        "the plan's wait",
+        "<- RTO",
+        "critical path",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+}
+
+#[test]
+fn a_store_in_use_is_reported_at_once() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let held = Arc::new(SledStore::open(tmp.path()).expect("the store opens"));
+    let o = estimate(tmp.path(), &["--failover", "test"]);
+    expect_code(&o, 2);
+    let text = all(&o);
+    assert!(text.contains("in use"), "{text}");
+    assert!(text.contains("--no-history"), "{text}");
+    // ... and --no-history still answers.
+    let o = estimate(tmp.path(), &["--failover", "test", "--no-history"]);
+    expect_code(&o, 0);
+    drop(held);
+}
+
+#[test]
+fn groups_wider_than_the_concurrency_limit_are_pointed_out() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let large = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/large.yaml");
+    let o = drplan(&[
+        "estimate",
+        large.to_str().unwrap(),
+        "--no-history",
+        "--failover",
+        "planned",
+        "--data-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    expect_code(&o, 0);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("has 20 VMs but `drplan run` runs at most 8"),
+        "{text}"
+    );
+    // The three-tier plan's groups fit: no such note.
+    let o = estimate(tmp.path(), &["--no-history", "--failover", "planned"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("at most 8"));
+}
+
+#[test]
+fn the_summary_covers_every_failover_kind() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = estimate(tmp.path(), &["--no-history"]);
+    expect_code(&o, 0);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for kind in ["test", "planned", "unplanned"] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(kind)),
+            "no {kind} row in:\n{text}"
+        );
+    }
+    let o = estimate(tmp.path(), &["--no-history", "--format", "json"]);
+    assert_eq!(json(&o)["estimates"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_located_message() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = estimate(tmp.path(), &["--time-scale", "0"]);
+    expect_code(&o, 2);
+    assert!(all(&o).contains("--time-scale"));
+    let o = estimate(tmp.path(), &["--operator-delay", "soon"]);
+    expect_code(&o, 2);
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, "drplan: 1\nname: x\ngroups: 3\n").unwrap();
+    let o = drplan(&["estimate", bad.to_str().unwrap()]);
+    expect_code(&o, 1);
+    assert!(all(&o).contains("bad.yaml"), "{}", all(&o));
+}
