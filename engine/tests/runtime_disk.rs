@@ -123,6 +123,14 @@ async fn failing_flushes_halt_the_engine_and_a_restart_finishes_exactly_once() {
         "work issued after the halt"
     );
     // ... and every command says why, and what to do.
+    // A waiter (the CLI following the job) is told instead of hanging.
+    let waited = first.wait_until(job, JobStatus::is_terminal).await;
+    assert!(
+        matches!(waited, Err(EngineError::StoreFailed { .. })),
+        "{waited:?}"
+    );
+    let mut sub = first.subscribe(job);
+    assert!(sub.next().await.is_none(), "a halted engine's updates end");
     let err = first.cancel(job, "bob").await.unwrap_err();
     assert!(matches!(err, EngineError::StoreFailed { .. }), "{err}");
     let msg = err.to_string();

@@ -162,15 +162,24 @@ pub struct JobUpdate {
 pub struct JobUpdates {
     job: Option<JobId>,
     rx: broadcast::Receiver<JobUpdate>,
+    /// Set when the engine halts on a store failure: no update will come.
+    halt: watch::Receiver<bool>,
 }
 
 impl JobUpdates {
     /// The next update, `None` once the engine is gone. A subscriber that
     /// fell behind skips what it missed (query the history with
     /// [`Engine::events`]).
+    /// Also `None` once the engine halted on a store failure
+    /// ([`Engine::halted`] says why).
     pub async fn next(&mut self) -> Option<JobUpdate> {
         loop {
-            match self.rx.recv().await {
+            let received = tokio::select! {
+                biased;
+                r = self.rx.recv() => r,
+                _ = switched_on(self.halt.clone()) => return None,
+            };
+            match received {
                 Ok(u) if self.job.is_none_or(|j| j == u.job) => return Some(u),
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -210,6 +219,8 @@ struct Inner {
     /// Set once the store failed to make an event durable (see
     /// [`EngineError::StoreFailed`]); from then on no effect is performed.
     halted: OnceLock<String>,
+    /// Switched on together with `halted`, to wake waiters.
+    halt: watch::Sender<bool>,
     updates: broadcast::Sender<JobUpdate>,
     timers_changed: Notify,
     shutdown: watch::Sender<bool>,
@@ -300,6 +311,7 @@ impl Engine {
             jobs: Mutex::new(HashMap::new()),
             cancelled_early: Mutex::new(HashSet::new()),
             halted: OnceLock::new(),
+            halt: watch::channel(false).0,
             updates,
             timers_changed: Notify::new(),
             shutdown,
@@ -528,6 +540,7 @@ impl Engine {
         JobUpdates {
             job: Some(job),
             rx: self.inner.updates.subscribe(),
+            halt: self.inner.halt.subscribe(),
         }
     }
 
@@ -536,6 +549,7 @@ impl Engine {
         JobUpdates {
             job: None,
             rx: self.inner.updates.subscribe(),
+            halt: self.inner.halt.subscribe(),
         }
     }
 
@@ -547,14 +561,25 @@ impl Engine {
     ) -> Result<JobStatus, EngineError> {
         // Subscribe before the first look, so no update falls in between.
         let mut rx = self.inner.updates.subscribe();
+        let halt = self.inner.halt.subscribe();
         loop {
+            self.inner.check_halted()?;
             match self.status(job).await? {
                 None => return Err(EngineError::UnknownJob(job)),
                 Some(s) if pred(s) => return Ok(s),
                 Some(_) => {}
             }
             loop {
-                match rx.recv().await {
+                let received = tokio::select! {
+                    biased;
+                    r = rx.recv() => r,
+                    // A halted engine records nothing more: say why.
+                    _ = switched_on(halt.clone()) => {
+                        self.inner.check_halted()?;
+                        continue;
+                    }
+                };
+                match received {
                     Ok(u) if u.job == job => break,
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
@@ -585,12 +610,17 @@ impl Drop for Engine {
 }
 
 impl Inner {
-    fn check_open(&self) -> Result<(), EngineError> {
-        if let Some(detail) = self.halted.get() {
-            return Err(EngineError::StoreFailed {
+    fn check_halted(&self) -> Result<(), EngineError> {
+        match self.halted.get() {
+            Some(detail) => Err(EngineError::StoreFailed {
                 detail: detail.clone(),
-            });
+            }),
+            None => Ok(()),
         }
+    }
+
+    fn check_open(&self) -> Result<(), EngineError> {
+        self.check_halted()?;
         if *self.shutdown.borrow() {
             Err(EngineError::ShuttingDown)
         } else {
@@ -611,6 +641,7 @@ impl Inner {
             _ => return e,
         };
         if self.halted.set(detail.clone()).is_ok() {
+            self.halt.send_replace(true);
             tracing::error!(
                 error = %detail,
                 "the store cannot write: drplan stops issuing work; free space or fix the disk, \
@@ -670,11 +701,7 @@ impl Inner {
     /// not auto-advance time while a blocking task runs, whereas an async
     /// wait for the commit thread would let virtual time jump ahead.
     async fn record(self: &Arc<Self>, job: JobId, event: JobEvent) -> Result<(), EngineError> {
-        if let Some(detail) = self.halted.get() {
-            return Err(EngineError::StoreFailed {
-                detail: detail.clone(),
-            });
-        }
+        self.check_halted()?;
         let ev = event.clone();
         let persister = self.persister.clone();
         let recorded = self
@@ -796,6 +823,7 @@ impl Inner {
                 "job",
                 job = %job,
                 plan = %i.plan.name,
+                kind = kind_of(&i.ctx.main.operation),
                 operation = %i.ctx.main.operation
             ),
             None => tracing::info_span!(parent: None, "job", job = %job),
@@ -858,6 +886,11 @@ impl Inner {
         if self.stopping() {
             return;
         }
+        match &outcome {
+            Outcome::Succeeded => tracing::info!("step succeeded"),
+            Outcome::Failed { error } => tracing::warn!(%error, "step failed"),
+            other => tracing::info!(outcome = ?other, "step ended"),
+        }
         let ev = JobEvent::StepFinished {
             step,
             attempt,
@@ -902,6 +935,7 @@ impl Inner {
                 None,
             );
             let ctx = OpContext::for_operation(&operation, self.clock.now_ms());
+            tracing::debug!(vm = %vm, op = op.name(), key = %key, "VM operation started");
             self.fabric.run(&OpKey::from(&key), &vm, &op, &ctx).await
         };
         let result = tokio::select! {
@@ -939,6 +973,7 @@ impl Inner {
                 return;
             }
         };
+        tracing::debug!(key = %key, "script started");
         self.publish(job, Update::AttemptStarted { step, attempt, key }, None);
         let runner = self.scripts.clone();
         let shutdown = self.shutdown.subscribe();
@@ -1170,6 +1205,15 @@ impl Inner {
 /// The span of one attempt of a step, inside its job's span.
 fn attempt_span(job: &tracing::Span, step: &str, attempt: u32) -> tracing::Span {
     tracing::info_span!(parent: job, "step", step, attempt)
+}
+
+/// The short name of what a job does, for logs: the failover kind
+/// (`test`, `planned`, `unplanned`), else the operation's name.
+fn kind_of(op: &Operation) -> String {
+    match op {
+        Operation::Failover { kind, .. } => kind.to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn meta_of(j: &Journal, job: JobId) -> Result<Option<JobMeta>, JournalError> {
