@@ -264,6 +264,11 @@ pub struct Recorded {
     /// effects start a script (what that script must see; never values of
     /// a later, not yet durable event).
     pub values: Option<BTreeMap<String, String>>,
+    /// The event's batch changed the timer index (armed or disarmed a
+    /// timer) or a job's status or leases (a timer refused earlier, say a
+    /// follow-up waiting for VMs, may now succeed): the runtime wakes its
+    /// timer loop only then.
+    pub wake_timers: bool,
 }
 
 /// An event applied and queued by [`Journal::begin_record`], not yet known
@@ -279,6 +284,7 @@ pub struct PendingRecord {
     effects: Vec<Effect>,
     status: JobStatus,
     values: Option<BTreeMap<String, String>>,
+    wake_timers: bool,
     finished: bool,
     children: Vec<Live>,
 }
@@ -301,6 +307,7 @@ impl PendingRecord {
             effects: Vec::new(),
             status,
             values: None,
+            wake_timers: false,
             finished: false,
             children: Vec::new(),
         }
@@ -339,6 +346,7 @@ impl PendingRecord {
             effects: self.effects,
             status: self.status,
             values: self.values,
+            wake_timers: self.wake_timers,
         })
     }
 }
@@ -627,6 +635,15 @@ impl Journal {
             mut writes,
             children,
         } = batch;
+        let wake_timers = writes.iter().any(|w| {
+            matches!(
+                w,
+                Write::ArmTimer { .. }
+                    | Write::DisarmTimer { .. }
+                    | Write::JobMeta { .. }
+                    | Write::ReleaseLeases { .. }
+            )
+        });
         let ticket = {
             let _order = self.order();
             match extra() {
@@ -661,6 +678,7 @@ impl Journal {
             effects,
             status,
             values,
+            wake_timers,
             finished,
             children,
         })

@@ -715,6 +715,7 @@ impl Inner {
             .await
             .map_err(|e| self.failed(e))?;
         let status = Some(recorded.status);
+        let wake_timers = recorded.wake_timers;
         let fx = recorded.effects;
         let values = Arc::new(recorded.values.unwrap_or_default());
         self.publish(job, Update::Recorded(event), status);
@@ -727,9 +728,12 @@ impl Inner {
         {
             self.persist_world().await;
         }
-        // The journal keeps bookkeeping effects (armed timers) to itself,
-        // so any durable event may have changed the timer index.
-        self.timers_changed.notify_one();
+        // The journal keeps bookkeeping effects (armed timers) to itself
+        // and says whether this event may matter to the timer loop. Waking
+        // it for every event would cost two store scans per event.
+        if wake_timers {
+            self.timers_changed.notify_one();
+        }
         self.perform(job, fx, values);
         Ok(())
     }
