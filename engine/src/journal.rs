@@ -11,10 +11,14 @@
 //!    status changed, timers, lease release, replicated-item records, a
 //!    follow-up job, and a snapshot every [`JournalOptions::snapshot_every`]
 //!    events;
-//! 3. commits that batch durably through the [`GroupCommitter`] (concurrent
-//!    calls for different jobs share one flush);
-//! 4. only then hands back the external effects (run a VM operation, run a
-//!    script, prompt an operator, cancel a step) for the runtime to perform.
+//! 3. queues that batch to the [`GroupCommitter`] while still holding the
+//!    job's lock, then waits for its flush outside the lock
+//!    ([`Journal::begin_record`] / [`PendingRecord`]): concurrent calls,
+//!    for different jobs or for the same job, share one flush, and a job's
+//!    events reach the store in the order they were applied;
+//! 4. only once the batch is durable hands back the external effects (run a
+//!    VM operation, run a script, prompt an operator, cancel a step) for the
+//!    runtime to perform.
 //!
 //! The API is synchronous: every call may block on a flush. The async
 //! runtime calls it from a blocking thread.
