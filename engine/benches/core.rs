@@ -42,6 +42,7 @@ fn run(ctx: &JobContext, mut state: JobState) -> (JobState, u64) {
                         attempt,
                         outcome: Outcome::Succeeded,
                         output_tail: None,
+                        values: Default::default(),
                         at: now,
                     },
                 )
@@ -98,6 +99,7 @@ fn bench(c: &mut Criterion) {
         attempt: first.1,
         outcome: Outcome::Succeeded,
         output_tail: None,
+        values: Default::default(),
         at: T0 + 1,
     };
     g.throughput(Throughput::Elements(1));

@@ -155,6 +155,7 @@ impl RetryLoop {
                     error: "flaky".into(),
                 },
                 output_tail: Some("exit status 1".into()),
+                values: Default::default(),
                 at: self.at,
             }
         };
@@ -212,6 +213,7 @@ fn build_large_job(dir: &Path) -> u64 {
                         attempt,
                         outcome: Outcome::Succeeded,
                         output_tail: None,
+                        values: Default::default(),
                         at,
                     },
                     Effect::AwaitOperator { step } => JobEvent::ManualAnswered {
@@ -413,6 +415,7 @@ fn chain_1000(c: &mut Criterion) {
                                 attempt,
                                 outcome: Outcome::Succeeded,
                                 output_tail: None,
+                                values: Default::default(),
                                 at,
                             },
                         )

@@ -11,10 +11,14 @@
 //!    status changed, timers, lease release, replicated-item records, a
 //!    follow-up job, and a snapshot every [`JournalOptions::snapshot_every`]
 //!    events;
-//! 3. commits that batch durably through the [`GroupCommitter`] (concurrent
-//!    calls for different jobs share one flush);
-//! 4. only then hands back the external effects (run a VM operation, run a
-//!    script, prompt an operator, cancel a step) for the runtime to perform.
+//! 3. queues that batch to the [`GroupCommitter`] while still holding the
+//!    job's lock, then waits for its flush outside the lock
+//!    ([`Journal::begin_record`] / [`PendingRecord`]): concurrent calls,
+//!    for different jobs or for the same job, share one flush, and a job's
+//!    events reach the store in the order they were applied;
+//! 4. only once the batch is durable hands back the external effects (run a
+//!    VM operation, run a script, prompt an operator, cancel a step) for the
+//!    runtime to perform.
 //!
 //! The API is synchronous: every call may block on a flush. The async
 //! runtime calls it from a blocking thread.
@@ -74,7 +78,7 @@ use crate::core::{
 };
 use crate::plan::compile::Operation;
 use crate::plan::model::{Direction, Plan};
-use crate::store::commit::GroupCommitter;
+use crate::store::commit::{GroupCommitter, Ticket};
 use crate::store::{JobId, Store, StoreError, Write, codec};
 
 /// Events between two snapshots of a job's state, unless configured.
@@ -226,6 +230,9 @@ struct Live {
     state: JobState,
     next_seq: u64,
     meta: JobMeta,
+    /// The cached state may be ahead of the store (a failure between apply
+    /// and queue whose resync did not finish): rebuild before use.
+    stale: bool,
 }
 
 type Cell = Arc<Mutex<Live>>;
@@ -251,6 +258,103 @@ pub struct Journal {
 /// Extra writes computed only once an event is sure to be committed, just
 /// before its batch is queued (see [`Journal::record_then`]).
 pub type ExtraWrites<'a> = dyn FnMut() -> Result<Vec<Write>, JournalError> + Send + 'a;
+
+/// What a durable event gives back: the external effects to perform and the
+/// job's status right after the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub effects: Vec<Effect>,
+    pub status: JobStatus,
+    /// The job's published script values as of this event, when the
+    /// effects start a script (what that script must see; never values of
+    /// a later, not yet durable event).
+    pub values: Option<BTreeMap<String, String>>,
+    /// The event's batch changed the timer index (armed or disarmed a
+    /// timer) or a job's status or leases (a timer refused earlier, say a
+    /// follow-up waiting for VMs, may now succeed): the runtime wakes its
+    /// timer loop only then.
+    pub wake_timers: bool,
+}
+
+/// An event applied and queued by [`Journal::begin_record`], not yet known
+/// to be durable. Its effects are released by [`PendingRecord::wait`] or
+/// [`PendingRecord::wait_async`] only once the batch is durable. Dropping it
+/// without waiting performs nothing (the batch still commits; a restart
+/// re-derives its effects).
+#[must_use = "the effects of an event are released only by waiting for its commit"]
+pub struct PendingRecord {
+    job: JobId,
+    /// `None`: the event was dropped (nothing to commit).
+    ticket: Option<Ticket>,
+    effects: Vec<Effect>,
+    status: JobStatus,
+    values: Option<BTreeMap<String, String>>,
+    wake_timers: bool,
+    finished: bool,
+    children: Vec<Live>,
+}
+
+impl std::fmt::Debug for PendingRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingRecord")
+            .field("job", &self.job)
+            .field("queued", &self.ticket.is_some())
+            .field("effects", &self.effects)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingRecord {
+    fn dropped(job: JobId, status: JobStatus) -> PendingRecord {
+        PendingRecord {
+            job,
+            ticket: None,
+            effects: Vec::new(),
+            status,
+            values: None,
+            wake_timers: false,
+            finished: false,
+            children: Vec::new(),
+        }
+    }
+
+    /// Blocks until the batch is durable (never call from an async task).
+    /// `journal` is the one that made this record.
+    pub fn wait(mut self, journal: &Journal) -> Result<Recorded, JournalError> {
+        let outcome = self.ticket.take().map(Ticket::wait);
+        self.finish(journal, outcome)
+    }
+
+    /// Waits for the batch to be durable without blocking a thread.
+    pub async fn wait_async(mut self, journal: &Journal) -> Result<Recorded, JournalError> {
+        let outcome = match self.ticket.take() {
+            Some(t) => Some(t.wait_async().await),
+            None => None,
+        };
+        self.finish(journal, outcome)
+    }
+
+    fn finish(
+        self,
+        j: &Journal,
+        outcome: Option<Result<(), StoreError>>,
+    ) -> Result<Recorded, JournalError> {
+        if let Some(outcome) = outcome {
+            j.commit_outcome(outcome)?;
+            // Durable, but if a batch queued before it failed, the journal
+            // stopped: act on nothing past a failure (resume re-derives
+            // these effects from the store after the restart).
+            j.check_poison()?;
+            j.settle(self.job, self.finished, self.children);
+        }
+        Ok(Recorded {
+            effects: self.effects,
+            status: self.status,
+            values: self.values,
+            wake_timers: self.wake_timers,
+        })
+    }
+}
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -411,6 +515,7 @@ impl Journal {
             state,
             next_seq: 1,
             meta,
+            stale: false,
         };
         self.write_live().insert(id, Arc::new(Mutex::new(job)));
         Ok((id, external))
@@ -448,18 +553,54 @@ impl Journal {
         event: JobEvent,
         extra: &mut ExtraWrites<'_>,
     ) -> Result<Vec<Effect>, JournalError> {
+        Ok(self.begin_record(job, event, extra)?.wait(self)?.effects)
+    }
+
+    /// The first half of [`Journal::record_then`]: applies the event to the
+    /// job's cached state and queues its batch to the group committer, all
+    /// under the job's lock, then releases the lock and returns a
+    /// [`PendingRecord`] whose `wait` (blocking) or `wait_async` gives the
+    /// external effects once the batch is durable.
+    ///
+    /// Why split: while one caller waits for its flush, the next event of the
+    /// same job (another VM of the group finishing) can already be applied
+    /// and queued behind it, so concurrent completions of one job share a
+    /// flush instead of paying one each. The guarantees stay those of
+    /// `record`:
+    /// - a job's events are queued, hence applied by the store, in the order
+    ///   they were applied to the cached state (the lock covers apply and
+    ///   queue);
+    /// - effects are handed out only once their batch is durable;
+    /// - a failed commit poisons the journal, and a waiter whose batch is
+    ///   durable but finds the journal poisoned gets `Poisoned` too (its
+    ///   effects are re-derived by `resume` after the restart), so nothing
+    ///   is acted on past a failure.
+    ///
+    /// A dropped event (repeat, late outcome) gives a pending record with no
+    /// batch and no effects.
+    pub fn begin_record(
+        &self,
+        job: JobId,
+        event: JobEvent,
+        extra: &mut ExtraWrites<'_>,
+    ) -> Result<PendingRecord, JournalError> {
         self.check_poison()?;
         let cell = match self.cell(job) {
             Ok(cell) => cell,
-            Err(JournalError::Finished { .. }) if late_delivery(&event) => {
+            Err(JournalError::Finished { status, .. }) if late_delivery(&event) => {
                 tracing::debug!(%job, "dropping an outcome delivered after the job ended");
-                return Ok(Vec::new());
+                return Ok(PendingRecord::dropped(job, status));
             }
             Err(e) => return Err(e),
         };
         let mut live = lock_job(&cell, job)?;
         // Another caller may have poisoned the journal while we waited.
         self.check_poison()?;
+        if live.stale {
+            // An earlier failure before its commit left the cache ahead of
+            // the store: rebuild it once every batch queued before is in.
+            self.resync(&mut live)?;
+        }
         let before = live.state.status();
         let was_not_started = live.state.mode == Mode::NotStarted;
         // A fired timer leaves the state without a disarm effect; its index
@@ -475,23 +616,23 @@ impl Journal {
             Ok(fx) => fx,
             Err(r) if r.is_duplicate() => {
                 tracing::debug!(%job, reason = %r, "dropping a repeated delivery");
-                return Ok(Vec::new());
+                return Ok(PendingRecord::dropped(job, before));
             }
-            Err(Rejected::JobFinished { .. }) if late_delivery(&event) => {
+            Err(Rejected::JobFinished { status, .. }) if late_delivery(&event) => {
                 tracing::debug!(%job, "dropping an outcome delivered after the job ended");
-                return Ok(Vec::new());
+                return Ok(PendingRecord::dropped(job, status));
             }
             Err(Rejected::JobFinished { job, status }) => {
                 return Err(JournalError::Finished { job, status });
             }
             Err(r) => return Err(JournalError::Rejected(r)),
         };
-        // The cached state is now ahead of the store. Until the commit
-        // returns, any failure must restore it (reload) or poison.
+        // The cached state is now ahead of the store. Until the batch is
+        // queued, any failure must restore it (resync) or poison.
         let batch = match self.prepare(l, &event, fired, before, was_not_started, &fx) {
             Ok(b) => b,
             Err(e) => {
-                self.reload(l)?;
+                self.resync(l)?;
                 return Err(e);
             }
         };
@@ -499,18 +640,30 @@ impl Journal {
             mut writes,
             children,
         } = batch;
+        let wake_timers = writes.iter().any(|w| {
+            matches!(
+                w,
+                Write::ArmTimer { .. }
+                    | Write::DisarmTimer { .. }
+                    | Write::JobMeta { .. }
+                    | Write::ReleaseLeases { .. }
+            )
+        });
         let ticket = {
             let _order = self.order();
             match extra() {
                 Ok(more) => writes.extend(more),
                 Err(e) => {
-                    self.reload(l)?;
+                    drop(_order);
+                    self.resync(l)?;
                     return Err(e);
                 }
             }
             self.committer.submit(writes)
         };
-        self.wait_commit(ticket)?;
+        // Queued: the next event of this job goes behind it. Should this
+        // batch fail, the journal is poisoned and the cache is never used
+        // again.
         l.next_seq += 1;
         let status = l.state.status();
         if status != before {
@@ -518,27 +671,58 @@ impl Journal {
             l.meta.updated_at = event.at();
         }
         let finished = l.state.is_terminal();
-        let external: Vec<Effect> = fx.into_iter().filter(|e| !e.is_bookkeeping()).collect();
+        let effects: Vec<Effect> = fx.into_iter().filter(|e| !e.is_bookkeeping()).collect();
+        let values = effects
+            .iter()
+            .any(|e| matches!(e, Effect::RunScript { .. }))
+            .then(|| l.state.values.clone());
         drop(live);
-        if !children.is_empty() || finished {
-            let mut map = self.write_live();
-            if finished {
-                map.remove(&job);
-            }
-            for child in children {
-                let (id, vms) = (child.meta.id, child.state.spec.vms.clone());
-                map.insert(id, Arc::new(Mutex::new(child)));
-                // Reserve the follow-up's VMs now that the parent released
-                // them; if someone was faster, the start will tell.
-                match self.store.acquire_leases(id, &vms) {
-                    Ok(()) => drop(self.committer.submit(Vec::new())),
-                    Err(e) => {
-                        tracing::info!(job = %id, error = %e, "follow-up job's VMs not reserved")
-                    }
+        Ok(PendingRecord {
+            job,
+            ticket: Some(ticket),
+            effects,
+            status,
+            values,
+            wake_timers,
+            finished,
+            children,
+        })
+    }
+
+    /// After a failure before a commit: waits until every batch queued
+    /// before (earlier events of this job among them) is applied and
+    /// durable, then rebuilds the job's cache from the store. A failed
+    /// barrier poisons the journal; the cell stays marked stale.
+    fn resync(&self, l: &mut Live) -> Result<(), JournalError> {
+        l.stale = true;
+        self.commit(Vec::new())?;
+        self.reload(l)?;
+        l.stale = false;
+        Ok(())
+    }
+
+    /// Once a pending record's batch is durable: forget a finished job,
+    /// adopt follow-ups and reserve their VMs.
+    fn settle(&self, job: JobId, finished: bool, children: Vec<Live>) {
+        if children.is_empty() && !finished {
+            return;
+        }
+        let mut map = self.write_live();
+        if finished {
+            map.remove(&job);
+        }
+        for child in children {
+            let (id, vms) = (child.meta.id, child.state.spec.vms.clone());
+            map.insert(id, Arc::new(Mutex::new(child)));
+            // Reserve the follow-up's VMs now that the parent released
+            // them; if someone was faster, the start will tell.
+            match self.store.acquire_leases(id, &vms) {
+                Ok(()) => drop(self.committer.submit(Vec::new())),
+                Err(e) => {
+                    tracing::info!(job = %id, error = %e, "follow-up job's VMs not reserved")
                 }
             }
         }
-        Ok(external)
     }
 
     /// Builds the batch for an applied event.
@@ -704,6 +888,7 @@ impl Journal {
             state,
             next_seq: 1,
             meta,
+            stale: false,
         })
     }
 
@@ -833,8 +1018,13 @@ impl Journal {
         self.wait_commit(self.committer.submit(writes))
     }
 
-    fn wait_commit(&self, ticket: crate::store::commit::Ticket) -> Result<(), JournalError> {
-        ticket.wait().map_err(|e| {
+    fn wait_commit(&self, ticket: Ticket) -> Result<(), JournalError> {
+        self.commit_outcome(ticket.wait())
+    }
+
+    /// A commit's outcome; a failure poisons the journal.
+    fn commit_outcome(&self, outcome: Result<(), StoreError>) -> Result<(), JournalError> {
+        outcome.map_err(|e| {
             let detail = e.to_string();
             tracing::error!(error = %detail, "commit failed; the journal refuses work until reopened");
             let _ = self.poisoned.set(detail.clone());
@@ -1047,5 +1237,6 @@ fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
         state,
         next_seq,
         meta,
+        stale: false,
     })
 }

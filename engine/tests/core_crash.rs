@@ -195,6 +195,7 @@ impl World {
                     attempt,
                     outcome,
                     output_tail: None,
+                    values: Default::default(),
                     at,
                 }
             }

@@ -93,6 +93,7 @@ fn measure(op: drplan_engine::plan::compile::Operation) -> (isize, isize, isize,
                     attempt,
                     outcome: Outcome::Succeeded,
                     output_tail: Some("ok\n".into()),
+                    values: Default::default(),
                     at: now,
                 },
             )

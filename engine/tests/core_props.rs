@@ -596,6 +596,7 @@ impl Sut {
                         attempt,
                         outcome,
                         output_tail: Some("out".into()),
+                        values: Default::default(),
                         at,
                     };
                     self.send(ev.clone())
@@ -746,6 +747,7 @@ impl Sut {
                     attempt,
                     outcome: Outcome::Succeeded,
                     output_tail: None,
+                    values: Default::default(),
                     at,
                 });
                 assert!(r.is_err(), "a stale outcome was accepted");
@@ -833,6 +835,7 @@ impl Sut {
                     attempt,
                     outcome: Outcome::Succeeded,
                     output_tail: None,
+                    values: Default::default(),
                     at,
                 })
                 .unwrap();

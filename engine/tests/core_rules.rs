@@ -19,6 +19,7 @@ fn finish(job: &mut Job, step: usize, outcome: Outcome) -> Result<Vec<Effect>, R
         attempt,
         outcome,
         output_tail: None,
+        values: Default::default(),
         at,
     })
 }
@@ -580,6 +581,7 @@ fn every_illegal_event_is_rejected_with_a_readable_reason_and_no_change() {
                 attempt: 1,
                 outcome: Outcome::Succeeded,
                 output_tail: None,
+                values: Default::default(),
                 at,
             },
             "step `web/vm/a/shutdown-primary` attempt 1 is not running (the step is pending): a stale or duplicate outcome",
@@ -825,6 +827,7 @@ fn persisted_records_have_a_stable_shape() {
         attempt: 1,
         outcome: Outcome::Failed { error: "e".into() },
         output_tail: Some("tail".into()),
+        values: Default::default(),
         at: 9,
     };
     let json = serde_json::to_string(&ev).unwrap();

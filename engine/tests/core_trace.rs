@@ -67,6 +67,7 @@ impl Trace {
                 attempt,
                 outcome,
                 output_tail: None,
+                values: Default::default(),
                 at,
             },
         );

@@ -66,6 +66,7 @@ fn outcome_of(e: &Effect, at: u64) -> Option<JobEvent> {
                 attempt: *attempt,
                 outcome: Outcome::Succeeded,
                 output_tail: None,
+                values: Default::default(),
                 at,
             })
         }

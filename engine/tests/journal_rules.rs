@@ -328,6 +328,7 @@ fn a_repeated_outcome_is_acknowledged_without_a_second_record() {
         attempt,
         outcome: drplan_engine::core::Outcome::Succeeded,
         output_tail: None,
+        values: Default::default(),
         at: T0 + 2,
     };
     let first = sim.journal.record(job, outcome.clone()).unwrap();

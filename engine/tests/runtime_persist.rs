@@ -501,6 +501,7 @@ fn journal_extras_go_with_their_event_and_only_with_it() {
         attempt,
         outcome: Outcome::Succeeded,
         output_tail: None,
+        values: Default::default(),
         at: T0 + 2,
     };
     j.record_with(job, done.clone(), vec![marker("done")])

@@ -417,9 +417,10 @@ fn init_logging(global: &GlobalOpts) {
     // An unparsable RUST_LOG falls back to the -v level rather than failing
     // a command that has nothing to do with logging.
     let filter = match std::env::var("RUST_LOG") {
-        Ok(s) if !s.is_empty() => {
-            EnvFilter::try_new(&s).unwrap_or_else(|_| EnvFilter::new(default_level))
-        }
+        Ok(s) if !s.is_empty() => EnvFilter::try_new(&s).unwrap_or_else(|e| {
+            eprintln!("drplan: ignoring RUST_LOG `{s}` ({e}); logging at `{default_level}`");
+            EnvFilter::new(default_level)
+        }),
         _ => EnvFilter::new(default_level),
     };
     let builder = tracing_subscriber::fmt()

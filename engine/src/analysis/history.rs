@@ -280,6 +280,7 @@ mod tests {
             attempt,
             outcome,
             output_tail: None,
+            values: Default::default(),
             at,
         }
     }

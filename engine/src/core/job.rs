@@ -114,6 +114,7 @@ pub fn submit(ctx: &JobContext, event: &JobEvent) -> Result<(JobState, Vec<Effec
         outputs: Default::default(),
         answers: Default::default(),
         test: None,
+        values: Default::default(),
     };
     let mut fx = Vec::new();
     if let Some(due) = spec.start_at {
@@ -473,6 +474,7 @@ impl Tx<'_> {
                 let JobEvent::StepFinished {
                     outcome,
                     output_tail,
+                    values,
                     ..
                 } = event
                 else {
@@ -480,6 +482,13 @@ impl Tx<'_> {
                 };
                 if let Some(out) = output_tail {
                     self.st.outputs.insert(step, out.clone());
+                }
+                // Only a successful attempt publishes (a failed one may have
+                // written half its file).
+                if *outcome == Outcome::Succeeded && !values.is_empty() {
+                    self.st
+                        .values
+                        .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
                 self.outcome(step, attempt, outcome);
             }

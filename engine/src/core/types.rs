@@ -87,6 +87,12 @@ pub enum JobEvent {
         outcome: Outcome,
         /// The last lines of a script's output, for the operator.
         output_tail: Option<String>,
+        /// Values a script published (`key=value` lines of its
+        /// `DRPLAN_OUTPUT` file) for later steps. Kept in the event so that
+        /// they survive restarts; absent in records of older drplan
+        /// versions (serde default: none).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        values: BTreeMap<String, String>,
         at: Millis,
     },
     ManualAnswered {
@@ -551,6 +557,10 @@ pub struct JobState {
     pub answers: BTreeMap<StepId, Answer>,
     /// Set once a test is completed or forcibly ended.
     pub test: Option<TestClosure>,
+    /// Values published by the job's successful script attempts, later
+    /// ones overriding earlier ones (what the next scripts see).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, String>,
 }
 
 /// `BTreeMap<TimerId, Millis>` as a list of `{timer, due}` records.

@@ -259,6 +259,7 @@ impl Timeline {
                 outcome,
                 output_tail,
                 at,
+                ..
             } = ev
             {
                 attempts.entry(*step).or_default().push(AttemptView {

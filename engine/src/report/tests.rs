@@ -103,6 +103,7 @@ fn drive(plan: &Plan, op: Operation, how: &Script) -> (JobContext, JobState, Vec
                             attempt,
                             outcome,
                             output_tail: tail,
+                            values: Default::default(),
                             at: now + took,
                         },
                     );

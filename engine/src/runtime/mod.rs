@@ -35,8 +35,8 @@
 mod clock;
 mod persist;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -97,6 +97,16 @@ pub enum EngineError {
     /// A background task of the runtime panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// The store could not make an event durable (disk full, read-only,
+    /// I/O error): the engine stopped issuing work. Nothing that was not
+    /// durable was acted on; `drplan resume` (a new engine on the reopened
+    /// store) continues from what reached the disk once it is writable.
+    #[error(
+        "drplan stopped: the store could not write ({detail}); no further step was started. \
+         Free space or fix the disk, then run `drplan resume` (or restart `drplan serve`) to \
+         continue from what reached the disk"
+    )]
+    StoreFailed { detail: String },
 }
 
 /// A job to submit.
@@ -152,15 +162,24 @@ pub struct JobUpdate {
 pub struct JobUpdates {
     job: Option<JobId>,
     rx: broadcast::Receiver<JobUpdate>,
+    /// Set when the engine halts on a store failure: no update will come.
+    halt: watch::Receiver<bool>,
 }
 
 impl JobUpdates {
     /// The next update, `None` once the engine is gone. A subscriber that
     /// fell behind skips what it missed (query the history with
     /// [`Engine::events`]).
+    /// Also `None` once the engine halted on a store failure
+    /// ([`Engine::halted`] says why).
     pub async fn next(&mut self) -> Option<JobUpdate> {
         loop {
-            match self.rx.recv().await {
+            let received = tokio::select! {
+                biased;
+                r = self.rx.recv() => r,
+                _ = switched_on(self.halt.clone()) => return None,
+            };
+            match received {
                 Ok(u) if self.job.is_none_or(|j| j == u.job) => return Some(u),
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -206,9 +225,16 @@ struct Inner {
     /// Cancellation switch of every attempt in flight.
     running: Mutex<HashMap<AttemptId, watch::Sender<bool>>>,
     jobs: Mutex<HashMap<JobId, Arc<JobInfo>>>,
-    /// Values published by scripts (`DRPLAN_OUTPUT`), per job. In memory
-    /// only: the core does not persist them (see docs/runtime.md).
-    values: Mutex<HashMap<JobId, BTreeMap<String, String>>>,
+    /// `CancelStep`s performed before the attempt they cancel was
+    /// registered: with pipelined commits the effects of two events of one
+    /// job can be performed out of order, so a cancel may overtake the start
+    /// it cancels. `register` honours them.
+    cancelled_early: Mutex<HashSet<AttemptId>>,
+    /// Set once the store failed to make an event durable (see
+    /// [`EngineError::StoreFailed`]); from then on no effect is performed.
+    halted: OnceLock<String>,
+    /// Switched on together with `halted`, to wake waiters.
+    halt: watch::Sender<bool>,
     updates: broadcast::Sender<JobUpdate>,
     timers_changed: Notify,
     shutdown: watch::Sender<bool>,
@@ -309,7 +335,9 @@ impl Engine {
             vm_ops: Arc::new(Semaphore::new(config.max_concurrent_vm_ops.max(1))),
             running: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
-            values: Mutex::new(HashMap::new()),
+            cancelled_early: Mutex::new(HashSet::new()),
+            halted: OnceLock::new(),
+            halt: watch::channel(false).0,
             updates,
             timers_changed: Notify::new(),
             shutdown,
@@ -324,7 +352,15 @@ impl Engine {
         }
         for (job, fx) in by_job {
             tracing::info!(%job, effects = fx.len(), "resuming job");
-            inner.perform(job, fx);
+            // Scripts re-issued after a restart see the values published
+            // before it (they are part of the durable state).
+            let values = if fx.iter().any(|e| matches!(e, Effect::RunScript { .. })) {
+                let state = inner.blocking(move |j| j.job(job)).await?;
+                state.map(|s| Arc::new(s.values)).unwrap_or_default()
+            } else {
+                Arc::default()
+            };
+            inner.perform(job, fx, values);
         }
         // Jobs that ended just before a crash may have left key records
         // behind (the forgetting was not durable yet).
@@ -356,6 +392,16 @@ impl Engine {
     /// The journal (read-only queries beyond the ones here).
     pub fn journal(&self) -> &Arc<Journal> {
         &self.inner.journal
+    }
+
+    /// Why the engine stopped issuing work, once its store failed to make
+    /// an event durable (disk full, read-only, I/O error): the store's
+    /// message, naming the data directory and the OS error. `None` while
+    /// healthy. A halted engine refuses every command with
+    /// [`EngineError::StoreFailed`]; drop it, reopen the store and start a
+    /// new engine to continue.
+    pub fn halted(&self) -> Option<String> {
+        self.inner.halted.get().cloned()
     }
 
     /// Submits a job; one that is not scheduled is started at once.
@@ -393,7 +439,7 @@ impl Engine {
         // timer loop must look at the index again, or it sleeps through it
         // until its next periodic re-check.
         inner.timers_changed.notify_one();
-        inner.perform(job, fx);
+        inner.perform(job, fx, Arc::default());
         if start_at.is_none() {
             inner
                 .record(
@@ -520,6 +566,7 @@ impl Engine {
         JobUpdates {
             job: Some(job),
             rx: self.inner.updates.subscribe(),
+            halt: self.inner.halt.subscribe(),
         }
     }
 
@@ -528,6 +575,7 @@ impl Engine {
         JobUpdates {
             job: None,
             rx: self.inner.updates.subscribe(),
+            halt: self.inner.halt.subscribe(),
         }
     }
 
@@ -539,14 +587,25 @@ impl Engine {
     ) -> Result<JobStatus, EngineError> {
         // Subscribe before the first look, so no update falls in between.
         let mut rx = self.inner.updates.subscribe();
+        let halt = self.inner.halt.subscribe();
         loop {
+            self.inner.check_halted()?;
             match self.status(job).await? {
                 None => return Err(EngineError::UnknownJob(job)),
                 Some(s) if pred(s) => return Ok(s),
                 Some(_) => {}
             }
             loop {
-                match rx.recv().await {
+                let received = tokio::select! {
+                    biased;
+                    r = rx.recv() => r,
+                    // A halted engine records nothing more: say why.
+                    _ = switched_on(halt.clone()) => {
+                        self.inner.check_halted()?;
+                        continue;
+                    }
+                };
+                match received {
                     Ok(u) if u.job == job => break,
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
@@ -577,12 +636,45 @@ impl Drop for Engine {
 }
 
 impl Inner {
+    fn check_halted(&self) -> Result<(), EngineError> {
+        match self.halted.get() {
+            Some(detail) => Err(EngineError::StoreFailed {
+                detail: detail.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn check_open(&self) -> Result<(), EngineError> {
+        self.check_halted()?;
         if *self.shutdown.borrow() {
             Err(EngineError::ShuttingDown)
         } else {
             Ok(())
         }
+    }
+
+    /// Turns a journal failure into the engine's answer; a store failure
+    /// (the journal poisoned itself) halts the engine.
+    fn failed(&self, e: EngineError) -> EngineError {
+        let detail = match &e {
+            EngineError::Journal(JournalError::Poisoned { detail }) => detail.clone(),
+            EngineError::Journal(JournalError::Store(
+                err @ (crate::store::StoreError::FlushFailed { .. }
+                | crate::store::StoreError::Io { .. }
+                | crate::store::StoreError::CommitterStopped),
+            )) => err.to_string(),
+            _ => return e,
+        };
+        if self.halted.set(detail.clone()).is_ok() {
+            self.halt.send_replace(true);
+            tracing::error!(
+                error = %detail,
+                "the store cannot write: drplan stops issuing work; free space or fix the disk, \
+                 then run `drplan resume`"
+            );
+        }
+        EngineError::StoreFailed { detail }
     }
 
     /// Commits the fabric's changes not tied to an event (forgotten keys).
@@ -627,18 +719,31 @@ impl Inner {
     }
 
     /// Records an event, publishes it and performs its external effects.
+    ///
+    /// On a blocking thread, the event is applied and queued under the
+    /// job's lock, then its durability is awaited outside that lock, so
+    /// that concurrent outcomes of one job share a flush. The wait stays on
+    /// the blocking thread on purpose: under a paused test clock tokio does
+    /// not auto-advance time while a blocking task runs, whereas an async
+    /// wait for the commit thread would let virtual time jump ahead.
     async fn record(self: &Arc<Self>, job: JobId, event: JobEvent) -> Result<(), EngineError> {
+        self.check_halted()?;
         let ev = event.clone();
         let persister = self.persister.clone();
-        let (fx, status) = self
+        let recorded = self
             .blocking(move |j| {
-                let fx = match &persister {
-                    Some(p) => j.record_then(job, ev, &mut || p.writes())?,
-                    None => j.record(job, ev)?,
+                let pending = match &persister {
+                    Some(p) => j.begin_record(job, ev, &mut || p.writes())?,
+                    None => j.begin_record(job, ev, &mut || Ok(Vec::new()))?,
                 };
-                Ok((fx, status_of(j, job)?))
+                pending.wait(j)
             })
-            .await?;
+            .await
+            .map_err(|e| self.failed(e))?;
+        let status = Some(recorded.status);
+        let wake_timers = recorded.wake_timers;
+        let fx = recorded.effects;
+        let values = Arc::new(recorded.values.unwrap_or_default());
         self.publish(job, Update::Recorded(event), status);
         // A finished job's operation keys are never issued again: forget
         // their records, durably, so they do not pile up. (Its `Finished`
@@ -649,15 +754,29 @@ impl Inner {
         {
             self.persist_world().await;
         }
-        // The journal keeps bookkeeping effects (armed timers) to itself,
-        // so any durable event may have changed the timer index.
-        self.timers_changed.notify_one();
-        self.perform(job, fx);
+        // The journal keeps bookkeeping effects (armed timers) to itself
+        // and says whether this event may matter to the timer loop. Waking
+        // it for every event would cost two store scans per event.
+        if wake_timers {
+            self.timers_changed.notify_one();
+        }
+        self.perform(job, fx, values);
         Ok(())
     }
 
-    /// Performs the effects of one durable transition.
-    fn perform(self: &Arc<Self>, job: JobId, fx: Vec<Effect>) {
+    /// Performs the effects of one durable transition; `values` are the
+    /// job's published script values as of that transition.
+    fn perform(
+        self: &Arc<Self>,
+        job: JobId,
+        fx: Vec<Effect>,
+        values: Arc<BTreeMap<String, String>>,
+    ) {
+        if self.halted.get().is_some() {
+            // Defensive: a halted engine got no durable transition to act
+            // on, but nothing may start once the store failed.
+            return;
+        }
         // Logs of this transition and of the attempts it starts carry the
         // job (and, once its plan is loaded, the plan and operation), so
         // `-v` and `--log-format json` tie every line to its job.
@@ -684,8 +803,9 @@ impl Inner {
                     let cancel = self.register(job, step, attempt);
                     let me = self.clone();
                     let span = attempt_span(&job_span, &key.node, attempt);
+                    let values = values.clone();
                     tokio::spawn(
-                        async move { me.run_script(job, step, attempt, key, cancel).await }
+                        async move { me.run_script(job, step, attempt, key, values, cancel).await }
                             .instrument(span),
                     );
                 }
@@ -694,16 +814,22 @@ impl Inner {
                     self.publish(job, Update::AwaitingOperator { step }, None);
                 }
                 Effect::CancelStep { step, attempt } => {
-                    if let Some(tx) = lock(&self.running).get(&(job, step, attempt)) {
-                        tx.send_replace(true);
+                    let running = lock(&self.running);
+                    match running.get(&(job, step, attempt)) {
+                        Some(tx) => {
+                            tx.send_replace(true);
+                        }
+                        None => {
+                            lock(&self.cancelled_early).insert((job, step, attempt));
+                        }
                     }
                 }
                 Effect::Finished { status } => {
                     tracing::info!(%job, %status, "job finished");
                     // A finished job runs nothing more; queries rebuild its
                     // plan from the store if asked.
-                    lock(&self.values).remove(&job);
                     lock(&self.jobs).remove(&job);
+                    lock(&self.cancelled_early).retain(|(j, _, _)| *j != job);
                 }
                 Effect::ArmTimer { .. }
                 | Effect::DisarmTimer { .. }
@@ -727,6 +853,7 @@ impl Inner {
                 "job",
                 job = %job,
                 plan = %i.plan.name,
+                kind = kind_of(&i.ctx.main.operation),
                 operation = %i.ctx.main.operation
             ),
             None => tracing::info_span!(parent: None, "job", job = %job),
@@ -736,8 +863,11 @@ impl Inner {
     /// The cancellation switch of an attempt, registered before its task is
     /// spawned so that a `CancelStep` right behind it finds it.
     fn register(&self, job: JobId, step: StepId, attempt: u32) -> watch::Receiver<bool> {
-        let (tx, rx) = watch::channel(false);
-        lock(&self.running).insert((job, step, attempt), tx);
+        // Same lock order as `CancelStep`: running, then cancelled_early.
+        let mut running = lock(&self.running);
+        let early = lock(&self.cancelled_early).remove(&(job, step, attempt));
+        let (tx, rx) = watch::channel(early);
+        running.insert((job, step, attempt), tx);
         rx
     }
 
@@ -780,16 +910,23 @@ impl Inner {
         attempt: u32,
         outcome: Outcome,
         output_tail: Option<String>,
+        values: BTreeMap<String, String>,
     ) {
         lock(&self.running).remove(&(job, step, attempt));
         if self.stopping() {
             return;
+        }
+        match &outcome {
+            Outcome::Succeeded => tracing::info!("step succeeded"),
+            Outcome::Failed { error } => tracing::warn!(%error, "step failed"),
+            other => tracing::info!(outcome = ?other, "step ended"),
         }
         let ev = JobEvent::StepFinished {
             step,
             attempt,
             outcome,
             output_tail,
+            values,
             at: self.clock.now_ms(),
         };
         if let Err(e) = self.record(job, ev).await {
@@ -828,6 +965,7 @@ impl Inner {
                 None,
             );
             let ctx = OpContext::for_operation(&operation, self.clock.now_ms());
+            tracing::debug!(vm = %vm, op = op.name(), key = %key, "VM operation started");
             self.fabric.run(&OpKey::from(&key), &vm, &op, &ctx).await
         };
         let result = tokio::select! {
@@ -839,7 +977,8 @@ impl Inner {
             None => (Outcome::Cancelled, None),
             Some(r) => vm_outcome(r),
         };
-        self.finish_attempt(job, step, attempt, outcome, tail).await;
+        self.finish_attempt(job, step, attempt, outcome, tail, BTreeMap::new())
+            .await;
     }
 
     async fn run_script(
@@ -848,20 +987,23 @@ impl Inner {
         step: StepId,
         attempt: u32,
         key: IdemKey,
+        values: Arc<BTreeMap<String, String>>,
         cancel: watch::Receiver<bool>,
     ) {
         let req = match self.info(job).await {
-            Ok(info) => self.script_request(&info, job, step, attempt, &key),
+            Ok(info) => self.script_request(&info, job, step, attempt, &key, &values),
             Err(e) => Err(e.to_string()),
         };
         let req = match req {
             Ok(r) => r,
             Err(error) => {
                 let outcome = Outcome::Failed { error };
-                self.finish_attempt(job, step, attempt, outcome, None).await;
+                self.finish_attempt(job, step, attempt, outcome, None, BTreeMap::new())
+                    .await;
                 return;
             }
         };
+        tracing::debug!(key = %key, "script started");
         self.publish(job, Update::AttemptStarted { step, attempt, key }, None);
         let runner = self.scripts.clone();
         let shutdown = self.shutdown.subscribe();
@@ -880,14 +1022,13 @@ impl Inner {
             Ok::<_, String>(rt.block_on(runner.run(req, stop)))
         })
         .await;
+        let mut published = BTreeMap::new();
         let (outcome, tail) = match ran {
             Ok(Ok(res)) => {
-                if res.outcome == crate::script::ScriptOutcome::Succeeded && !res.values.is_empty()
-                {
-                    lock(&self.values)
-                        .entry(job)
-                        .or_default()
-                        .extend(res.values.clone());
+                // Recorded with the outcome (the core keeps them only for a
+                // success), so they survive restarts.
+                if res.outcome == crate::script::ScriptOutcome::Succeeded {
+                    published = res.values.clone();
                 }
                 let mut tail = tail_of(&res.output);
                 for w in &res.warnings {
@@ -904,7 +1045,8 @@ impl Inner {
                 None,
             ),
         };
-        self.finish_attempt(job, step, attempt, outcome, tail).await;
+        self.finish_attempt(job, step, attempt, outcome, tail, published)
+            .await;
     }
 
     /// The request of one script attempt, or why there is none.
@@ -915,6 +1057,7 @@ impl Inner {
         step: StepId,
         attempt: u32,
         key: &IdemKey,
+        values: &BTreeMap<String, String>,
     ) -> Result<ScriptRequest, String> {
         let node = info
             .ctx
@@ -970,7 +1113,7 @@ impl Inner {
             attempt,
             idempotency_key: key.to_string(),
             vms,
-            values: lock(&self.values).get(&job).cloned().unwrap_or_default(),
+            values: values.clone(),
         };
         Ok(ScriptRequest {
             command: command.clone(),
@@ -1092,6 +1235,15 @@ impl Inner {
 /// The span of one attempt of a step, inside its job's span.
 fn attempt_span(job: &tracing::Span, step: &str, attempt: u32) -> tracing::Span {
     tracing::info_span!(parent: job, "step", step, attempt)
+}
+
+/// The short name of what a job does, for logs: the failover kind
+/// (`test`, `planned`, `unplanned`), else the operation's name.
+fn kind_of(op: &Operation) -> String {
+    match op {
+        Operation::Failover { kind, .. } => kind.to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn meta_of(j: &Journal, job: JobId) -> Result<Option<JobMeta>, JournalError> {

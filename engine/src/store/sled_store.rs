@@ -412,9 +412,12 @@ impl Store for SledStore {
                 ),
             });
         }
-        self.db
-            .flush()
-            .map_err(|e| self.poison(format!("sled could not write its log: {e}")))?;
+        self.db.flush().map_err(|e| {
+            self.poison(format!(
+                "sled could not write its log in {}: {e}",
+                self.dir.display()
+            ))
+        })?;
         self.sync_side_files()
             .map_err(|e| self.poison(e.to_string()))?;
         let synced = if self.inject_sync_failure.swap(false, Ordering::SeqCst) {

@@ -200,6 +200,7 @@ impl Job {
                 attempt,
                 outcome: Outcome::Succeeded,
                 output_tail: None,
+                values: Default::default(),
                 at,
             })
             .expect("outcome");

@@ -274,6 +274,7 @@ impl Sim {
                         attempt,
                         outcome,
                         output_tail: Some(format!("output of {key}")),
+                        values: Default::default(),
                         at,
                     },
                 )
