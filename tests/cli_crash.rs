@@ -25,7 +25,10 @@
 //!   cargo test --release -p drplan --test cli_crash -- --nocapture --test-threads 1
 //! ```
 //!
-//! `DRPLAN_CRASH_SEED=N` replays a run (the seed is printed at the start).
+//! `DRPLAN_CRASH_SEED=N` replays a run's kill times (the seed is printed at
+//! the start; where a kill lands still depends on the machine's speed).
+//! `DRPLAN_CRASH_KEEP=1` keeps the data directories and a log of every
+//! command (what it printed, whether it was killed) for a post-mortem.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
@@ -351,6 +354,7 @@ fn drive(sc: &Scenario, dir: &Path, rng: &mut Rng, window: Window) -> (u64, Vec<
             }
         };
         let ran = drplan(sc, dir, &args, kill_after);
+        log(dir, &args, &ran);
         fig.commands += 1;
         fig.longest = fig.longest.max(ran.took);
         if !ran.killed {
@@ -444,6 +448,28 @@ fn drive(sc: &Scenario, dir: &Path, rng: &mut Rng, window: Window) -> (u64, Vec<
     (job.expect("a job"), acked, fig)
 }
 
+/// Appends a command and what it printed to `DIR.log` (kept with
+/// `DRPLAN_CRASH_KEEP=1`, for a failure's post-mortem).
+fn log(dir: &Path, args: &[&str], ran: &Ran) {
+    use std::io::Write as _;
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.with_extension("log"))
+    else {
+        return;
+    };
+    let how = if ran.killed { "KILLED" } else { "exited" };
+    let _ = writeln!(
+        f,
+        "$ drplan {}  # {how} after {:?} ({:?})\n{}\n",
+        args.join(" "),
+        ran.took,
+        ran.status,
+        ran.all()
+    );
+}
+
 fn jobs(sc: &Scenario, dir: &Path) -> Vec<JobMeta> {
     let out = Command::new(env!("CARGO_BIN_EXE_drplan"))
         .args(["jobs", "--format", "json", "--data-dir"])
@@ -502,7 +528,24 @@ fn inspect(sc: &Scenario, dir: &Path, job: u64) -> Outcome {
         .restore_from(store.blob(FULL_KEY).expect("fabric"), deltas)
         .expect("the saved world restores");
     let residue = world.residue();
-    assert!(residue.is_empty(), "test VMs left: {residue:?}");
+    if !residue.is_empty() {
+        if std::env::var_os("DRPLAN_CRASH_KEEP").is_some() {
+            // A panic drops the TempDir: move the evidence aside first.
+            let keep = std::env::temp_dir()
+                .join(format!("drplan-crash-failed-{}-{job}", std::process::id()));
+            let _ = std::fs::rename(dir, &keep);
+            let _ = std::fs::rename(dir.with_extension("log"), keep.with_extension("log"));
+            eprintln!("kept {}", keep.display());
+        }
+        panic!(
+            "test VMs left: {residue:?}\nstatus {status:?}\nhistory:\n{}",
+            events
+                .iter()
+                .map(|e| format!("{e:?}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     let prefix = format!("{job}/");
     let keys = world
         .executed()
@@ -532,6 +575,9 @@ fn inspect(sc: &Scenario, dir: &Path, job: u64) -> Outcome {
 fn check(sc: &Scenario, seed: u64) -> Figures {
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
+    if std::env::var_os("DRPLAN_CRASH_KEEP").is_some() {
+        eprintln!("keeping {}", tmp.path().display());
+    }
     let label = format!("{} failover of {}", sc.kind.as_str(), sc.plan.display());
 
     // The uninterrupted run: what every interrupted one must match.
@@ -579,6 +625,9 @@ fn check(sc: &Scenario, seed: u64) -> Figures {
         fig.repeats += got.keys.values().map(|c| c - 1).sum::<u64>();
         // Nothing but the scenario's data directories fills the disk.
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    if std::env::var_os("DRPLAN_CRASH_KEEP").is_some() {
+        let _ = tmp.keep();
     }
     eprintln!(
         "{label}: {} kills ({} mid-operation) over {} commands and {} jobs, {} acknowledged \
@@ -691,8 +740,10 @@ fn three_tier_survives_sigkill_at_random_moments_in_every_failover_kind() {
 #[test]
 fn a_generated_plan_survives_sigkill_at_random_moments_in_every_failover_kind() {
     let _g = serial();
-    let seed = seed() ^ 0x5EED;
-    eprintln!("crash test seed: {seed} (replay with DRPLAN_CRASH_SEED)");
+    let base = seed();
+    eprintln!("crash test seed: {base} (replay with DRPLAN_CRASH_SEED={base})");
+    // Not the three-tier test's kill times.
+    let seed = base ^ 0x5EED;
     let large = std::env::var_os("DRPLAN_CRASH_LARGE").is_some_and(|v| v == "1");
     let tmp = tempfile::tempdir().unwrap();
     let (plan, fabric, kills, scale) = if large {
