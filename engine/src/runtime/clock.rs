@@ -207,16 +207,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_steady_clock_ignores_wall_steps_and_follows_elapsed_time() {
-        let wall = Arc::new(TestClock::new(1_000_000));
+        const T: Millis = 1_795_651_200_000;
+        let wall = Arc::new(TestClock::new(T));
         let steady = SteadyClock::new(wall.clone());
-        assert_eq!(steady.now_ms(), 1_000_000);
+        assert_eq!(steady.now_ms(), T);
         assert_eq!(steady.wall_offset_ms(), Some(0));
         wall.jump(Duration::from_secs(3600));
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(steady.now_ms(), 1_010_000);
+        assert_eq!(steady.now_ms(), T + 10_000);
         assert_eq!(steady.wall_offset_ms(), Some(3_600_000));
         wall.jump_back(Duration::from_secs(7200));
-        assert_eq!(steady.now_ms(), 1_010_000);
+        assert_eq!(steady.now_ms(), T + 10_000);
         assert_eq!(steady.wall_offset_ms(), Some(-3_600_000));
         // A new anchor (an engine restart) adopts the wall clock.
         assert_eq!(SteadyClock::new(wall.clone()).now_ms(), wall.now_ms());
