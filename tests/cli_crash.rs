@@ -631,8 +631,8 @@ fn check(sc: &Scenario, seed: u64) -> Figures {
     }
     eprintln!(
         "{label}: {} kills ({} mid-operation) over {} commands and {} jobs, {} acknowledged \
-         events of {} checked, {} operation keys each executed once ({} repeats answered \
-         from the key record, {} attempts re-announced), {:.1}s",
+         (printed) events all found among {} stored, {} operation keys each executed once \
+         ({} repeats answered from the key record, {} attempts re-announced), {:.1}s",
         fig.kills,
         fig.kills_mid_operation,
         fig.commands,
