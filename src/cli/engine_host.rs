@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use drplan_engine::api::client::{Client, ConnectError, Timeouts};
 use drplan_engine::api::{ApiError, Control, SOCKET_FILE};
-use drplan_engine::fabric::{FaultSet, SimConfig, SimFabric, SimState};
+use drplan_engine::fabric::{
+    FabricState, FabricStateError, FaultSet, SimConfig, SimFabric, SimState,
+};
 use drplan_engine::journal::{JobMeta, PlanRecord};
 use drplan_engine::plan::model::{Inventory, Plan};
 use drplan_engine::runtime::{Engine, EngineConfig, FabricPersistence, SystemClock};
@@ -240,6 +242,44 @@ impl SimWorld {
     }
 }
 
+/// The environment variable that keeps the simulated fabric's operation-key
+/// records of finished jobs (`1`): an audit of every key the fabric
+/// executed and how often each was submitted, which the crash tests and the
+/// crash soak read from the store after the run. Off by default: the
+/// records of a finished job are never used again and pile up (four per VM
+/// per failover).
+pub const KEEP_OP_KEYS_ENV: &str = "DRPLAN_SIM_KEEP_OP_KEYS";
+
+fn keep_op_keys() -> bool {
+    std::env::var_os(KEEP_OP_KEYS_ENV).is_some_and(|v| v == "1")
+}
+
+/// The simulated fabric's persistence, except that finished jobs' key
+/// records are kept (see [`KEEP_OP_KEYS_ENV`]).
+struct KeepOpKeys(Arc<SimFabric>);
+
+impl FabricState for KeepOpKeys {
+    fn take_delta(&self) -> Option<Vec<u8>> {
+        FabricState::take_delta(&*self.0)
+    }
+
+    fn full(&self) -> Vec<u8> {
+        FabricState::full(&*self.0)
+    }
+
+    fn restore_from(
+        &self,
+        full: Option<Vec<u8>>,
+        deltas: Vec<Vec<u8>>,
+    ) -> Result<(), FabricStateError> {
+        self.0.restore_from(full, deltas)
+    }
+
+    fn forget_keys(&self, _prefix: &str) -> usize {
+        0
+    }
+}
+
 /// A running engine over a data directory.
 pub struct Host {
     pub engine: Engine,
@@ -265,6 +305,11 @@ impl Host {
         config
             .inherited_env
             .push(("TMPDIR".into(), scratch.into_os_string()));
+        let state: Arc<dyn FabricState> = if keep_op_keys() {
+            Arc::new(KeepOpKeys(world.fabric.clone()))
+        } else {
+            world.fabric.clone()
+        };
         let engine = Engine::start_persisting(
             EngineConfig {
                 store,
@@ -274,7 +319,7 @@ impl Host {
                 max_concurrent_vm_ops: 8,
                 inventory: Some(inventory),
             },
-            FabricPersistence::new(world.fabric.clone()),
+            FabricPersistence::new(state),
         )
         .await
         .map_err(|e| {

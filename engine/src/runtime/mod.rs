@@ -44,7 +44,7 @@ use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-pub use clock::{Clock, SystemClock, TestClock};
+pub use clock::{Clock, SteadyClock, SystemClock, TestClock};
 pub use persist::{DEFAULT_COMPACT_AFTER, DELTA_PREFIX, FULL_KEY, FabricPersistence, delta_key};
 
 use crate::core::{
@@ -63,6 +63,9 @@ use crate::store::{JobId, Store, codec};
 pub const OUTPUT_TAIL_LINES: usize = 40;
 /// Bytes of a script's output kept in the job history.
 pub const OUTPUT_TAIL_BYTES: usize = 4096;
+/// A wall-clock step (against engine time) the timer loop reports; smaller
+/// ones are drift and slewing, not worth a warning.
+const WALL_STEP_REPORTED_MS: u64 = 2_000;
 /// Updates buffered per subscriber before it lags.
 const UPDATE_BUFFER: usize = 4096;
 
@@ -330,7 +333,9 @@ impl Engine {
             fabric: config.fabric,
             persister,
             scripts: config.scripts,
-            clock: config.clock,
+            // Engine time follows elapsed time from this start, whatever
+            // the wall clock does meanwhile (see `runtime/clock.rs`).
+            clock: Arc::new(SteadyClock::new(config.clock)),
             inventory: config.inventory,
             vm_ops: Arc::new(Semaphore::new(config.max_concurrent_vm_ops.max(1))),
             running: Mutex::new(HashMap::new()),
@@ -1167,9 +1172,26 @@ impl Inner {
         // fired was not disarmed (the journal dropped the event); firing it
         // again would spin.
         let mut fired: Vec<(JobId, TimerId, Millis)> = Vec::new();
+        // The wall clock's offset from engine time last reported.
+        let mut offset_seen: i64 = 0;
         loop {
             if self.stopping() {
                 return;
+            }
+            if let Some(offset) = self.clock.wall_offset_ms()
+                && offset.abs_diff(offset_seen) > WALL_STEP_REPORTED_MS
+            {
+                // Timers follow elapsed time: a stepped wall clock moves
+                // none of them. Say so once per step, for the operator
+                // comparing the job's times with the machine's clock.
+                tracing::warn!(
+                    offset_ms = offset,
+                    step_ms = offset - offset_seen,
+                    "the wall clock was stepped while the engine runs; timers and \
+                     event times follow the elapsed time since the engine started, \
+                     and the next engine start adopts the wall clock"
+                );
+                offset_seen = offset;
             }
             let now = self.clock.now_ms();
             let due = match self.blocking(move |j| j.due_timers(now)).await {
