@@ -990,6 +990,12 @@ fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
     })?;
     let record: PlanRecord =
         codec::decode(text.as_bytes()).map_err(|e| damaged(None, format!("plan model: {e}")))?;
+    // The model was validated when the job was submitted, but the bytes
+    // read back may be damaged: compiling an inconsistent plan would panic.
+    record
+        .plan
+        .check()
+        .map_err(|e| damaged(None, format!("plan model: {e}")))?;
     let plan = Arc::new(record.plan);
     let ctx = JobContext::new(&plan, meta.operation);
 

@@ -16,6 +16,8 @@
 //!   reopen and resume jobs.
 //! - [`script`]: runs one attempt of a script step as a child process in
 //!   its own process group (timeouts, bounded output, published values).
+//! - [`store_check`]: verifies a store record by record (`drplan store
+//!   check`); [`store::backup`] exports and imports it as JSON lines.
 //! - [`runtime`]: the tokio `Engine` that performs the journal's effects
 //!   (fabric operations, scripts, timers, operator prompts).
 
@@ -28,3 +30,4 @@ pub mod runtime;
 #[cfg(unix)]
 pub mod script;
 pub mod store;
+pub mod store_check;

@@ -21,6 +21,7 @@ mod render_diag;
 mod run;
 mod schema;
 mod show;
+mod store;
 mod validate;
 
 use std::io::{IsTerminal, Write};
@@ -199,6 +200,9 @@ pub enum Command {
     /// Roll back an uncommitted failover (the primary becomes active again).
     #[command(after_help = FOLLOWUP_HELP)]
     Rollback(followup::JobArgs),
+    /// Verify the store, or back it up to / restore it from a JSON-lines file.
+    #[command(after_help = store::STORE_HELP)]
+    Store(store::StoreArgs),
 }
 
 const FOLLOWUP_HELP: &str = "\
@@ -265,6 +269,7 @@ pub fn main() -> ExitCode {
         Command::Failback(args) => followup::failback(&args, &cli.global),
         Command::ChangeRecoveryPoint(args) => followup::change_recovery_point(&args),
         Command::Rollback(args) => followup::rollback(&args),
+        Command::Store(args) => store::run(&args),
     };
     exit.into()
 }

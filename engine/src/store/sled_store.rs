@@ -59,7 +59,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{EventVisitor, JobId, Store, StoreError, TimerEntry, Write, check_batch};
+use super::{
+    EventVisitor, JobId, Record, RecordVisitor, Store, StoreError, TimerEntry, Write, check_batch,
+};
 
 /// The store format version this build writes and the newest it opens.
 pub const STORE_FORMAT: u16 = 1;
@@ -357,6 +359,33 @@ impl SledStore {
 }
 
 impl Store for SledStore {
+    fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError> {
+        f(Record::NextJob(self.next_job()?))?;
+        // One scan per kind, in the order the trait promises; a key of a
+        // known prefix that does not parse is left to the last pass.
+        for prefix in [
+            P_EVENT, P_META, P_SNAP, P_TIMER, P_LEASE, P_ITEM, P_TEXT, P_BLOB,
+        ] {
+            for entry in self.scan(prefix) {
+                let (k, v) = entry?;
+                if let Some(record) = classify(&k, &v) {
+                    f(record)?;
+                }
+            }
+        }
+        for entry in self.db.iter() {
+            let (k, v) = entry.map_err(|e| self.sled_err("reading the store", e))?;
+            if k == KEY_FORMAT || k == KEY_NEXT_JOB || classify(&k, &v).is_some() {
+                continue;
+            }
+            f(Record::Unknown {
+                key: k.to_vec(),
+                value: v.to_vec(),
+            })?;
+        }
+        Ok(())
+    }
+
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
         let _w = self.writer();
         check_batch(batch, self.next_job()?, |job| self.last_seq(job))?;
@@ -717,5 +746,50 @@ fn timer_entry(key: &[u8]) -> Result<TimerEntry, StoreError> {
         due_ms: be64(&body[..8], "timer due time")?,
         job: JobId(be64(&body[8..16], "timer job")?),
         timer: be64(&body[16..], "timer id")?,
+    })
+}
+
+/// The record a key and value of the tree hold, if they are well formed.
+fn classify(key: &[u8], value: &[u8]) -> Option<Record> {
+    let u64_at = |b: &[u8]| <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes);
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+    let (prefix, body) = (key.get(..2)?, &key[2.min(key.len())..]);
+    Some(match prefix {
+        p if p == P_EVENT && body.len() == 16 => Record::Event {
+            job: JobId(u64_at(&body[..8])?),
+            seq: u64_at(&body[8..])?,
+            payload: value.to_vec(),
+        },
+        p if p == P_META && body.len() == 8 => Record::JobMeta {
+            job: JobId(u64_at(body)?),
+            payload: value.to_vec(),
+        },
+        p if p == P_SNAP && body.len() == 8 && value.len() >= 8 => Record::Snapshot {
+            job: JobId(u64_at(body)?),
+            seq: u64_at(&value[..8])?,
+            payload: value[8..].to_vec(),
+        },
+        p if p == P_TIMER && body.len() == 24 && value.is_empty() => Record::Timer(TimerEntry {
+            due_ms: u64_at(&body[..8])?,
+            job: JobId(u64_at(&body[8..16])?),
+            timer: u64_at(&body[16..])?,
+        }),
+        p if p == P_LEASE => Record::Lease {
+            vm: text(body)?,
+            job: JobId(u64_at(value)?),
+        },
+        p if p == P_ITEM => Record::Item {
+            vm: text(body)?,
+            payload: value.to_vec(),
+        },
+        p if p == P_TEXT => Record::Text {
+            hash: text(body)?,
+            text: value.to_vec(),
+        },
+        p if p == P_BLOB => Record::Blob {
+            key: text(body)?,
+            payload: value.to_vec(),
+        },
+        _ => return None,
     })
 }
