@@ -108,7 +108,9 @@ pub fn run(args: &StoreArgs) -> Exit {
 /// without a store is "could not run". `damaged_exit` is what a store too
 /// damaged to open exits with.
 fn open_existing(dir: &Path, damaged_exit: Exit) -> Result<SledStore, Exit> {
-    if !dir.join("db").is_file() {
+    // A store whose log was deleted still has its marker: let the store
+    // report that as damage rather than "nothing here".
+    if !dir.join("db").is_file() && !dir.join("drplan.store").is_file() {
         eprintln!(
             "drplan: there is no drplan store in `{}` (no `db` file); pass --data-dir DIR",
             dir.display()
