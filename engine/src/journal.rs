@@ -1011,6 +1011,8 @@ fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
                     "snapshot does not belong to this job and plan".into(),
                 ));
             }
+            snapshot_indexes_ok(&state)
+                .map_err(|e| damaged(Some(seq), format!("snapshot: {e}")))?;
             (Some(state), seq + 1)
         }
         None => (None, 0),
@@ -1053,4 +1055,29 @@ fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
         next_seq,
         meta,
     })
+}
+
+/// The step ids a decoded snapshot refers to are steps of its plan: the
+/// core indexes its step table with them (a damaged snapshot must be an
+/// error, not a panic).
+fn snapshot_indexes_ok(state: &JobState) -> Result<(), String> {
+    let n = state.steps.len();
+    let timer_step = |t: &TimerId| match t {
+        TimerId::Retry { step, .. } | TimerId::ManualTimeout { step } | TimerId::Wait { step } => {
+            Some(*step)
+        }
+        TimerId::TestDeadline | TimerId::ScheduledStart => None,
+    };
+    let bad = state
+        .active
+        .iter()
+        .copied()
+        .chain(state.outputs.keys().copied())
+        .chain(state.answers.keys().copied())
+        .chain(state.timers.keys().filter_map(timer_step))
+        .find(|&s| s >= n);
+    match bad {
+        Some(s) => Err(format!("it names step {s}, but the plan has {n} step(s)")),
+        None => Ok(()),
+    }
 }
