@@ -482,3 +482,39 @@ fn check_reports_each_problem_with_its_record() {
     assert!(problems.iter().all(|p| p["job"] == 1), "{v}");
     assert!(problems.len() >= 2, "{v}");
 }
+
+#[test]
+fn a_damaged_plan_model_is_an_error_not_a_panic() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    // A test failover (job 4) whose stored plan model names a group that
+    // does not exist (compiling it used to panic).
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("engine/tests/fuzz_corpus/journal/plan-model-after-out-of-range.jsonl");
+    expect_code(
+        &drplan(&dir, &["store", "import", file.to_str().unwrap()]),
+        0,
+    );
+    for args in [
+        &["show", "4"][..],
+        &["resume", "4"],
+        &["ack", "4", "application/post/verify-health"],
+        &["cancel", "4"],
+        &["store", "check"],
+    ] {
+        let o = drplan(&dir, args);
+        let text = all(&o);
+        assert!(
+            matches!(o.status.code(), Some(1 | 2)),
+            "`{}`: {text}",
+            args.join(" ")
+        );
+        assert!(!text.contains("panicked"), "`{}`: {text}", args.join(" "));
+        assert!(
+            text.contains("depends on group index 99"),
+            "`{}`: {text}",
+            args.join(" ")
+        );
+    }
+}
