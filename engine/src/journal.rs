@@ -1181,6 +1181,12 @@ fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
     })?;
     let record: PlanRecord =
         codec::decode(text.as_bytes()).map_err(|e| damaged(None, format!("plan model: {e}")))?;
+    // The model was validated when the job was submitted, but the bytes
+    // read back may be damaged: compiling an inconsistent plan would panic.
+    record
+        .plan
+        .check()
+        .map_err(|e| damaged(None, format!("plan model: {e}")))?;
     let plan = Arc::new(record.plan);
     let ctx = JobContext::new(&plan, meta.operation);
 
@@ -1196,6 +1202,8 @@ fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
                     "snapshot does not belong to this job and plan".into(),
                 ));
             }
+            snapshot_indexes_ok(&state)
+                .map_err(|e| damaged(Some(seq), format!("snapshot: {e}")))?;
             (Some(state), seq + 1)
         }
         None => (None, 0),
@@ -1239,4 +1247,29 @@ fn load(store: &dyn Store, meta: JobMeta) -> Result<Live, JournalError> {
         meta,
         stale: false,
     })
+}
+
+/// The step ids a decoded snapshot refers to are steps of its plan: the
+/// core indexes its step table with them (a damaged snapshot must be an
+/// error, not a panic).
+fn snapshot_indexes_ok(state: &JobState) -> Result<(), String> {
+    let n = state.steps.len();
+    let timer_step = |t: &TimerId| match t {
+        TimerId::Retry { step, .. } | TimerId::ManualTimeout { step } | TimerId::Wait { step } => {
+            Some(*step)
+        }
+        TimerId::TestDeadline | TimerId::ScheduledStart => None,
+    };
+    let bad = state
+        .active
+        .iter()
+        .copied()
+        .chain(state.outputs.keys().copied())
+        .chain(state.answers.keys().copied())
+        .chain(state.timers.keys().filter_map(timer_step))
+        .find(|&s| s >= n);
+    match bad {
+        Some(s) => Err(format!("it names step {s}, but the plan has {n} step(s)")),
+        None => Ok(()),
+    }
 }

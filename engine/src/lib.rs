@@ -21,6 +21,8 @@
 //!   point checks, the capacity estimate.
 //! - [`report`]: the timeline of a job (critical path, achieved RTO,
 //!   verdict) computed from its record, for `show`, `report` and `history`.
+//! - [`store_check`]: verifies a store record by record (`drplan store
+//!   check`); [`store::backup`] exports and imports it as JSON lines.
 //! - [`runtime`]: the tokio `Engine` that performs the journal's effects
 //!   (fabric operations, scripts, timers, operator prompts).
 //! - [`api`]: the local API (`drplan serve`): a versioned line protocol, its
@@ -44,3 +46,4 @@ pub mod runtime;
 #[cfg(unix)]
 pub mod script;
 pub mod store;
+pub mod store_check;

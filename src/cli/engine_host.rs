@@ -106,12 +106,18 @@ pub fn job_plan(store: &dyn Store, meta: &JobMeta) -> Result<Plan, Fail> {
             );
             Exit::CouldNotRun
         })?;
-    codec::decode::<PlanRecord>(text.as_bytes())
+    let plan = codec::decode::<PlanRecord>(text.as_bytes())
         .map(|r| r.plan)
         .map_err(|e| {
             eprintln!("drplan: job {}: damaged plan model: {e}", meta.id);
             Exit::CouldNotRun
-        })
+        })?;
+    // Compiling an inconsistent (damaged) model would panic.
+    plan.check().map_err(|e| {
+        eprintln!("drplan: job {}: damaged plan model: {e}", meta.id);
+        Exit::CouldNotRun
+    })?;
+    Ok(plan)
 }
 
 /// Load an inventory file for the simulated fabric: `--fabric` when given,

@@ -29,6 +29,7 @@ mod schema;
 mod serve;
 mod show;
 mod simulate;
+mod store;
 mod validate;
 mod watch;
 
@@ -257,6 +258,9 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page, or write one per subcommand with `-o DIR`.
     Man(completions::ManArgs),
+    /// Verify the store, or back it up to / restore it from a JSON-lines file.
+    #[command(after_help = store::STORE_HELP)]
+    Store(store::StoreArgs),
 }
 
 const PROTECT_HELP: &str = "\
@@ -400,6 +404,7 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&args, &cli.global),
         Command::Completions(args) => completions::completions(&args),
         Command::Man(args) => completions::man(&args),
+        Command::Store(args) => store::run(&args),
     };
     exit.into()
 }

@@ -228,6 +228,27 @@ pub struct Plan {
     pub commit: CommitPolicy,
 }
 
+impl Plan {
+    /// Checks the structural facts compilation relies on and validation
+    /// guarantees: every `after` index names another group of the plan.
+    /// A plan read back from the store (a job's stored model) never went
+    /// through validation again, so a damaged record must fail here rather
+    /// than panic in [`crate::plan::compile`]; `journal` calls this before
+    /// compiling a stored plan.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.groups.len();
+        for (i, g) in self.groups.iter().enumerate() {
+            if let Some(&d) = g.after.iter().find(|&&d| d >= n || d == i) {
+                return Err(format!(
+                    "group `{}` (index {i}) depends on group index {d}, but the plan has {n} group(s)",
+                    g.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Inventory
 

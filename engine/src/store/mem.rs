@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{EventVisitor, JobId, Store, StoreError, TimerEntry, Write, check_batch};
+use super::{
+    EventVisitor, JobId, Record, RecordVisitor, Store, StoreError, TimerEntry, Write, check_batch,
+};
 
 /// The in-memory store. Cheap to create; `Send + Sync`.
 #[derive(Debug, Default)]
@@ -173,6 +175,46 @@ impl MemStore {
 }
 
 impl Store for MemStore {
+    fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError> {
+        // A copy, so that `f` may call back into the store (no lock held).
+        let st = self.lock().applied.clone();
+        f(Record::NextJob(st.next_job))?;
+        for (job, log) in st.events {
+            for (seq, payload) in log.into_iter().enumerate() {
+                f(Record::Event {
+                    job,
+                    seq: seq as u64,
+                    payload,
+                })?;
+            }
+        }
+        for (job, payload) in st.meta {
+            f(Record::JobMeta { job, payload })?;
+        }
+        for (job, (seq, payload)) in st.snapshots {
+            f(Record::Snapshot { job, seq, payload })?;
+        }
+        for t in st.timers {
+            f(Record::Timer(t))?;
+        }
+        for (vm, job) in st.leases {
+            f(Record::Lease { vm, job })?;
+        }
+        for (vm, payload) in st.items {
+            f(Record::Item { vm, payload })?;
+        }
+        for (hash, text) in st.texts {
+            f(Record::Text {
+                hash,
+                text: text.into_bytes(),
+            })?;
+        }
+        for (key, payload) in st.blobs {
+            f(Record::Blob { key, payload })?;
+        }
+        Ok(())
+    }
+
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let state = &inner.applied;

@@ -51,6 +51,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod backup;
 pub mod codec;
 pub mod commit;
 mod error;
@@ -128,6 +129,56 @@ impl Write {
         }
     }
 }
+
+/// One record of a store, as [`Store::for_each_record`] lists it: what a
+/// backup (`store::backup`) copies and a check verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// The next job id the store would allocate.
+    NextJob(u64),
+    Event {
+        job: JobId,
+        seq: u64,
+        payload: Vec<u8>,
+    },
+    JobMeta {
+        job: JobId,
+        payload: Vec<u8>,
+    },
+    Snapshot {
+        job: JobId,
+        seq: u64,
+        payload: Vec<u8>,
+    },
+    Timer(TimerEntry),
+    Lease {
+        vm: String,
+        job: JobId,
+    },
+    Item {
+        vm: String,
+        payload: Vec<u8>,
+    },
+    /// A plan text or plan model under its key (bytes as stored: a damaged
+    /// one need not be UTF-8).
+    Text {
+        hash: String,
+        text: Vec<u8>,
+    },
+    Blob {
+        key: String,
+        payload: Vec<u8>,
+    },
+    /// A key the store cannot place (damage, or a newer drplan's record):
+    /// reported by a check, never copied by a backup.
+    Unknown {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+}
+
+/// What [`Store::for_each_record`] calls with each record.
+pub type RecordVisitor<'a> = dyn FnMut(Record) -> Result<(), StoreError> + 'a;
 
 /// What [`Store::for_each_event`] calls with each (seq, payload).
 pub type EventVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<(), StoreError> + 'a;
@@ -235,6 +286,23 @@ pub trait Store: Send + Sync {
     /// payload), sorted by key (byte order).
     fn blobs_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         Err(no_blobs(prefix))
+    }
+
+    /// Calls `f` with every record the store holds, one at a time (a store
+    /// may hold millions of events), in this order: [`Record::NextJob`],
+    /// events (by job, then seq), job metadata, snapshots, timers, leases,
+    /// items, texts, blobs (each sorted by key), then unknown keys. Stops
+    /// at the first error `f` returns. Backups and `drplan store check`
+    /// read the store through this.
+    ///
+    /// The default refuses: a store that cannot list its records must say
+    /// so rather than produce an empty backup.
+    fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError> {
+        let _ = f;
+        Err(StoreError::io(
+            "listing the store's records",
+            std::io::Error::other("this store cannot list its records"),
+        ))
     }
 }
 

@@ -93,4 +93,7 @@ impl<S: Store> Store for OnFlush<S> {
     fn blobs_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.inner.blobs_with_prefix(prefix)
     }
+    fn for_each_record(&self, f: &mut super::RecordVisitor<'_>) -> Result<(), StoreError> {
+        self.inner.for_each_record(f)
+    }
 }

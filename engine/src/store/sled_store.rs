@@ -55,17 +55,21 @@ use std::ffi::OsString;
 use std::fs::{self, File};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{EventVisitor, JobId, Store, StoreError, TimerEntry, Write, check_batch};
+use super::{
+    EventVisitor, JobId, Record, RecordVisitor, Store, StoreError, TimerEntry, Write, check_batch,
+};
 
 /// The store format version this build writes and the newest it opens.
 pub const STORE_FORMAT: u16 = 1;
 
 const KEY_FORMAT: &[u8] = b"meta/format";
 const KEY_NEXT_JOB: &[u8] = b"meta/next_job";
+/// A counter bumped by every batch (see [`SledStore::generation`]).
+const KEY_GENERATION: &[u8] = b"meta/generation";
 const P_EVENT: &[u8] = b"e/";
 const P_META: &[u8] = b"m/";
 const P_SNAP: &[u8] = b"s/";
@@ -139,6 +143,10 @@ pub struct SledStore {
     poisoned: AtomicBool,
     /// Test hook: the next fdatasync reports an I/O error.
     inject_sync_failure: AtomicBool,
+    /// The batch counter (`meta/generation`), and its value at open: a
+    /// clean close that changed it records it in the marker file.
+    generation: AtomicU64,
+    opened_generation: u64,
 }
 
 #[derive(Default)]
@@ -175,7 +183,7 @@ impl SledStore {
             .write(true)
             .open(dir.join("db"))
             .map_err(|e| StoreError::io(format!("opening {}", dir.join("db").display()), e))?;
-        let store = SledStore {
+        let mut store = SledStore {
             dir: dir.to_path_buf(),
             db,
             data_file,
@@ -184,8 +192,32 @@ impl SledStore {
             synced: Mutex::new(Synced::default()),
             poisoned: AtomicBool::new(false),
             inject_sync_failure: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            opened_generation: 0,
         };
         store.check_format(marked)?;
+        let generation = match store.get(KEY_GENERATION)? {
+            Some(v) => be64(&v, "store generation")?,
+            None => 0,
+        };
+        store.generation.store(generation, Ordering::SeqCst);
+        store.opened_generation = generation;
+        // The marker records the generation of the last clean close. A log
+        // that opens at an older one lost data that was durable (sled reads
+        // a damaged message as the end of its log, silently): refuse it
+        // rather than run on a past that operators already acted upon.
+        if let Some(seen) = read_marker_generation(&dir.join(MARKER_FILE))
+            && generation < seen
+        {
+            return Err(StoreError::corrupt(
+                format!("store in {}", dir.display()),
+                format!(
+                    "its log ends at write {generation}, but it held {seen} writes when drplan \
+                     last closed it: the `db` file is damaged or was replaced by an older copy \
+                     (restore a backup with `drplan store import`)"
+                ),
+            ));
+        }
         Ok(store)
     }
 
@@ -262,14 +294,23 @@ impl SledStore {
     }
 
     fn write_marker(&self) -> Result<(), StoreError> {
+        self.write_marker_with(self.generation.load(Ordering::SeqCst))
+    }
+
+    /// Writes the marker (a temporary file renamed over it, so a crash
+    /// never leaves it half written) and makes it durable.
+    fn write_marker_with(&self, generation: u64) -> Result<(), StoreError> {
         let path = self.dir.join(MARKER_FILE);
+        let tmp = self.dir.join(format!("{MARKER_FILE}.tmp"));
         let write = || -> std::io::Result<()> {
-            let f = File::create(&path)?;
+            let f = File::create(&tmp)?;
             std::io::Write::write_all(
                 &mut &f,
-                format!("drplan store, format {STORE_FORMAT}\n").as_bytes(),
+                format!("drplan store, format {STORE_FORMAT}\ngeneration {generation}\n")
+                    .as_bytes(),
             )?;
-            f.sync_all()
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
         };
         write().map_err(|e| StoreError::io(format!("writing {}", path.display()), e))?;
         sync_dir(&self.dir)
@@ -357,10 +398,44 @@ impl SledStore {
 }
 
 impl Store for SledStore {
+    fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError> {
+        f(Record::NextJob(self.next_job()?))?;
+        // One scan per kind, in the order the trait promises; a key of a
+        // known prefix that does not parse is left to the last pass.
+        for prefix in [
+            P_EVENT, P_META, P_SNAP, P_TIMER, P_LEASE, P_ITEM, P_TEXT, P_BLOB,
+        ] {
+            for entry in self.scan(prefix) {
+                let (k, v) = entry?;
+                if let Some(record) = classify(&k, &v) {
+                    f(record)?;
+                }
+            }
+        }
+        for entry in self.db.iter() {
+            let (k, v) = entry.map_err(|e| self.sled_err("reading the store", e))?;
+            if k == KEY_FORMAT
+                || k == KEY_NEXT_JOB
+                || k == KEY_GENERATION
+                || classify(&k, &v).is_some()
+            {
+                continue;
+            }
+            f(Record::Unknown {
+                key: k.to_vec(),
+                value: v.to_vec(),
+            })?;
+        }
+        Ok(())
+    }
+
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
         let _w = self.writer();
         check_batch(batch, self.next_job()?, |job| self.last_seq(job))?;
         let mut out = sled::Batch::default();
+        // Under the write lock: generations are written in batch order.
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        out.insert(KEY_GENERATION, &generation.to_be_bytes());
         for write in batch {
             match write {
                 Write::Event { job, seq, payload } => {
@@ -584,6 +659,32 @@ impl Store for SledStore {
     }
 }
 
+impl Drop for SledStore {
+    /// A clean close: make everything durable and record the generation
+    /// reached in the marker (see [`SledStore::open`]). Only when it
+    /// changed, and never after a failed flush (what is durable is then
+    /// unknown; recording too high a generation would refuse a sound log).
+    fn drop(&mut self) {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if generation == self.opened_generation || self.poisoned.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.flush().is_ok()
+            && let Err(e) = self.write_marker_with(generation)
+        {
+            tracing::warn!(error = %e, "could not record the store's generation");
+        }
+    }
+}
+
+/// The generation a marker file records (`None`: none, an older marker).
+fn read_marker_generation(path: &Path) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("generation "))
+        .and_then(|g| g.trim().parse().ok())
+}
+
 /// Takes the directory's lock file, or reports who has it.
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join(LOCK_FILE);
@@ -755,5 +856,50 @@ fn timer_entry(key: &[u8]) -> Result<TimerEntry, StoreError> {
         due_ms: be64(&body[..8], "timer due time")?,
         job: JobId(be64(&body[8..16], "timer job")?),
         timer: be64(&body[16..], "timer id")?,
+    })
+}
+
+/// The record a key and value of the tree hold, if they are well formed.
+fn classify(key: &[u8], value: &[u8]) -> Option<Record> {
+    let u64_at = |b: &[u8]| <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes);
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+    let (prefix, body) = (key.get(..2)?, &key[2.min(key.len())..]);
+    Some(match prefix {
+        p if p == P_EVENT && body.len() == 16 => Record::Event {
+            job: JobId(u64_at(&body[..8])?),
+            seq: u64_at(&body[8..])?,
+            payload: value.to_vec(),
+        },
+        p if p == P_META && body.len() == 8 => Record::JobMeta {
+            job: JobId(u64_at(body)?),
+            payload: value.to_vec(),
+        },
+        p if p == P_SNAP && body.len() == 8 && value.len() >= 8 => Record::Snapshot {
+            job: JobId(u64_at(body)?),
+            seq: u64_at(&value[..8])?,
+            payload: value[8..].to_vec(),
+        },
+        p if p == P_TIMER && body.len() == 24 && value.is_empty() => Record::Timer(TimerEntry {
+            due_ms: u64_at(&body[..8])?,
+            job: JobId(u64_at(&body[8..16])?),
+            timer: u64_at(&body[16..])?,
+        }),
+        p if p == P_LEASE => Record::Lease {
+            vm: text(body)?,
+            job: JobId(u64_at(value)?),
+        },
+        p if p == P_ITEM => Record::Item {
+            vm: text(body)?,
+            payload: value.to_vec(),
+        },
+        p if p == P_TEXT => Record::Text {
+            hash: text(body)?,
+            text: value.to_vec(),
+        },
+        p if p == P_BLOB => Record::Blob {
+            key: text(body)?,
+            payload: value.to_vec(),
+        },
+        _ => return None,
     })
 }
