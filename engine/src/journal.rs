@@ -274,6 +274,9 @@ pub struct Recorded {
     /// follow-up waiting for VMs, may now succeed): the runtime wakes its
     /// timer loop only then.
     pub wake_timers: bool,
+    /// The event is in the store. `false`: it was dropped (a repeated or
+    /// late delivery), so nothing may announce it as recorded.
+    pub stored: bool,
 }
 
 /// An event applied and queued by [`Journal::begin_record`], not yet known
@@ -339,6 +342,7 @@ impl PendingRecord {
         j: &Journal,
         outcome: Option<Result<(), StoreError>>,
     ) -> Result<Recorded, JournalError> {
+        let stored = outcome.is_some();
         if let Some(outcome) = outcome {
             j.commit_outcome(outcome)?;
             // Durable, but if a batch queued before it failed, the journal
@@ -352,6 +356,7 @@ impl PendingRecord {
             status: self.status,
             values: self.values,
             wake_timers: self.wake_timers,
+            stored,
         })
     }
 }

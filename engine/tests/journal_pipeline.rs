@@ -312,3 +312,49 @@ fn a_failed_flush_among_concurrent_outcomes_stops_everything_after_it() {
     );
     assert_eq!(steps_finished(&log), (0..ctx.len()).collect::<Vec<_>>());
 }
+
+/// The runtime announces an event to subscribers (and `--format json`
+/// prints it) only when the journal says it is in the store: an outcome
+/// delivered after its job ended is dropped, and must say so.
+#[test]
+fn a_late_delivery_is_dropped_and_not_reported_as_stored() {
+    let p = the_plan();
+    let ctx = JobContext::new(&p, op());
+    let h = harness(None);
+    let journal = Journal::open_with(h.store.clone(), JournalOptions::default()).unwrap();
+    let job = submit(&journal, &p);
+    let start = journal
+        .begin_record(
+            job,
+            JobEvent::Started { at: T0 + 1 },
+            &mut || Ok(Vec::new()),
+        )
+        .unwrap()
+        .wait(&journal)
+        .unwrap();
+    assert!(start.stored, "a durable event reports itself stored");
+    assert!(drive(&journal, &h.store, &ctx, job, start.effects).is_none());
+    assert_eq!(
+        journal.job(job).unwrap().unwrap().status(),
+        JobStatus::Succeeded
+    );
+    let logged = journal.events(job).unwrap().len();
+    let late = journal
+        .begin_record(
+            job,
+            JobEvent::StepFinished {
+                step: 0,
+                attempt: 1,
+                outcome: Outcome::Succeeded,
+                output_tail: None,
+                values: Default::default(),
+                at: T0 + 999,
+            },
+            &mut || Ok(Vec::new()),
+        )
+        .unwrap()
+        .wait(&journal)
+        .unwrap();
+    assert!(!late.stored, "a dropped late delivery claimed to be stored");
+    assert_eq!(journal.events(job).unwrap().len(), logged);
+}

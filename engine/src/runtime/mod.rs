@@ -749,7 +749,11 @@ impl Inner {
         let wake_timers = recorded.wake_timers;
         let fx = recorded.effects;
         let values = Arc::new(recorded.values.unwrap_or_default());
-        self.publish(job, Update::Recorded(event), status);
+        // Subscribers (and `--format json` output) see only what is in the
+        // store: a dropped repeat or late delivery is not announced.
+        if recorded.stored {
+            self.publish(job, Update::Recorded(event), status);
+        }
         // A finished job's operation keys are never issued again: forget
         // their records, durably, so they do not pile up. (Its `Finished`
         // effect is bookkeeping the journal keeps to itself.)
