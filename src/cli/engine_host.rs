@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drplan_engine::api::client::{Client, ConnectError, Timeouts};
-use drplan_engine::api::{ApiError, Control, SOCKET_FILE};
+use drplan_engine::api::{ApiError, Control, SOCKET_FILE, Updates};
 use drplan_engine::fabric::{
     FabricState, FabricStateError, FaultSet, SimConfig, SimFabric, SimState,
 };
@@ -520,6 +520,40 @@ impl Session {
                 Ok(Running::Local(
                     Host::start(dir, store, inventory, world).await?,
                 ))
+            }
+        }
+    }
+}
+
+impl Session {
+    /// The engine that continues a job of `plan`: the server's, or one
+    /// hosted here on the simulated world of the plan's inventory with the
+    /// faults already in force. Subscribed to every job's updates before
+    /// anything is done, so nothing an action causes is missed.
+    pub async fn follow_engine(
+        self,
+        dir: &Path,
+        fabric: Option<&Path>,
+        time_scale: f64,
+        plan: &Plan,
+    ) -> Result<(Running, Updates), Fail> {
+        let running = self
+            .engine(dir, || {
+                let inventory = load_inventory(fabric, plan)?;
+                let sim = SimOptions {
+                    time_scale,
+                    faults: None,
+                };
+                let world = SimWorld::load(dir, &inventory, &sim)?;
+                Ok((inventory, world))
+            })
+            .await?;
+        match running.api().subscribe(None).await {
+            Ok(updates) => Ok((running, updates)),
+            Err(e) => {
+                eprintln!("drplan: {e}");
+                running.stop().await;
+                Err(Exit::CouldNotRun)
             }
         }
     }

@@ -14,7 +14,7 @@ use drplan_engine::plan::{Direction, FailoverKind, Operation};
 use drplan_engine::runtime::Submission;
 use drplan_engine::store::JobId;
 
-use super::engine_host::{self, Session, SimOptions, SimWorld};
+use super::engine_host::{self, Session};
 use super::graph::Kind;
 use super::progress::FollowFormat;
 use super::run::{EngineOpts, RunArgs, default_by, parse_recovery_point};
@@ -205,26 +205,10 @@ fn follow_up_inner(a: &JobArgs, op: Operation) -> Result<Exit, Exit> {
         let (plan, text) = session.job_plan(&meta).await?;
         let plan_name = plan.name.clone();
         let parent = meta.id;
-        let running = session
-            .engine(&dir, || {
-                let inventory = engine_host::load_inventory(fabric.as_deref(), &plan)?;
-                let sim = SimOptions {
-                    time_scale,
-                    faults: None,
-                };
-                let world = SimWorld::load(&dir, &inventory, &sim)?;
-                Ok((inventory, world))
-            })
+        let (running, updates) = session
+            .follow_engine(&dir, fabric.as_deref(), time_scale, &plan)
             .await?;
         let api = running.api();
-        let updates = match api.subscribe(None).await {
-            Ok(u) => u,
-            Err(e) => {
-                eprintln!("drplan: {e}");
-                running.stop().await;
-                return Err(Exit::CouldNotRun);
-            }
-        };
         let sub = Submission::new(plan, text, op, &by);
         let job = match api.submit(sub, None).await {
             Ok(j) => j,

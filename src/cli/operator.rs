@@ -9,7 +9,7 @@ use drplan_engine::journal::JobMeta;
 use drplan_engine::store::JobId;
 
 use super::Exit;
-use super::engine_host::{self, Session, SimOptions, SimWorld};
+use super::engine_host::{self, Session};
 use super::progress::{close_matches, step_keys};
 use super::run::{EngineOpts, default_by};
 
@@ -252,28 +252,12 @@ fn act_inner(job: Option<JobId>, action: Option<Action>, opts: &EngineOpts) -> R
             }
             None => None,
         };
-        let running = session
-            .engine(&dir, || {
-                let inventory = engine_host::load_inventory(fabric.as_deref(), &plan)?;
-                let sim = SimOptions {
-                    time_scale,
-                    faults: None,
-                };
-                let world = SimWorld::load(&dir, &inventory, &sim)?;
-                Ok((inventory, world))
-            })
+        let (running, updates) = session
+            .follow_engine(&dir, fabric.as_deref(), time_scale, &plan)
             .await?;
         let ids: Vec<JobId> = metas.iter().map(|m| m.id).collect();
         let job_id = main.id;
         let e = running.api();
-        let updates = match e.subscribe(None).await {
-            Ok(u) => u,
-            Err(err) => {
-                eprintln!("drplan: {err}");
-                running.stop().await;
-                return Err(Exit::CouldNotRun);
-            }
-        };
         let done = match (action, step) {
             (None, _) => Ok(()),
             (Some(Action::Ack { done, note, by, .. }), Some(s)) => {

@@ -10,7 +10,7 @@
 use clap::Args;
 use drplan_engine::store::JobId;
 
-use super::engine_host::{self, Session, SimOptions, SimWorld};
+use super::engine_host::{self, Session};
 use super::progress::{FollowFormat, duration, group_stats, now_ms};
 use super::run::EngineOpts;
 use super::{Exit, emit};
@@ -54,26 +54,10 @@ fn run_inner(args: &WatchArgs) -> Result<Exit, Exit> {
             return Err(Exit::CouldNotRun);
         };
         let (plan, _) = session.job_plan(&meta).await?;
-        let running = session
-            .engine(&dir, || {
-                let inventory = engine_host::load_inventory(fabric.as_deref(), &plan)?;
-                let sim = SimOptions {
-                    time_scale,
-                    faults: None,
-                };
-                let world = SimWorld::load(&dir, &inventory, &sim)?;
-                Ok((inventory, world))
-            })
+        let (running, updates) = session
+            .follow_engine(&dir, fabric.as_deref(), time_scale, &plan)
             .await?;
         let api = running.api();
-        let updates = match api.subscribe(None).await {
-            Ok(u) => u,
-            Err(e) => {
-                eprintln!("drplan: {e}");
-                running.stop().await;
-                return Err(Exit::CouldNotRun);
-            }
-        };
         // Where the job stands before following it.
         if !printer.quiet
             && let (Ok(Some(st)), Ok(ctx)) = (api.job(job).await, api.context(job).await)
