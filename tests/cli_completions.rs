@@ -3,14 +3,8 @@
 
 use std::process::{Command, Output, Stdio};
 
-fn drplan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_drplan"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("drplan runs")
-}
+mod support;
+use support::drplan;
 
 fn stdout(o: &Output) -> String {
     assert_eq!(

@@ -2,54 +2,15 @@
 //! ones after real runs (and saying which is which), the critical path, and
 //! a store held by another process.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
 
 use drplan_engine::store::sled_store::SledStore;
 use serde_json::Value;
 
-/// One test at a time: the in-use test holds a store lock (an `flock`) in
-/// this process, and a child spawned by a parallel test could inherit the
-/// descriptor between its fork and exec.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn plan() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/three-tier.yaml")
-}
-
-fn drplan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_drplan"))
-        .args(args)
-        .env_remove("DRPLAN_DATA_DIR")
-        .env("USER", "alice")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("drplan runs")
-}
-
-fn all(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[track_caller]
-fn expect_code(o: &Output, want: i32) {
-    assert_eq!(o.status.code(), Some(want), "output:\n{}", all(o));
-}
-
-#[track_caller]
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", all(o)))
-}
+mod support;
+use support::{all, drplan, expect_code, json, plan, serial};
 
 fn estimate(dir: &Path, extra: &[&str]) -> Output {
     let p = plan();

@@ -2,60 +2,27 @@
 //! planned failover → commit → reprotect → failback → commit → reprotect,
 //! and the refusals (commit of a test failover, commit twice).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 
-/// One test at a time: each spawns several drplan processes that lock the
-/// data directory; serial keeps them off the two shared cores' toes.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn plan() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/three-tier.yaml")
-}
+mod support;
+use support::{err, expect_code, out, plan, serial};
 
 fn drplan_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drplan"));
-    cmd.args(args).arg("--data-dir").arg(dir);
+    let mut cmd = support::cmd_in(dir, args);
     // `jobs` only lists; every other command here runs the engine.
     if args.first() != Some(&"jobs") {
         cmd.args(["--time-scale", "0.001"]);
     }
-    cmd.env_remove("DRPLAN_DATA_DIR")
-        .env_remove("RUST_LOG")
-        .env("USER", "alice")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null());
+    cmd.env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("drplan runs")
+    support::output(cmd)
 }
 
 fn drplan(dir: &Path, args: &[&str]) -> Output {
     drplan_env(dir, args, &[])
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn expect_code(o: &Output, want: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(want),
-        "stdout:\n{}\nstderr:\n{}",
-        out(o),
-        err(o)
-    );
 }
 
 const VERIFY: &str = "application/post/verify-health";

@@ -2,37 +2,14 @@
 //! says clearly when the store is in use by another process.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use drplan_engine::journal::{Journal, SubmitRequest};
 use drplan_engine::plan::{self, FailoverKind, Operation};
 use drplan_engine::store::sled_store::SledStore;
 
-fn drplan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_drplan"))
-        .args(args)
-        .env_remove("DRPLAN_DATA_DIR")
-        .output()
-        .expect("drplan runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The tests of this file run one at a time: a store's lock is an `flock`
-/// on an open file, and a child spawned by a parallel test could inherit the
-/// descriptor for the instant between its fork and exec, holding the lock.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod support;
+use support::{all as text, drplan, serial};
 
 /// Submits a test failover of the shipped three-tier plan; returns the
 /// journal, which keeps the store open until it is dropped.

@@ -4,34 +4,28 @@
 //! contains a log line; `-v`/`-vv` and `RUST_LOG` choose the level
 //! (`RUST_LOG` wins).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::Value;
 
-fn plan() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/three-tier.yaml")
-}
+mod support;
+use support::{err as stderr, plan};
 
 /// `drplan run` of a planned failover (it stops at the plan's manual step
 /// and exits 0), with `extra` flags and `rust_log` as RUST_LOG.
 fn run(dir: &Path, extra: &[&str], rust_log: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drplan"));
-    cmd.arg("run")
-        .arg(plan())
+    let mut cmd = support::cmd(&["run"]);
+    cmd.arg(plan())
         .args(["--failover", "planned", "--time-scale", "0.001"])
         .arg("--data-dir")
         .arg(dir)
         .args(extra)
-        .env_remove("DRPLAN_DATA_DIR")
-        .env_remove("RUST_LOG")
-        .env("USER", "alice")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null());
+        .env_remove("RUST_LOG");
     if let Some(l) = rust_log {
         cmd.env("RUST_LOG", l);
     }
-    let o = cmd.output().expect("drplan runs");
+    let o = support::output(cmd);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -40,10 +34,6 @@ fn run(dir: &Path, extra: &[&str], rust_log: Option<&str>) -> Output {
         String::from_utf8_lossy(&o.stderr)
     );
     o
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]

@@ -3,55 +3,23 @@
 //! `unprotect`, the refusal by name, a scheduled initial replication that
 //! a later process carries on, `recovery-points` and `capacity`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// One test at a time (see cli_run.rs: store locks and forked children).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn shipped(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("plans")
-        .join(name)
-}
+mod support;
+use support::{all, expect_code, out, serial, shipped};
 
 /// drplan with `args`, the data directory and the shipped inventory.
 fn drplan(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = support::cmd(args);
     // `capacity` reads no data directory.
-    let dir_args: Vec<&std::ffi::OsStr> = if args.first() == Some(&"capacity") {
-        Vec::new()
-    } else {
-        vec!["--data-dir".as_ref(), dir.as_os_str()]
-    };
-    Command::new(env!("CARGO_BIN_EXE_drplan"))
-        .args(args)
-        .args(dir_args)
-        .env_remove("DRPLAN_DATA_DIR")
-        .env("DRPLAN_FABRIC", shipped("fabric.yaml"))
-        .env("USER", "alice")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("drplan runs")
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn all(o: &Output) -> String {
-    format!("{}{}", out(o), String::from_utf8_lossy(&o.stderr))
-}
-
-#[track_caller]
-fn expect_code(o: &Output, want: i32) {
-    assert_eq!(o.status.code(), Some(want), "output:\n{}", all(o));
+    if args.first() != Some(&"capacity") {
+        cmd.arg("--data-dir").arg(dir);
+    }
+    cmd.env("DRPLAN_FABRIC", shipped("fabric.yaml"));
+    support::output(cmd)
 }
 
 fn vms_json(dir: &Path) -> Vec<Value> {

@@ -2,52 +2,33 @@
 //! built binary: a drill and a planned failover of the shipped three-tier
 //! plan on the simulated fabric, then what the store says about them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 
-use serde_json::Value;
-
-fn plan() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/three-tier.yaml")
-}
+mod support;
+use support::{all, json, plan};
 
 const VMS: [&str; 7] = [
     "sql-01", "sql-02", "app-01", "app-02", "app-03", "web-01", "web-02",
 ];
 
+/// drplan with `args` and `--data-dir DIR`, and a fast simulated fabric
+/// for the commands that run the engine.
 fn drplan(dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drplan"));
-    cmd.args(args).arg("--data-dir").arg(dir);
+    let mut cmd = support::cmd_in(dir, args);
     if matches!(
         args.first(),
         Some(&("run" | "ack" | "cleanup" | "retry" | "resume"))
     ) {
         cmd.args(["--time-scale", "0.001"]);
     }
-    cmd.env_remove("DRPLAN_DATA_DIR")
-        .env("USER", "alice")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("drplan runs")
-}
-
-fn all(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    support::output(cmd)
 }
 
 #[track_caller]
 fn ok(o: Output) -> Output {
     assert_eq!(o.status.code(), Some(0), "output:\n{}", all(&o));
     o
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", all(o)))
 }
 
 const NOTES: &str = "<b>\"drill\"</b> & 'ok' — app tier slow </pre>";

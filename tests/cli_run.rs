@@ -2,57 +2,24 @@
 //! built binary: the shipped three-tier plan on the simulated fabric, a
 //! fresh data directory per test, stdin not a terminal.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
 
 use drplan_engine::store::sled_store::SledStore;
 use serde_json::Value;
 
-/// One test at a time: the in-use test holds a store lock (an `flock`) in
-/// this process, and a child spawned by a parallel test could inherit the
-/// descriptor between its fork and exec.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn plan() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/three-tier.yaml")
-}
+mod support;
+use support::{all, expect_code, out, plan, serial};
 
 /// Runs drplan with `args` then `--data-dir DIR` (every command here takes
 /// it) and a fast simulated fabric.
 fn drplan(dir: &Path, args: &[&str], fast: bool) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drplan"));
-    cmd.args(args).arg("--data-dir").arg(dir);
+    let mut cmd = support::cmd_in(dir, args);
     if fast {
         cmd.args(["--time-scale", "0.001"]);
     }
-    cmd.env_remove("DRPLAN_DATA_DIR")
-        .env("USER", "alice")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("drplan runs")
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn all(o: &Output) -> String {
-    format!("{}{}", out(o), String::from_utf8_lossy(&o.stderr))
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("drplan exits (no signal)")
-}
-
-#[track_caller]
-fn expect_code(o: &Output, want: i32) {
-    assert_eq!(code(o), want, "output:\n{}", all(o));
+    support::output(cmd)
 }
 
 #[test]

@@ -17,13 +17,8 @@ use drplan_engine::runtime::{OUTPUT_TAIL_BYTES, OUTPUT_TAIL_LINES};
 use drplan_engine::store::JobId;
 use drplan_engine::store::sled_store::SledStore;
 
-/// One test at a time: the hostile script keeps a core busy, and the final
-/// look opens a store in this process.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod support;
+use support::serial;
 
 /// A one-group plan (the shipped inventory's sql-01) whose group runs
 /// `post` steps, written to `dir`.

@@ -6,62 +6,20 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// One test at a time: servers and runs share the machine's two cores, and
-/// the timing assertions ("quickly") need them.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod support;
+use support::{all, cmd_in as cmd, drplan_in as drplan, expect_code, out, serial, shipped};
 
 fn plan() -> String {
-    root().join("plans/three-tier.yaml").display().to_string()
+    support::plan().display().to_string()
 }
 
 fn fabric() -> String {
-    root().join("plans/fabric.yaml").display().to_string()
-}
-
-fn cmd(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_drplan"));
-    c.args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("DRPLAN_DATA_DIR")
-        .env("USER", "alice")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null());
-    c
-}
-
-fn drplan(dir: &Path, args: &[&str]) -> Output {
-    cmd(dir, args).output().expect("drplan runs")
-}
-
-fn all(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-#[track_caller]
-fn expect_code(o: &Output, want: i32) {
-    assert_eq!(o.status.code(), Some(want), "output:\n{}", all(o));
+    shipped("fabric.yaml").display().to_string()
 }
 
 /// A `drplan serve` child, stopped (SIGTERM) when dropped.

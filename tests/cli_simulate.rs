@@ -3,43 +3,13 @@
 //! directory.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-fn plan() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/three-tier.yaml")
-}
-
-fn drplan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_drplan"))
-        .args(args)
-        .env_remove("DRPLAN_DATA_DIR")
-        .env("USER", "alice")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("drplan runs")
-}
-
-fn all(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[track_caller]
-fn expect_code(o: &Output, want: i32) {
-    assert_eq!(o.status.code(), Some(want), "output:\n{}", all(o));
-}
-
-#[track_caller]
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", all(o)))
-}
+mod support;
+use support::{all, drplan, expect_code, json, plan};
 
 /// `steps[].key` → `steps[].state` of a `show` or `simulate` document.
 fn states(doc: &Value) -> BTreeMap<String, String> {

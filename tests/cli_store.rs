@@ -2,53 +2,16 @@
 //! or foreign data directory, end to end through the built binary.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
+use std::process::Output;
 
 use drplan_engine::store::sled_store::SledStore;
 use drplan_engine::store::{JobId, Store, Write};
 
-/// One test at a time: the in-use test holds a store lock (an `flock`) in
-/// this process, which a child spawned by a parallel test could inherit.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod support;
+use support::{all, drplan_in as drplan, expect_code, serial, shipped};
 
 fn plan(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("plans")
-        .join(name)
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-fn drplan(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_drplan"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("DRPLAN_DATA_DIR")
-        .env("USER", "alice")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("drplan runs")
-}
-
-fn all(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[track_caller]
-fn expect_code(o: &Output, want: i32) {
-    assert_eq!(o.status.code(), Some(want), "output:\n{}", all(o));
+    shipped(name).to_str().unwrap().to_string()
 }
 
 /// A store with three jobs of several kinds: a planned failover that

@@ -3,18 +3,13 @@
 //! pty for stdin and stdout) and piped.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-fn plan() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/three-tier.yaml")
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_drplan")
-}
+mod support;
+use support::{all as text, bin, drplan_in as piped, plan};
 
 /// Single-quote for `sh -c`.
 fn sh(s: &str) -> String {
@@ -51,27 +46,6 @@ fn on_pty(dir: &Path, args: &[&str], input: &str) -> Output {
         .write_all(input.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
-}
-
-fn piped(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("DRPLAN_DATA_DIR")
-        .env("USER", "alice")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn show(dir: &Path) -> Value {
