@@ -580,3 +580,134 @@ async fn a_damaged_saved_world_is_an_error_not_a_panic() {
         assert!(!err.to_string().is_empty(), "{key}");
     }
 }
+
+/// The crash soak's residue (seed 20261126: `TestCompleted`, yet the saved
+/// world kept `app-01-test` and `sql-02-test`). A restore without a full
+/// snapshot applies the store's deltas to the world the fabric was built
+/// with, which the CLI loads from its `sim-state.json`; a process killed
+/// mid-cleanup may have saved that file AHEAD of the store: test VMs
+/// deleted (with their key records) in memory, the deltas never durable.
+/// The next process answers the repeated deletes from those key records,
+/// which changes no VM, so unless the base itself is recorded the store's
+/// world keeps the test VMs the job reports cleaned up. Keys are kept
+/// (as the soak does, `DRPLAN_SIM_KEEP_OP_KEYS=1`) so the records outlive
+/// the job; without that, a killed cleanup has the same records anyway.
+///
+/// `legacy`: the store holds deltas only (as every data directory did
+/// before the first engine start recorded the base), so the restore starts
+/// from the file's world; else from the store's full snapshot.
+async fn base_world_ahead_of_the_store(legacy: bool) {
+    use drplan_engine::fabric::{FaultSet, SimConfig};
+    let s = three_tier();
+    let store = mem();
+    let fabric = sim(&s.inventory, &[]);
+    let clock = Arc::new(TestClock::new(T0));
+    let first = persisting(
+        store.clone(),
+        fabric.clone(),
+        Arc::new(KeepKeys(fabric.clone())),
+        256,
+        clock.clone(),
+        &s,
+    )
+    .await;
+    let job = first
+        .engine
+        .submit(submission(&s, FailoverKind::Test))
+        .await
+        .unwrap();
+    // Up to the open test: its VMs exist, and so does the store's record
+    // of them (deltas only: 256 before a compaction).
+    loop {
+        let st = wait(&first.engine, job, |s| {
+            s.is_terminal() || s == JobStatus::WaitingForOperator || s == JobStatus::AwaitingCleanup
+        })
+        .await;
+        if st == JobStatus::AwaitingCleanup {
+            break;
+        }
+        assert_eq!(st, JobStatus::WaitingForOperator, "ended early");
+        for (step, _, _) in awaiting(&first.engine, job).await {
+            first
+                .engine
+                .answer_manual(job, step, true, "bob", None)
+                .await
+                .unwrap();
+        }
+    }
+    let created = fabric.residue().len();
+    assert!(created >= 2, "only {created} test VMs");
+    let copy = Arc::new(store.crash_copy());
+    if legacy {
+        copy.apply(&[Write::Blob {
+            key: FULL_KEY.to_string(),
+            payload: None,
+        }])
+        .unwrap();
+        copy.flush().unwrap();
+    }
+    assert!(copy.blob(FULL_KEY).unwrap().is_none() == legacy);
+
+    // The first process cleans up in memory and saves that world beside
+    // the store (`sim-state.json`); none of it reaches the crash copy.
+    first.engine.complete_test(job, "ok", "bob").await.unwrap();
+    let end = wait(&first.engine, job, JobStatus::is_terminal).await;
+    assert_eq!(end, JobStatus::TestCompleted);
+    assert!(fabric.residue().is_empty());
+    let ahead = fabric.snapshot();
+    first.engine.shutdown().await;
+    drop(first);
+
+    // The next process: world from the file, store from the crash copy.
+    let second_fabric = Arc::new(
+        SimFabric::restore(
+            &s.inventory,
+            SimConfig::default().with_time_scale(0.01),
+            FaultSet::default(),
+            ahead,
+        )
+        .expect("the saved world fits"),
+    );
+    let second = persisting(
+        copy.clone(),
+        second_fabric.clone(),
+        Arc::new(KeepKeys(second_fabric.clone())),
+        256,
+        clock,
+        &s,
+    )
+    .await;
+    assert_eq!(
+        second.engine.status(job).await.unwrap(),
+        Some(JobStatus::AwaitingCleanup)
+    );
+    second.engine.complete_test(job, "ok", "bob").await.unwrap();
+    let end = wait(&second.engine, job, JobStatus::is_terminal).await;
+    let events = second.engine.events(job).await.unwrap();
+    assert_eq!(end, JobStatus::TestCompleted, "{}", history(&events));
+    assert!(second_fabric.residue().is_empty());
+    second.engine.shutdown().await;
+
+    // What the store alone says (a store export, the crash soak's check,
+    // a data directory whose `sim-state.json` is gone): the live world.
+    let saved = restored(&s, &copy.crash_copy());
+    assert!(
+        saved.residue().is_empty(),
+        "the store's world keeps test VMs of a completed test: {:?}",
+        saved.residue()
+    );
+    let live = second_fabric.snapshot();
+    let saved = saved.snapshot();
+    assert_eq!(saved.vms, live.vms);
+    assert_eq!(saved.keys, live.keys);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_base_world_ahead_of_a_store_without_full_snapshot_is_recorded_in_it() {
+    base_world_ahead_of_the_store(true).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_world_saved_ahead_of_the_store_does_not_outlive_it() {
+    base_world_ahead_of_the_store(false).await;
+}

@@ -12,8 +12,10 @@
 //!
 //! The faults `run --inject` put in force are kept beside the store in
 //! `sim-state.json` (with a best-effort copy of the world, used only when
-//! the store holds none yet), so a `fail-once` still fires in the command
-//! that reaches its step.
+//! the store holds no full snapshot yet: the engine's start then records
+//! it in the store, since a killed process may have saved it ahead of the
+//! store's deltas), so a `fail-once` still fires in the command that
+//! reaches its step.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -94,13 +94,40 @@ impl Persister {
         for (key, _) in &deltas {
             seqs.push(delta_seq(key).map_err(JournalError::from)?);
         }
-        let first = seqs.first().copied().unwrap_or(0);
+        let mut first = seqs.first().copied().unwrap_or(0);
         let next = seqs.last().map_or(0, |s| s + 1);
+        let had_full = full.is_some();
         p.state
             .restore_from(full, deltas.into_iter().map(|(_, d)| d).collect())?;
         // Whatever the fabric tracked as changed before the restore belongs
         // to the world just replaced.
         let _ = p.state.take_delta();
+        if !had_full {
+            // Without a full snapshot the deltas were applied to the world
+            // the fabric was built with, which the store does not hold: the
+            // CLI builds it from its `sim-state.json`, which a killed
+            // process may have saved AHEAD of the store (a test VM deleted
+            // in memory, its outcome and delta never durable). Deltas carry
+            // only what changes from now on, so that base would never reach
+            // the store: a repeated delete answered from its key record
+            // changes no VM, and the store's world would keep test VMs the
+            // job reports cleaned up. Record the base now, durably, before
+            // any job resumes: from here on the store alone describes the
+            // world (and a full snapshot, once there, replaces the base).
+            let mut batch = vec![Write::Blob {
+                key: FULL_KEY.to_string(),
+                payload: Some(p.state.full()),
+            }];
+            batch.extend((first..next).map(|s| Write::Blob {
+                key: delta_key(s),
+                payload: None,
+            }));
+            store
+                .apply(&batch)
+                .and_then(|()| store.flush())
+                .map_err(JournalError::from)?;
+            first = next;
+        }
         tracing::info!(deltas = next - first, "restored the fabric's world");
         Ok(Persister {
             state: p.state,
