@@ -20,16 +20,17 @@
 //!   in tests/runtime_fidelity.rs.
 
 mod common;
+#[path = "../tests/runtime_support/fidelity.rs"]
+mod fidelity;
 use common::raw_fdatasync;
-use std::collections::BTreeMap;
+use fidelity::{fixed_latencies, ideal};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use drplan_engine::core::JobStatus;
-use drplan_engine::fabric::{FaultSet, OpKind, SimConfig, SimFabric};
-use drplan_engine::plan::compile::{self, NodeKind, Operation};
-use drplan_engine::plan::generate;
+use drplan_engine::fabric::{FaultSet, SimConfig, SimFabric};
+use drplan_engine::plan::compile::{self, Operation};
 use drplan_engine::plan::model::{CommitPolicy, FailoverKind, Inventory, Plan};
 use drplan_engine::runtime::{Clock, Engine, EngineConfig, Submission, SystemClock, TestClock};
 use drplan_engine::script::{RunnerConfig, ScriptRunner};
@@ -43,19 +44,10 @@ const SEED: u64 = 7;
 /// wait step removed (VM operations only) and no commit window, so a
 /// planned failover runs to `Succeeded` without an operator.
 fn vm_only(groups: usize, vms: usize) -> (Plan, Inventory) {
-    let g = generate::large_plan(groups, vms, SEED);
-    let file = drplan_engine::plan::yaml::parse("large-fabric.yaml", g.fabric_yaml.as_bytes())
-        .expect("the generated inventory parses");
-    let (inv, diags) = drplan_engine::plan::validate::validate_fabric("large-fabric.yaml", &file);
-    assert!(diags.is_empty(), "{diags:?}");
-    let mut plan = g.plan;
-    for group in &mut plan.groups {
-        group.pre.clear();
-        group.post.clear();
-    }
+    let (mut plan, inv) = fidelity::vm_only(groups, vms, SEED);
     plan.test.cleanup.clear();
     plan.commit = CommitPolicy::Manual;
-    (plan, inv.expect("inventory"))
+    (plan, inv)
 }
 
 /// `n` groups of one VM each in a strict line.
@@ -184,43 +176,6 @@ fn chain_1000(c: &mut Criterion) {
         .len();
     let (plan, inv) = chain(1000 / per_vm.max(1));
     durable_bench(c, "chain_1000", &plan, &inv);
-}
-
-/// Fixed latencies, different per operation, so the critical path is not
-/// just a node count.
-fn fixed_latencies() -> SimConfig {
-    SimConfig {
-        jitter: 0.0,
-        time_scale: 1.0,
-        latencies: OpKind::ALL
-            .iter()
-            .enumerate()
-            .map(|(i, &op)| (op, Duration::from_secs(10 + 5 * i as u64)))
-            .collect::<BTreeMap<_, _>>(),
-        ..SimConfig::default()
-    }
-}
-
-/// The longest path of the compiled DAG, weighting VM operations with their
-/// latency and every other node with zero.
-fn ideal(plan: &Plan, config: &SimConfig) -> Duration {
-    let exec = compile::compile(plan, Operation::failover(FailoverKind::Planned));
-    let by_name: BTreeMap<&str, OpKind> = OpKind::ALL.iter().map(|&k| (k.as_str(), k)).collect();
-    let mut finish = vec![Duration::ZERO; exec.nodes.len()];
-    for node in &exec.nodes {
-        let start = node
-            .deps
-            .iter()
-            .map(|&d| finish[d])
-            .max()
-            .unwrap_or_default();
-        let cost = match &node.kind {
-            NodeKind::Vm { op, .. } => config.latency(by_name[op.name()]),
-            NodeKind::Step(_) => Duration::ZERO,
-        };
-        finish[node.id] = start + cost;
-    }
-    finish.into_iter().max().unwrap_or_default()
 }
 
 /// Makespan in virtual time of one planned failover on the paused clock.

@@ -1,0 +1,65 @@
+//! The critical-path fidelity setup shared by `tests/runtime_fidelity.rs`
+//! (the within-1 % check) and `benches/runtime.rs` (the same figure,
+//! recorded): a VM-only plan, fixed latencies, and its ideal makespan.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drplan_engine::fabric::{OpKind, SimConfig};
+use drplan_engine::plan::compile::{self, NodeKind, Operation};
+use drplan_engine::plan::generate;
+use drplan_engine::plan::model::{FailoverKind, Inventory, Plan};
+
+/// A generated plan with VM operations only (no script, manual or wait
+/// step), so every node's duration is a fabric latency.
+pub fn vm_only(groups: usize, vms: usize, seed: u64) -> (Plan, Inventory) {
+    let g = generate::large_plan(groups, vms, seed);
+    let file = drplan_engine::plan::yaml::parse("large-fabric.yaml", g.fabric_yaml.as_bytes())
+        .expect("the generated inventory parses");
+    let (inv, diags) = drplan_engine::plan::validate::validate_fabric("large-fabric.yaml", &file);
+    assert!(diags.is_empty(), "{diags:?}");
+    let mut plan = g.plan;
+    for group in &mut plan.groups {
+        group.pre.clear();
+        group.post.clear();
+    }
+    (plan, inv.expect("inventory"))
+}
+
+/// Different latency per operation kind, so the critical path depends on
+/// which operations lie on it, not just on how many.
+pub fn fixed_latencies() -> SimConfig {
+    SimConfig {
+        jitter: 0.0,
+        time_scale: 1.0,
+        latencies: OpKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &op)| (op, Duration::from_secs(10 + 5 * i as u64)))
+            .collect(),
+        ..SimConfig::default()
+    }
+}
+
+/// Longest path of the compiled DAG of a planned failover, VM operations
+/// weighted by their latency and every other node by zero.
+pub fn ideal(plan: &Plan, config: &SimConfig) -> Duration {
+    let exec = compile::compile(plan, Operation::failover(FailoverKind::Planned));
+    let by_name: BTreeMap<&str, OpKind> = OpKind::ALL.iter().map(|&k| (k.as_str(), k)).collect();
+    let mut finish = vec![Duration::ZERO; exec.nodes.len()];
+    for node in &exec.nodes {
+        // Dependencies have lower ids, so one pass in id order suffices.
+        let start = node
+            .deps
+            .iter()
+            .map(|&d| finish[d])
+            .max()
+            .unwrap_or_default();
+        let cost = match &node.kind {
+            NodeKind::Vm { op, .. } => config.latency(by_name[op.name()]),
+            NodeKind::Step(_) => Duration::ZERO,
+        };
+        finish[node.id] = start + cost;
+    }
+    finish.into_iter().max().unwrap_or_default()
+}
