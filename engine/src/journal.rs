@@ -9,8 +9,7 @@
 //! 2. turns the event and the bookkeeping effects ([`Effect::is_bookkeeping`])
 //!    into ONE atomic store batch: the event, the job's metadata when its
 //!    status changed, timers, lease release, replicated-item records, a
-//!    follow-up job, and a snapshot every [`JournalOptions::snapshot_every`]
-//!    events;
+//!    follow-up job, and now and then a snapshot (see [`snapshot_interval`]);
 //! 3. queues that batch to the [`GroupCommitter`] while still holding the
 //!    job's lock, then waits for its flush outside the lock
 //!    ([`Journal::begin_record`] / [`PendingRecord`]): concurrent calls,
@@ -20,8 +19,11 @@
 //!    VM operation, run a script, prompt an operator, cancel a step) for the
 //!    runtime to perform.
 //!
-//! The API is synchronous: every call may block on a flush. The async
-//! runtime calls it from a blocking thread.
+//! The API is synchronous: every call but [`Journal::begin_record`] may
+//! block on a flush. The async runtime calls `begin_record` on its worker
+//! (it blocks on nothing but the job's lock and in-memory store look-ups;
+//! only its failure path waits for a barrier commit) and awaits
+//! [`PendingRecord::wait_async`]; everything else runs on a blocking thread.
 //!
 //! # Failure model
 //!
@@ -50,7 +52,7 @@
 //!   (compilation is deterministic, so the same step numbering results);
 //! - [`JobMeta`], a small summary that lists jobs without reading logs;
 //! - the event log (seq 0 is `Submitted`, carrying the [`JobSpec`]);
-//! - a [`JobState`] snapshot every `snapshot_every` events.
+//! - a [`JobState`] snapshot every [`snapshot_interval`] events.
 //!
 //! # Leases and replicated items
 //!
@@ -83,6 +85,25 @@ use crate::store::{JobId, Store, StoreError, Write, codec};
 
 /// Events between two snapshots of a job's state, unless configured.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1024;
+
+/// Steps of a job per unit of [`JournalOptions::snapshot_every`]: a job
+/// with more steps gets a proportionally wider interval.
+pub const SNAPSHOT_STEPS: usize = 1024;
+
+/// Events between two snapshots of a job with `steps` steps: `every`, times
+/// one more for each further [`SNAPSHOT_STEPS`] steps.
+///
+/// Why: a snapshot's size (and the time to encode and write it, under the
+/// job's lock) grows with the job's steps — 540 KB of JSON for a 4,000-step
+/// failover. A fixed interval makes snapshots of big jobs the dominant cost
+/// per event; an interval proportional to the steps keeps it constant per
+/// event, while a reopen still replays at most about one event per step
+/// on top of decoding the snapshot, which is itself about one record per
+/// step. Jobs of up to `SNAPSHOT_STEPS` steps keep exactly `every`.
+pub fn snapshot_interval(every: u64, steps: usize) -> u64 {
+    let units = steps.div_ceil(SNAPSHOT_STEPS).max(1) as u64;
+    every.saturating_mul(units)
+}
 
 /// What to submit: a validated plan, its text, and what to do with it.
 #[derive(Debug, Clone)]
@@ -132,7 +153,8 @@ pub type DefaultItem = Arc<dyn Fn(&str) -> ItemState + Send + Sync>;
 #[derive(Clone)]
 pub struct JournalOptions {
     /// A snapshot of a job's state is written with every event whose
-    /// sequence number is a multiple of this (0: never).
+    /// sequence number is a multiple of this, widened for jobs of many
+    /// steps by [`snapshot_interval`] (0: never).
     pub snapshot_every: u64,
     /// The state of a VM without an item record (see the module docs).
     pub default_item: DefaultItem,
@@ -277,6 +299,9 @@ pub struct Recorded {
     /// The event is in the store. `false`: it was dropped (a repeated or
     /// late delivery), so nothing may announce it as recorded.
     pub stored: bool,
+    /// The event changed the job's status (its summary record was
+    /// rewritten in the same batch).
+    pub status_changed: bool,
 }
 
 /// An event applied and queued by [`Journal::begin_record`], not yet known
@@ -293,6 +318,7 @@ pub struct PendingRecord {
     status: JobStatus,
     values: Option<BTreeMap<String, String>>,
     wake_timers: bool,
+    status_changed: bool,
     finished: bool,
     children: Vec<Live>,
 }
@@ -316,6 +342,7 @@ impl PendingRecord {
             status,
             values: None,
             wake_timers: false,
+            status_changed: false,
             finished: false,
             children: Vec::new(),
         }
@@ -357,6 +384,7 @@ impl PendingRecord {
             values: self.values,
             wake_timers: self.wake_timers,
             stored,
+            status_changed: stored && self.status_changed,
         })
     }
 }
@@ -598,6 +626,9 @@ impl Journal {
             }
             Err(e) => return Err(e),
         };
+        // Encoded before taking the job's lock (it does not depend on the
+        // job's state), so concurrent outcomes of one job wait less.
+        let payload = codec::try_encode(&event)?;
         let mut live = lock_job(&cell, job)?;
         // Another caller may have poisoned the journal while we waited.
         self.check_poison()?;
@@ -634,7 +665,15 @@ impl Journal {
         };
         // The cached state is now ahead of the store. Until the batch is
         // queued, any failure must restore it (resync) or poison.
-        let batch = match self.prepare(l, &event, fired, before, was_not_started, &fx) {
+        let status = l.state.status();
+        let batch = match self.prepare(
+            l,
+            (&event, payload),
+            fired,
+            (before, status),
+            was_not_started,
+            &fx,
+        ) {
             Ok(b) => b,
             Err(e) => {
                 self.resync(l)?;
@@ -670,7 +709,6 @@ impl Journal {
         // batch fail, the journal is poisoned and the cache is never used
         // again.
         l.next_seq += 1;
-        let status = l.state.status();
         if status != before {
             l.meta.status = status;
             l.meta.updated_at = event.at();
@@ -689,6 +727,7 @@ impl Journal {
             status,
             values,
             wake_timers,
+            status_changed: status != before,
             finished,
             children,
         })
@@ -734,9 +773,9 @@ impl Journal {
     fn prepare(
         &self,
         l: &mut Live,
-        event: &JobEvent,
+        (event, payload): (&JobEvent, Vec<u8>),
         fired: Option<(TimerId, Millis)>,
-        before: JobStatus,
+        (before, status): (JobStatus, JobStatus),
         was_not_started: bool,
         fx: &[Effect],
     ) -> Result<Batch, JournalError> {
@@ -749,11 +788,7 @@ impl Journal {
         }
         let seq = l.next_seq;
         let mut writes = Vec::with_capacity(2 + fx.len());
-        writes.push(Write::Event {
-            job,
-            seq,
-            payload: codec::try_encode(event)?,
-        });
+        writes.push(Write::Event { job, seq, payload });
         if let Some((timer, due)) = fired {
             writes.push(Write::DisarmTimer {
                 due_ms: due,
@@ -761,7 +796,6 @@ impl Journal {
                 timer: timer_u64(job, timer)?,
             });
         }
-        let status = l.state.status();
         if status != before {
             let mut meta = l.meta.clone();
             meta.status = status;
@@ -779,7 +813,9 @@ impl Journal {
             let child = self.follow_up(l, operation, due, event.at(), &mut writes)?;
             children.push(child);
         }
-        if self.opts.snapshot_every > 0 && seq.is_multiple_of(self.opts.snapshot_every) {
+        if self.opts.snapshot_every > 0
+            && seq.is_multiple_of(snapshot_interval(self.opts.snapshot_every, l.ctx.len()))
+        {
             writes.push(Write::Snapshot {
                 job,
                 seq,
@@ -1276,5 +1312,21 @@ fn snapshot_indexes_ok(state: &JobState) -> Result<(), String> {
     match bad {
         Some(s) => Err(format!("it names step {s}, but the plan has {n} step(s)")),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_interval_widens_with_the_steps_only_past_the_unit() {
+        assert_eq!(snapshot_interval(1024, 0), 1024);
+        assert_eq!(snapshot_interval(1024, 40), 1024);
+        assert_eq!(snapshot_interval(5, SNAPSHOT_STEPS), 5);
+        assert_eq!(snapshot_interval(5, SNAPSHOT_STEPS + 1), 10);
+        // The 10 x 100 planned failover (4,000 steps): every 4,096 events.
+        assert_eq!(snapshot_interval(1024, 4000), 4096);
+        assert_eq!(snapshot_interval(u64::MAX, 10 * SNAPSHOT_STEPS), u64::MAX);
     }
 }

@@ -115,6 +115,7 @@ pub fn submit(ctx: &JobContext, event: &JobEvent) -> Result<(JobState, Vec<Effec
         answers: Default::default(),
         test: None,
         values: Default::default(),
+        dep_cursor: Default::default(),
     };
     let mut fx = Vec::new();
     if let Some(due) = spec.start_at {
@@ -660,9 +661,28 @@ impl Tx<'_> {
         }
     }
 
-    fn ready(&self, step: StepId) -> bool {
-        self.st.steps[step].state == StepState::Pending
-            && self.ctx.deps(step).iter().all(|&d| self.satisfied(d))
+    fn ready(&mut self, step: StepId) -> bool {
+        if self.st.steps[step].state != StepState::Pending {
+            return false;
+        }
+        let ctx = self.ctx;
+        let deps = ctx.deps(step);
+        // Dependencies before the cursor were satisfied when last looked at
+        // (see `DepCursor`): resume from there while the step is not ready.
+        let cursor = self.st.dep_cursor.get(step).min(deps.len());
+        if let Some(i) = (cursor..deps.len()).find(|&i| !self.satisfied(deps[i])) {
+            self.st.dep_cursor.set(step, i);
+            return false;
+        }
+        // Satisfaction is not monotone (a retried step runs again), so the
+        // ones before the cursor are checked again before saying yes.
+        if deps[..cursor].iter().all(|&d| self.satisfied(d)) {
+            self.st.dep_cursor.set(step, deps.len());
+            true
+        } else {
+            self.st.dep_cursor.set(step, 0);
+            false
+        }
     }
 
     // --- scheduling --------------------------------------------------------

@@ -561,7 +561,50 @@ pub struct JobState {
     /// ones overriding earlier ones (what the next scripts see).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,
+    /// A scheduling hint, not state: never stored, equal to every other.
+    #[serde(skip)]
+    pub dep_cursor: DepCursor,
 }
+
+/// Per step, how many of its dependencies (in `JobContext::deps` order)
+/// were found satisfied in a row when the core last asked whether the step
+/// could start (see `core::job`'s `ready`).
+///
+/// Why: a group's first operations each depend on the last operation of
+/// every VM of the group before, and each of those finishing asks again
+/// for every dependent; rescanning the dependencies from the first each
+/// time made a 100-VM group's join cost O(VMs³) per job. A cursor makes
+/// the failing checks amortized O(1). It is only a hint, excluded from
+/// equality and from snapshots (a state rebuilt by replay starts from 0,
+/// which is always correct): a step is declared ready only after all its
+/// dependencies were checked in that same call.
+#[derive(Debug, Clone, Default)]
+pub struct DepCursor(Vec<u32>);
+
+impl DepCursor {
+    /// The cursor of `step` (0 when never set).
+    pub fn get(&self, step: StepId) -> usize {
+        self.0.get(step).map_or(0, |&c| c as usize)
+    }
+
+    pub fn set(&mut self, step: StepId, at: usize) {
+        if step >= self.0.len() {
+            if at == 0 {
+                return;
+            }
+            self.0.resize(step + 1, 0);
+        }
+        self.0[step] = u32::try_from(at).unwrap_or(u32::MAX);
+    }
+}
+
+impl PartialEq for DepCursor {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DepCursor {}
 
 /// `BTreeMap<TimerId, Millis>` as a list of `{timer, due}` records.
 mod timer_list {

@@ -9,8 +9,13 @@
 //!
 //! # Threads and blocking
 //!
-//! Journal calls block on the store's group commit, so they run on tokio's
-//! blocking pool (`spawn_blocking`), never on a worker. A script attempt runs
+//! Recording an event (the hot path: every outcome) applies it and queues
+//! its batch on the worker that has the outcome — CPU work and in-memory
+//! store look-ups under the job's lock — and then awaits the group commit
+//! without holding a thread (`commit_wait.rs` keeps a paused test clock
+//! still meanwhile). Other journal calls that may read much of the store
+//! (queries, submission, the timer index) run on tokio's blocking pool
+//! (`spawn_blocking`), never on a worker. A script attempt runs
 //! on the blocking pool too, inside its own small current-thread runtime:
 //! a child process lives in real time, and its timeout must not be driven by
 //! (possibly paused, virtual) engine time. Under a paused current-thread
@@ -33,6 +38,7 @@
 //! stopped); a new engine on the same store issues them again.
 
 mod clock;
+mod commit_wait;
 mod persist;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -45,6 +51,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 pub use clock::{Clock, SteadyClock, SystemClock, TestClock};
+use commit_wait::{CommitWait, CommitWaits};
 pub use persist::{DEFAULT_COMPACT_AFTER, DELTA_PREFIX, FULL_KEY, FabricPersistence, delta_key};
 
 use crate::core::{
@@ -241,6 +248,12 @@ struct Inner {
     updates: broadcast::Sender<JobUpdate>,
     timers_changed: Notify,
     shutdown: watch::Sender<bool>,
+    /// Commit waits in flight (see `commit_wait.rs`).
+    commit_waits: Arc<CommitWaits>,
+    /// Bumped whenever a job's status changed (or a job was submitted):
+    /// what [`Engine::wait_until`] waits on, so that waiting for a status
+    /// costs nothing per event that leaves it unchanged.
+    status_changes: watch::Sender<u64>,
 }
 
 /// The drplan engine: a journal plus the tokio tasks that perform its
@@ -302,9 +315,16 @@ impl Engine {
         // declares (protection management, docs/protection.md).
         let journal_opts = match &config.inventory {
             Some(inv) => {
-                let inv = Arc::new(inv.clone());
+                // Looked up for every VM a job starts or moves: an index,
+                // not a scan of the inventory's VM list each time.
+                let declared: HashMap<String, crate::core::ItemState> = inv
+                    .vms
+                    .iter()
+                    .map(|v| (v.name.clone(), crate::protect::default_item(inv, &v.name)))
+                    .collect();
+                let unknown = crate::protect::default_item(inv, "");
                 crate::journal::JournalOptions {
-                    default_item: Arc::new(move |vm| crate::protect::default_item(&inv, vm)),
+                    default_item: Arc::new(move |vm| declared.get(vm).copied().unwrap_or(unknown)),
                     ..Default::default()
                 }
             }
@@ -346,6 +366,8 @@ impl Engine {
             updates,
             timers_changed: Notify::new(),
             shutdown,
+            commit_waits: CommitWaits::for_current_runtime(),
+            status_changes: watch::channel(0).0,
         });
 
         // Resume: re-issue what was in flight, re-prompt operators, start
@@ -433,13 +455,19 @@ impl Engine {
                 Ok((job, fx, status_of(j, job)?))
             })
             .await?;
-        let ctx = Arc::new(JobContext::new(&plan, sub.operation));
+        // The journal compiled the plan already (a 10,000-VM plan takes
+        // milliseconds to compile): share its context.
+        let ctx = match inner.journal.context(job) {
+            Some(c) => c,
+            None => Arc::new(JobContext::new(&plan, sub.operation)),
+        };
         lock(&inner.jobs).insert(job, Arc::new(JobInfo { ctx, plan }));
         if let Ok(events) = inner.blocking(move |j| j.events(job)).await
             && let Some(first) = events.into_iter().next()
         {
             inner.publish(job, Update::Recorded(first), status);
         }
+        inner.status_changes.send_modify(|n| *n = n.wrapping_add(1));
         // The submit batch may have armed a timer (a scheduled start): the
         // timer loop must look at the index again, or it sleeps through it
         // until its next periodic re-check.
@@ -585,13 +613,16 @@ impl Engine {
     }
 
     /// Waits until `pred` holds for the job's status, and returns it.
+    ///
+    /// The status is read from the store first and again after every status
+    /// change of any job (never per event: most events change none).
     pub async fn wait_until(
         &self,
         job: JobId,
         pred: impl Fn(JobStatus) -> bool,
     ) -> Result<JobStatus, EngineError> {
-        // Subscribe before the first look, so no update falls in between.
-        let mut rx = self.inner.updates.subscribe();
+        // Subscribe before the first look, so no change falls in between.
+        let mut changes = self.inner.status_changes.subscribe();
         let halt = self.inner.halt.subscribe();
         loop {
             self.inner.check_halted()?;
@@ -600,21 +631,12 @@ impl Engine {
                 Some(s) if pred(s) => return Ok(s),
                 Some(_) => {}
             }
-            loop {
-                let received = tokio::select! {
-                    biased;
-                    r = rx.recv() => r,
-                    // A halted engine records nothing more: say why.
-                    _ = switched_on(halt.clone()) => {
-                        self.inner.check_halted()?;
-                        continue;
-                    }
-                };
-                match received {
-                    Ok(u) if u.job == job => break,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => {
+            tokio::select! {
+                biased;
+                // A halted engine records nothing more: say why.
+                _ = switched_on(halt.clone()) => self.inner.check_halted()?,
+                changed = changes.changed() => {
+                    if changed.is_err() {
                         return Err(EngineError::ShuttingDown);
                     }
                 }
@@ -725,26 +747,26 @@ impl Inner {
 
     /// Records an event, publishes it and performs its external effects.
     ///
-    /// On a blocking thread, the event is applied and queued under the
-    /// job's lock, then its durability is awaited outside that lock, so
-    /// that concurrent outcomes of one job share a flush. The wait stays on
-    /// the blocking thread on purpose: under a paused test clock tokio does
-    /// not auto-advance time while a blocking task runs, whereas an async
-    /// wait for the commit thread would let virtual time jump ahead.
+    /// The event is applied and queued under the job's lock right here on
+    /// the worker (CPU work and in-memory store look-ups, no disk wait),
+    /// then its durability is awaited without holding that lock or a
+    /// thread, so that concurrent outcomes of one job share a flush and no
+    /// thread hand-off is paid per event. While the wait lasts, a
+    /// [`CommitWait`] keeps a paused test clock from jumping ahead (see
+    /// there).
     async fn record(self: &Arc<Self>, job: JobId, event: JobEvent) -> Result<(), EngineError> {
         self.check_halted()?;
-        let ev = event.clone();
-        let persister = self.persister.clone();
-        let recorded = self
-            .blocking(move |j| {
-                let pending = match &persister {
-                    Some(p) => j.begin_record(job, ev, &mut || p.writes())?,
-                    None => j.begin_record(job, ev, &mut || Ok(Vec::new()))?,
-                };
-                pending.wait(j)
-            })
-            .await
-            .map_err(|e| self.failed(e))?;
+        let j = &self.journal;
+        let begun = match &self.persister {
+            Some(p) => j.begin_record(job, event.clone(), &mut || p.writes()),
+            None => j.begin_record(job, event.clone(), &mut || Ok(Vec::new())),
+        };
+        let pending = begun.map_err(|e| self.failed(e.into()))?;
+        let recorded = {
+            let _waiting = CommitWait::begin(&self.commit_waits);
+            pending.wait_async(j).await
+        }
+        .map_err(|e| self.failed(e.into()))?;
         let status = Some(recorded.status);
         let wake_timers = recorded.wake_timers;
         let fx = recorded.effects;
@@ -753,6 +775,9 @@ impl Inner {
         // store: a dropped repeat or late delivery is not announced.
         if recorded.stored {
             self.publish(job, Update::Recorded(event), status);
+        }
+        if recorded.status_changed {
+            self.status_changes.send_modify(|n| *n = n.wrapping_add(1));
         }
         // A finished job's operation keys are never issued again: forget
         // their records, durably, so they do not pile up. (Its `Finished`
