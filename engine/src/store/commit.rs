@@ -70,6 +70,12 @@ struct Shared {
 struct Queue {
     pending: Vec<(Vec<Write>, Reply)>,
     stopping: bool,
+    /// The commit thread waits on `wake` (set and cleared by it, under the
+    /// lock). A submitter signals the condition variable only then: a
+    /// signal is a system call even when nobody waits, and while the
+    /// thread applies and flushes a group (most of the time under load) it
+    /// will look at the queue anyway before it sleeps.
+    idle: bool,
 }
 
 impl Shared {
@@ -112,7 +118,9 @@ impl GroupCommitter {
             let _ = tx.send(Err(StoreError::CommitterStopped));
         } else {
             queue.pending.push((batch, tx));
-            self.shared.wake.notify_one();
+            if queue.idle {
+                self.shared.wake.notify_one();
+            }
         }
         Ticket { rx }
     }
@@ -180,7 +188,9 @@ fn run(store: &dyn Store, shared: &Shared) {
         let group = {
             let mut queue = shared.lock();
             while queue.pending.is_empty() && !queue.stopping {
+                queue.idle = true;
                 queue = shared.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+                queue.idle = false;
             }
             if queue.pending.is_empty() {
                 return; // stopping, and everything queued was committed
