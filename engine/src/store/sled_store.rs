@@ -486,7 +486,7 @@ impl SledStore {
         &self,
         key: &[u8],
         value: &[u8],
-        f: &mut dyn FnMut(JobId, u64, &[u8]) -> Result<(), StoreError>,
+        f: &mut JobEventVisitor<'_>,
     ) -> Result<(), StoreError> {
         let (job, first) = event_key_parts(key)?;
         if !is_run(value) {
@@ -536,6 +536,8 @@ impl Store for SledStore {
             if k == KEY_FORMAT
                 || k == KEY_NEXT_JOB
                 || k == KEY_GENERATION
+                // Listed above, run or not (without copying a run's value).
+                || (k.starts_with(P_EVENT) && k.len() == P_EVENT.len() + 16)
                 || classify(&k, &v).is_some()
             {
                 continue;
@@ -1020,6 +1022,9 @@ fn timer_entry(key: &[u8]) -> Result<TimerEntry, StoreError> {
         timer: be64(&body[16..], "timer id")?,
     })
 }
+
+/// What [`SledStore::visit_value`] calls with each (job, seq, payload).
+type JobEventVisitor<'a> = dyn FnMut(JobId, u64, &[u8]) -> Result<(), StoreError> + 'a;
 
 /// Opens an event run value: 4 magic bytes, then the run format version.
 /// A journal event payload is a `codec` record (it opens with `DRPR`), so a
