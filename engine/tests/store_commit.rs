@@ -24,11 +24,17 @@ struct SlowFlush {
     inner: MemStore,
     delay: Duration,
     flushes: AtomicU64,
+    /// `apply_group` calls: the committer makes one per group.
+    groups: AtomicU64,
 }
 
 impl Store for SlowFlush {
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
         self.inner.apply(batch)
+    }
+    fn apply_group(&self, batches: &[&[Write]]) -> Vec<Result<(), StoreError>> {
+        self.groups.fetch_add(1, Ordering::SeqCst);
+        self.inner.apply_group(batches)
     }
     fn flush(&self) -> Result<(), StoreError> {
         std::thread::sleep(self.delay);
@@ -113,10 +119,13 @@ fn one_flush_serves_many_writers() {
         inner: MemStore::new(),
         delay: Duration::from_millis(5),
         flushes: AtomicU64::new(0),
+        groups: AtomicU64::new(0),
     });
     let (batches, flushes, largest) = run_writers(store.clone(), 10);
     assert_eq!(batches, 640);
     assert_eq!(flushes, store.flushes.load(Ordering::SeqCst));
+    // One store write per group, not per batch.
+    assert_eq!(flushes, store.groups.load(Ordering::SeqCst));
     // While one 5 ms flush runs, the other writers queue: a group should
     // hold most of them. One flush per batch would be 640.
     assert!(
@@ -162,6 +171,58 @@ fn a_rejected_batch_fails_only_its_own_ticket() {
     assert_eq!(store.crash_copy().last_seq(job).unwrap(), Some(1));
 }
 
+/// On sled, the group is one write: a rejected batch in the middle of a
+/// group (events of the same job before and after it) still fails only its
+/// own ticket, and what was acknowledged survives a reopen.
+#[test]
+fn a_rejected_batch_in_a_sled_group_fails_only_its_own_ticket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job;
+    {
+        let sled = Arc::new(SledStore::open(tmp.path()).unwrap());
+        job = sled.allocate_job_id().unwrap();
+        // A slow flush: while the first group flushes, the rest queue up
+        // and form the next group.
+        let store = Arc::new(OnFlush::new(sled.clone(), |s: &SledStore| {
+            std::thread::sleep(Duration::from_millis(30));
+            s.flush()
+        }));
+        let committer = GroupCommitter::new(store);
+        let first = committer.submit(Vec::new());
+        let tickets = [
+            committer.submit(vec![ev(job, 0, "a"), ev(job, 1, "b")]),
+            committer.submit(vec![ev(job, 7, "gap")]),
+            committer.submit(vec![ev(job, 2, "c")]),
+            committer.submit(vec![ev(JobId(42), 0, "unknown job")]),
+            committer.submit(vec![ev(job, 3, "d")]),
+        ];
+        first.wait().unwrap();
+        let answers: Vec<_> = tickets.into_iter().map(|t| t.wait()).collect();
+        assert!(
+            committer.stats().largest_group >= 2,
+            "{:?}",
+            committer.stats()
+        );
+        assert!(answers[0].is_ok() && answers[2].is_ok() && answers[4].is_ok());
+        assert!(
+            matches!(answers[1], Err(StoreError::SeqGap { expected: 2, .. })),
+            "{answers:?}"
+        );
+        assert!(
+            matches!(answers[3], Err(StoreError::UnknownJob { .. })),
+            "{answers:?}"
+        );
+    }
+    let sled = SledStore::open(tmp.path()).unwrap();
+    let payloads: Vec<_> = sled
+        .events(job, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| String::from_utf8(p).unwrap())
+        .collect();
+    assert_eq!(payloads, ["a", "b", "c", "d"]);
+}
+
 #[test]
 fn a_failed_flush_fails_its_group_and_a_later_flush_recovers() {
     let store = Arc::new(MemStore::new());
@@ -201,6 +262,7 @@ fn dropping_the_committer_commits_what_is_queued() {
         inner: MemStore::new(),
         delay: Duration::from_millis(2),
         flushes: AtomicU64::new(0),
+        groups: AtomicU64::new(0),
     });
     let job = store.allocate_job_id().unwrap();
     let committer = GroupCommitter::new(store.clone());

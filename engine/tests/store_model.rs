@@ -1,7 +1,10 @@
 //! Differential test: random sequences of operations (valid and invalid
-//! batches, lease requests, flushes and restarts) run on `MemStore` and
-//! `SledStore` side by side must give the same answers and leave the same
-//! state. The conformance suite pins each rule down by example; this looks
+//! batches, groups of batches, lease requests, flushes and restarts) run on
+//! `MemStore` and `SledStore` side by side must give the same answers and
+//! leave the same state. A group goes through `SledStore::apply_group` (one
+//! sled write, a job's events as one run) and through `MemStore::apply`
+//! batch by batch: reading it back (from every sequence number) must not
+//! tell the two apart. The conformance suite pins each rule down by example; this looks
 //! for the combinations nobody wrote down.
 //!
 //! Cases: `PROPTEST_CASES` (default 24; each case opens sled a few times).
@@ -52,7 +55,12 @@ enum W {
 enum Op {
     Allocate,
     Apply(Vec<W>),
-    Acquire { job: u8, vms: Vec<u8> },
+    /// Batches applied as one group (sled) or one by one (MemStore).
+    ApplyGroup(Vec<Vec<W>>),
+    Acquire {
+        job: u8,
+        vms: Vec<u8>,
+    },
     Flush,
     FlushAndRestart,
 }
@@ -76,6 +84,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => Just(Op::Allocate),
         6 => prop::collection::vec(write_strategy(), 1..5).prop_map(Op::Apply),
+        4 => prop::collection::vec(prop::collection::vec(write_strategy(), 0..6), 1..6)
+            .prop_map(Op::ApplyGroup),
         2 => (0u8..4, prop::collection::vec(0u8..4, 0..3))
             .prop_map(|(job, vms)| Op::Acquire { job, vms }),
         1 => Just(Op::Flush),
@@ -144,13 +154,17 @@ fn observe(s: &dyn Store) -> String {
     let mut out = String::new();
     for n in 0..5u8 {
         let j = job(n);
+        let last = s.last_seq(j).unwrap();
         out += &format!(
-            "job {j}: last {:?} events {:?} meta {:?} snap {:?}\n",
-            s.last_seq(j).unwrap(),
+            "job {j}: last {last:?} events {:?} meta {:?} snap {:?}\n",
             s.events(j, 0).unwrap(),
             s.job_meta(j).unwrap(),
             s.snapshot(j).unwrap()
         );
+        // From every point, also inside a run.
+        for from in 1..=last.map_or(0, |l| l + 2) {
+            out += &format!("  from {from}: {:?}\n", s.events(j, from).unwrap());
+        }
     }
     out += &format!("jobs {:?}\n", s.jobs().unwrap());
     out += &format!("timers {:?}\n", s.timers().unwrap());
@@ -186,6 +200,21 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 let batch = concrete(&mem, ws);
                 prop_assert_eq!(&batch, &concrete(&sled, ws), "op {}: stores disagree", i);
                 (outcome(mem.apply(&batch)), outcome(sled.apply(&batch)))
+            }
+            Op::ApplyGroup(group) => {
+                // Each batch made concrete against the state the batches
+                // before it leave (MemStore applies them as it goes).
+                let mut batches = Vec::new();
+                let mut on_mem = Vec::new();
+                for ws in group {
+                    let batch = concrete(&mem, ws);
+                    on_mem.push(outcome(mem.apply(&batch)));
+                    batches.push(batch);
+                }
+                let refs: Vec<&[Write]> = batches.iter().map(Vec::as_slice).collect();
+                let on_sled: Vec<String> =
+                    sled.apply_group(&refs).into_iter().map(outcome).collect();
+                (format!("{on_mem:?}"), format!("{on_sled:?}"))
             }
             Op::Acquire { job: j, vms } => {
                 let vms: Vec<String> = vms.iter().map(|v| format!("vm{v}")).collect();

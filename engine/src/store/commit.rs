@@ -2,14 +2,17 @@
 //!
 //! A flush that reaches the disk (an `fdatasync`) costs about as much for one
 //! event as for a thousand, so a dedicated thread takes every batch submitted
-//! since it last looked, applies them in submission order, makes them all
-//! durable with ONE [`Store::flush`], and only then answers their tickets.
-//! Under load the groups grow by themselves: while one flush runs, the next
-//! group queues up.
+//! since it last looked, applies them in submission order with ONE
+//! [`Store::apply_group`] (sled writes the whole group as one atomic batch),
+//! makes them all durable with ONE [`Store::flush`], and only then answers
+//! their tickets. Under load the groups grow by themselves: while one flush
+//! runs, the next group queues up.
 //!
 //! Outcomes, per ticket:
-//! - the batch was rejected by [`Store::apply`] (say a sequence gap): that
+//! - the batch was rejected by the store's checks (say a sequence gap): that
 //!   error, for that ticket only; the other batches of the group go on;
+//! - the group's write failed: that error for every ticket of the group
+//!   whose batch was accepted;
 //! - the group's flush failed: [`StoreError::FlushFailed`] for every ticket of
 //!   the group whose batch was applied. Such a batch is *not acknowledged*
 //!   but may still reach the disk later (it was applied), so callers must
@@ -198,9 +201,23 @@ fn run(store: &dyn Store, shared: &Shared) {
             std::mem::take(&mut queue.pending)
         };
         let size = group.len() as u64;
+        let batches: Vec<&[Write]> = group.iter().map(|(batch, _)| batch.as_slice()).collect();
+        let mut outcomes = store.apply_group(&batches).into_iter();
+        drop(batches);
         let applied: Vec<(Result<(), StoreError>, Reply)> = group
             .into_iter()
-            .map(|(batch, reply)| (store.apply(&batch), reply))
+            .map(|(_, reply)| {
+                // A store must answer every batch; one that answers fewer
+                // (a bug in a wrapper) must not leave a ticket acknowledged
+                // for a batch it may never have written.
+                let outcome = outcomes.next().unwrap_or_else(|| {
+                    Err(StoreError::corrupt(
+                        "group commit",
+                        "the store answered fewer outcomes than batches submitted",
+                    ))
+                });
+                (outcome, reply)
+            })
             .collect();
         let flushed = store.flush();
         shared.flushes.fetch_add(1, Ordering::Relaxed);

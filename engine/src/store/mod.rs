@@ -208,6 +208,23 @@ pub trait Store: Send + Sync {
     /// ([`StoreError::SnapshotAhead`]).
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError>;
 
+    /// Applies a group of batches, in order, as if by [`Store::apply`] one
+    /// after the other, and returns one outcome per batch (same order).
+    ///
+    /// Each batch is checked against the store *plus the batches of the
+    /// group accepted before it*; a rejected batch fails only its own
+    /// outcome, the others go on. A store may write the accepted batches
+    /// together (the group committer calls this once per group, then
+    /// flushes once): across a crash the group is then all or nothing, which
+    /// still honours the prefix promise below, because no batch of a group
+    /// is acknowledged before the group's flush. When that shared write
+    /// fails, every accepted batch gets its error.
+    ///
+    /// The default calls [`Store::apply`] per batch.
+    fn apply_group(&self, batches: &[&[Write]]) -> Vec<Result<(), StoreError>> {
+        batches.iter().map(|batch| self.apply(batch)).collect()
+    }
+
     /// The durability barrier: when it returns `Ok`, every change made before
     /// it was called is on stable storage (survives a power loss).
     fn flush(&self) -> Result<(), StoreError>;

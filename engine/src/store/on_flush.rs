@@ -37,6 +37,9 @@ impl<S: Store> Store for OnFlush<S> {
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
         self.inner.apply(batch)
     }
+    fn apply_group(&self, batches: &[&[Write]]) -> Vec<Result<(), StoreError>> {
+        self.inner.apply_group(batches)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         (self.on_flush)(&self.inner)
     }

@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | `meta/format` | store format version, `u16` big-endian |
 //! | `meta/next_job` | next job id, `u64` big-endian |
-//! | `e/<job be64><seq be64>` | event payload |
+//! | `e/<job be64><seq be64>` | event payload, or a *run* of events from `seq` (below) |
 //! | `m/<job be64>` | job metadata |
 //! | `s/<job be64>` | snapshot: seq `be64`, then payload |
 //! | `t/<due be64><job be64><timer be64>` | empty (a timer index by due time) |
@@ -20,6 +20,29 @@
 //!
 //! Big-endian integers make sled's byte order the numeric order, so a
 //! job's events and the timers come out of a prefix scan already sorted.
+//!
+//! # Groups and event runs
+//! [`Store::apply_group`] (the group committer's one call per group; `apply`
+//! is a group of one) checks each batch against the store plus the batches
+//! of the group accepted before it, then writes every accepted batch with
+//! ONE `sled::Batch` (later writes of a key win; `meta/generation` moves
+//! once per group). The events of one job accepted in one group are ONE
+//! value, a *run*, under the key of its first event: `DRRN`, run version
+//! `1`, the event count (`u32` big-endian), then per event its length
+//! (`u32` big-endian) and its payload (the unchanged `codec` record). A run
+//! is cut at about 32 KiB. A lone event stays a plain value (unless its
+//! payload itself opens with `DRRN`: then it is a run of one). Why: sled
+//! keeps a leaf's keys together and rewrites the leaf as it grows, so one
+//! key per event made it write ~15× the payload; one key per job per group
+//! and one `apply_batch` per group cut that and its CPU (docs/store.md).
+//!
+//! Readers see events, never runs: `for_each_event` starts at the last key
+//! at or before `from_seq` (a reverse range look-up finds the run holding
+//! it), `last_seq` reads the last key's run, `for_each_record` lists one
+//! `Record::Event` per event (so exports do not depend on grouping). A
+//! malformed run is [`StoreError::Corrupt`] naming the job and the key.
+//! Stores of format 1 (one plain value per event) read as they are; their
+//! first write records format 2 ([`STORE_FORMAT`]).
 //!
 //! # Durability
 //! sled's `flush()` writes its log buffers with `pwrite` and then, on Linux,
@@ -50,12 +73,12 @@
 //! refuses every later flush until it is reopened (the PostgreSQL "fsyncgate"
 //! lesson).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -64,7 +87,14 @@ use super::{
 };
 
 /// The store format version this build writes and the newest it opens.
-pub const STORE_FORMAT: u16 = 1;
+///
+/// - 1: one key per event, the value the event's payload.
+/// - 2: also event *runs*: the events of one job written by one group
+///   commit under the key of the first, in one value (see the module docs).
+///   A format-1 store opens and reads as it is; its first write marks it
+///   format 2, so that a drplan that knows only format 1 refuses it
+///   ([`StoreError::NewerFormat`]) instead of misreading a run as one event.
+pub const STORE_FORMAT: u16 = 2;
 
 const KEY_FORMAT: &[u8] = b"meta/format";
 const KEY_NEXT_JOB: &[u8] = b"meta/next_job";
@@ -147,6 +177,9 @@ pub struct SledStore {
     /// clean close that changed it records it in the marker file.
     generation: AtomicU64,
     opened_generation: u64,
+    /// The format version `meta/format` holds: below [`STORE_FORMAT`] for
+    /// an older store until its first write records the new one.
+    format_on_disk: AtomicU16,
 }
 
 #[derive(Default)]
@@ -194,8 +227,10 @@ impl SledStore {
             inject_sync_failure: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             opened_generation: 0,
+            format_on_disk: AtomicU16::new(STORE_FORMAT),
         };
-        store.check_format(marked)?;
+        let format = store.check_format(marked)?;
+        store.format_on_disk.store(format, Ordering::SeqCst);
         let generation = match store.get(KEY_GENERATION)? {
             Some(v) => be64(&v, "store generation")?,
             None => 0,
@@ -233,7 +268,9 @@ impl SledStore {
         &self.dir
     }
 
-    fn check_format(&self, marked: bool) -> Result<(), StoreError> {
+    /// Checks (or, for a new store, writes) the format marker; returns the
+    /// format version the store holds.
+    fn check_format(&self, marked: bool) -> Result<u16, StoreError> {
         match self.get(KEY_FORMAT)? {
             Some(v) => {
                 let found = match <[u8; 2]>::try_from(v.as_ref()) {
@@ -262,7 +299,7 @@ impl SledStore {
                     // A crash between initialising and writing the marker.
                     self.write_marker()?;
                 }
-                Ok(())
+                Ok(found)
             }
             // sled reads a damaged log as a shorter (even empty) one. The
             // marker file says this store was initialised, so an empty tree
@@ -284,7 +321,8 @@ impl SledStore {
                 self.flush()?;
                 // Only once the format is durable: the marker (and, with the
                 // directory fsync, the names of `db`, `conf` and `blobs/`).
-                self.write_marker()
+                self.write_marker()?;
+                Ok(STORE_FORMAT)
             }
             None => Err(StoreError::corrupt(
                 format!("store in {}", self.dir.display()),
@@ -391,55 +429,21 @@ impl SledStore {
         Ok(())
     }
 
-    fn poison(&self, detail: String) -> StoreError {
-        self.poisoned.store(true, Ordering::SeqCst);
-        StoreError::FlushFailed { detail }
-    }
-}
-
-impl Store for SledStore {
-    fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError> {
-        f(Record::NextJob(self.next_job()?))?;
-        // One scan per kind, in the order the trait promises; a key of a
-        // known prefix that does not parse is left to the last pass.
-        for prefix in [
-            P_EVENT, P_META, P_SNAP, P_TIMER, P_LEASE, P_ITEM, P_TEXT, P_BLOB,
-        ] {
-            for entry in self.scan(prefix) {
-                let (k, v) = entry?;
-                if let Some(record) = classify(&k, &v) {
-                    f(record)?;
-                }
-            }
-        }
-        for entry in self.db.iter() {
-            let (k, v) = entry.map_err(|e| self.sled_err("reading the store", e))?;
-            if k == KEY_FORMAT
-                || k == KEY_NEXT_JOB
-                || k == KEY_GENERATION
-                || classify(&k, &v).is_some()
-            {
-                continue;
-            }
-            f(Record::Unknown {
-                key: k.to_vec(),
-                value: v.to_vec(),
-            })?;
-        }
-        Ok(())
-    }
-
-    fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
-        let _w = self.writer();
-        check_batch(batch, self.next_job()?, |job| self.last_seq(job))?;
-        let mut out = sled::Batch::default();
-        // Under the write lock: generations are written in batch order.
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        out.insert(KEY_GENERATION, &generation.to_be_bytes());
+    /// Adds one accepted batch's writes to the group's sled batch (events
+    /// to the group's runs). Later writes of a key replace earlier ones:
+    /// `sled::Batch` keeps the last write of each key.
+    fn add_writes<'a>(
+        &self,
+        batch: &'a [Write],
+        out: &mut sled::Batch,
+        runs: &mut RunBuilder<'a>,
+        group_last: &mut HashMap<JobId, u64>,
+    ) -> Result<(), StoreError> {
         for write in batch {
             match write {
                 Write::Event { job, seq, payload } => {
-                    out.insert(event_key(*job, *seq), payload.as_slice())
+                    runs.push(*job, *seq, payload);
+                    group_last.insert(*job, *seq);
                 }
                 Write::JobMeta { job, payload } => {
                     out.insert(job_key(P_META, *job), payload.as_slice())
@@ -457,6 +461,8 @@ impl Store for SledStore {
                     out.remove(timer_key(*due_ms, *job, *timer))
                 }
                 Write::ReleaseLeases { job } => {
+                    // Leases are written only by `acquire_leases`, never by a
+                    // batch, so the tree holds them as this group sees them.
                     for entry in self.scan(P_LEASE) {
                         let (k, v) = entry?;
                         if be64(&v, "lease holder")? == job.0 {
@@ -472,9 +478,145 @@ impl Store for SledStore {
                 },
             }
         }
-        self.db
-            .apply_batch(out)
-            .map_err(|e| self.sled_err("writing a batch", e))
+        Ok(())
+    }
+
+    /// Calls `f` with each event one event key holds (one, or a run's).
+    fn visit_value(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        f: &mut JobEventVisitor<'_>,
+    ) -> Result<(), StoreError> {
+        let (job, first) = event_key_parts(key)?;
+        if !is_run(value) {
+            return f(job, first, value);
+        }
+        let payloads = decode_run(job, key, first, value)?;
+        for (i, payload) in payloads.into_iter().enumerate() {
+            f(job, first + i as u64, payload)?;
+        }
+        Ok(())
+    }
+
+    fn poison(&self, detail: String) -> StoreError {
+        self.poisoned.store(true, Ordering::SeqCst);
+        StoreError::FlushFailed { detail }
+    }
+}
+
+impl Store for SledStore {
+    fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError> {
+        f(Record::NextJob(self.next_job()?))?;
+        // One scan per kind, in the order the trait promises; a key of a
+        // known prefix that does not parse is left to the last pass.
+        for prefix in [
+            P_EVENT, P_META, P_SNAP, P_TIMER, P_LEASE, P_ITEM, P_TEXT, P_BLOB,
+        ] {
+            for entry in self.scan(prefix) {
+                let (k, v) = entry?;
+                if prefix == P_EVENT && k.len() == P_EVENT.len() + 16 {
+                    // One record per event, whether the key holds one or
+                    // a run: exports do not depend on how events were
+                    // grouped when written.
+                    self.visit_value(&k, &v, &mut |job, seq, payload| {
+                        f(Record::Event {
+                            job,
+                            seq,
+                            payload: payload.to_vec(),
+                        })
+                    })?;
+                } else if let Some(record) = classify(&k, &v) {
+                    f(record)?;
+                }
+            }
+        }
+        for entry in self.db.iter() {
+            let (k, v) = entry.map_err(|e| self.sled_err("reading the store", e))?;
+            if k == KEY_FORMAT
+                || k == KEY_NEXT_JOB
+                || k == KEY_GENERATION
+                // Listed above, run or not (without copying a run's value).
+                || (k.starts_with(P_EVENT) && k.len() == P_EVENT.len() + 16)
+                || classify(&k, &v).is_some()
+            {
+                continue;
+            }
+            f(Record::Unknown {
+                key: k.to_vec(),
+                value: v.to_vec(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
+        // One code path for both: a lone batch is a group of one (its
+        // events of one job become one run too).
+        self.apply_group(&[batch])
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::corrupt("a batch", "no outcome")))
+    }
+
+    fn apply_group(&self, batches: &[&[Write]]) -> Vec<Result<(), StoreError>> {
+        let _w = self.writer();
+        let next_job = match self.next_job() {
+            Ok(n) => n,
+            Err(e) => return vec![Err(e); batches.len()],
+        };
+        let mut outcomes = Vec::with_capacity(batches.len());
+        // The last event of every job a batch accepted so far in this group
+        // has: later batches are checked against the store plus these.
+        let mut group_last: HashMap<JobId, u64> = HashMap::new();
+        let mut runs = RunBuilder::default();
+        let mut out = sled::Batch::default();
+        let mut accepted = 0usize;
+        for batch in batches {
+            let checked = check_batch(batch, next_job, |job| match group_last.get(&job) {
+                Some(seq) => Ok(Some(*seq)),
+                None => self.last_seq(job),
+            });
+            if let Err(e) = checked {
+                outcomes.push(Err(e));
+                continue;
+            }
+            if let Err(e) = self.add_writes(batch, &mut out, &mut runs, &mut group_last) {
+                // Only a failed read of the leases can get here; what this
+                // batch added to `out` would be half a batch, so the group
+                // cannot be written: fail the batches accepted so far too.
+                return fail_accepted(outcomes, Err(e), batches.len());
+            }
+            accepted += 1;
+            outcomes.push(Ok(()));
+        }
+        if accepted == 0 {
+            return outcomes;
+        }
+        runs.finish_into(&mut out);
+        // Under the write lock: generations are written in group order. The
+        // in-memory counter moves only once the write succeeded, so a failed
+        // write never makes a clean close record a generation the log lacks.
+        let generation = self.generation.load(Ordering::SeqCst) + 1;
+        out.insert(KEY_GENERATION, &generation.to_be_bytes());
+        let bump_format = self.format_on_disk.load(Ordering::SeqCst) < STORE_FORMAT;
+        if bump_format {
+            // The first write to an older store: it may write runs, which
+            // an older drplan would misread; record the new format with it.
+            out.insert(KEY_FORMAT, &STORE_FORMAT.to_be_bytes());
+        }
+        match self.db.apply_batch(out) {
+            Ok(()) => {
+                self.generation.store(generation, Ordering::SeqCst);
+                if bump_format {
+                    self.format_on_disk.store(STORE_FORMAT, Ordering::SeqCst);
+                }
+                outcomes
+            }
+            Err(e) => {
+                let e = self.sled_err("writing a batch", e);
+                fail_accepted(outcomes, Err(e), batches.len())
+            }
+        }
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -556,11 +698,28 @@ impl Store for SledStore {
         from_seq: u64,
         f: &mut EventVisitor<'_>,
     ) -> Result<(), StoreError> {
-        let range = event_key(job, from_seq)..=event_key(job, u64::MAX);
-        for entry in self.db.range(range) {
+        // `from_seq` may lie inside a run, whose key is its first event's:
+        // start at the last key at or before it (a reverse range look-up).
+        let start = match self
+            .db
+            .range(event_key(job, 0)..=event_key(job, from_seq))
+            .next_back()
+        {
+            Some(entry) => entry
+                .map_err(|e| self.sled_err("reading events", e))?
+                .0
+                .to_vec(),
+            None => event_key(job, from_seq),
+        };
+        for entry in self.db.range(start..=event_key(job, u64::MAX)) {
             let (k, v) = entry.map_err(|e| self.sled_err("reading events", e))?;
-            let seq = be64(&k[P_EVENT.len() + 8..], "event key")?;
-            f(seq, &v)?;
+            self.visit_value(&k, &v, &mut |_, seq, payload| {
+                if seq >= from_seq {
+                    f(seq, payload)
+                } else {
+                    Ok(())
+                }
+            })?;
         }
         Ok(())
     }
@@ -569,8 +728,13 @@ impl Store for SledStore {
         match self.db.scan_prefix(job_key(P_EVENT, job)).next_back() {
             None => Ok(None),
             Some(entry) => {
-                let (k, _) = entry.map_err(|e| self.sled_err("reading events", e))?;
-                Ok(Some(be64(&k[P_EVENT.len() + 8..], "event key")?))
+                let (k, v) = entry.map_err(|e| self.sled_err("reading events", e))?;
+                let (_, first) = event_key_parts(&k)?;
+                if !is_run(&v) {
+                    return Ok(Some(first));
+                }
+                let count = decode_run(job, &k, first, &v)?.len() as u64;
+                Ok(Some(first + count - 1))
             }
         }
     }
@@ -857,6 +1021,219 @@ fn timer_entry(key: &[u8]) -> Result<TimerEntry, StoreError> {
         job: JobId(be64(&body[8..16], "timer job")?),
         timer: be64(&body[16..], "timer id")?,
     })
+}
+
+/// What [`SledStore::visit_value`] calls with each (job, seq, payload).
+type JobEventVisitor<'a> = dyn FnMut(JobId, u64, &[u8]) -> Result<(), StoreError> + 'a;
+
+/// Opens an event run value: 4 magic bytes, then the run format version.
+/// A journal event payload is a `codec` record (it opens with `DRPR`), so a
+/// format-1 store never holds a plain event value that opens like a run; a
+/// format-2 store writes any payload that does as a run of one, so that
+/// "opens with the magic" always means "is a run".
+const RUN_MAGIC: [u8; 4] = *b"DRRN";
+const RUN_VERSION: u8 = 1;
+/// Magic, version, event count (`u32` big-endian); then per event its
+/// length (`u32` big-endian) and its payload, unchanged.
+const RUN_HEADER: usize = RUN_MAGIC.len() + 1 + 4;
+/// A run grows to about this many bytes, then the next event of the job
+/// starts a new one. Small enough to stay a plain value of sled's log
+/// (sled moves values over ~128 KiB to their own blob files) and to be
+/// cheap to decode when reading from inside it; large enough that a group's
+/// events of one job are one key (a typical event is ~200 bytes).
+const RUN_MAX_BYTES: usize = 32 * 1024;
+
+fn is_run(value: &[u8]) -> bool {
+    value.starts_with(&RUN_MAGIC)
+}
+
+/// The job and sequence number an event key names.
+fn event_key_parts(key: &[u8]) -> Result<(JobId, u64), StoreError> {
+    let body = &key[P_EVENT.len().min(key.len())..];
+    if body.len() != 16 {
+        return Err(StoreError::corrupt(
+            "event key",
+            format!("{} byte(s) after the prefix instead of 16", body.len()),
+        ));
+    }
+    Ok((
+        JobId(be64(&body[..8], "event key")?),
+        be64(&body[8..], "event key")?,
+    ))
+}
+
+fn encode_run(payloads: &[&[u8]]) -> Option<Vec<u8>> {
+    let size = RUN_HEADER + payloads.iter().map(|p| 4 + p.len()).sum::<usize>();
+    let mut v = Vec::with_capacity(size);
+    v.extend_from_slice(&RUN_MAGIC);
+    v.push(RUN_VERSION);
+    v.extend_from_slice(&u32::try_from(payloads.len()).ok()?.to_be_bytes());
+    for p in payloads {
+        v.extend_from_slice(&u32::try_from(p.len()).ok()?.to_be_bytes());
+        v.extend_from_slice(p);
+    }
+    Some(v)
+}
+
+/// The payloads of the run stored under `key` (job `job`, first event
+/// `first`). Anything malformed is a [`StoreError::Corrupt`] naming the job
+/// and the key, never a panic or a huge allocation.
+fn decode_run<'v>(
+    job: JobId,
+    key: &[u8],
+    first: u64,
+    value: &'v [u8],
+) -> Result<Vec<&'v [u8]>, StoreError> {
+    let bad = |detail: String| {
+        StoreError::corrupt(
+            format!("event run of job {job} (key e/{job}/{first}: {key:02x?})"),
+            detail,
+        )
+    };
+    if value.len() < RUN_HEADER || !is_run(value) {
+        return Err(bad(format!(
+            "{} byte(s), not a run header (magic {:?}, version, count)",
+            value.len(),
+            String::from_utf8_lossy(&RUN_MAGIC)
+        )));
+    }
+    let version = value[RUN_MAGIC.len()];
+    if version != RUN_VERSION {
+        return Err(bad(format!(
+            "run format version {version}, this drplan knows only {RUN_VERSION}"
+        )));
+    }
+    let u32_at = |at: usize| {
+        value
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let count = u32_at(RUN_MAGIC.len() + 1).unwrap_or(0);
+    if count == 0 {
+        return Err(bad("a run of no event".into()));
+    }
+    // Every event needs at least its 4-byte length: a count the value
+    // cannot hold is damage (and must not size an allocation).
+    if count > (value.len() - RUN_HEADER) / 4 {
+        return Err(bad(format!(
+            "claims {count} event(s), more than its {} byte(s) can hold",
+            value.len()
+        )));
+    }
+    if first.checked_add(count as u64 - 1).is_none() {
+        return Err(bad(format!(
+            "{count} event(s) from {first} run past the last sequence number"
+        )));
+    }
+    let mut payloads = Vec::with_capacity(count);
+    let mut at = RUN_HEADER;
+    for i in 0..count {
+        let Some(len) = u32_at(at) else {
+            return Err(bad(format!(
+                "event {} (#{i} of the run) has no length: the value ends at byte {}",
+                first + i as u64,
+                value.len()
+            )));
+        };
+        let Some(payload) = value.get(at + 4..at + 4 + len) else {
+            return Err(bad(format!(
+                "event {} (#{i} of the run) claims {len} byte(s) at offset {}, past the \
+                 value's end ({} byte(s))",
+                first + i as u64,
+                at + 4,
+                value.len()
+            )));
+        };
+        payloads.push(payload);
+        at += 4 + len;
+    }
+    if at != value.len() {
+        return Err(bad(format!(
+            "{} trailing byte(s) after its {count} event(s)",
+            value.len() - at
+        )));
+    }
+    Ok(payloads)
+}
+
+/// The events of one job accepted in one group, gathered into runs.
+struct Run<'a> {
+    job: JobId,
+    first: u64,
+    payloads: Vec<&'a [u8]>,
+    bytes: usize,
+}
+
+/// Gathers a group's events into runs, one open run per job.
+#[derive(Default)]
+struct RunBuilder<'a> {
+    open: HashMap<JobId, Run<'a>>,
+    done: Vec<Run<'a>>,
+}
+
+impl<'a> RunBuilder<'a> {
+    /// Adds event `seq` of `job`; the caller checked it is the job's next.
+    fn push(&mut self, job: JobId, seq: u64, payload: &'a [u8]) {
+        let size = 4 + payload.len();
+        match self.open.get_mut(&job) {
+            Some(run) if run.bytes + size <= RUN_MAX_BYTES => {
+                debug_assert_eq!(run.first + run.payloads.len() as u64, seq);
+                run.payloads.push(payload);
+                run.bytes += size;
+            }
+            _ => {
+                let run = Run {
+                    job,
+                    first: seq,
+                    payloads: vec![payload],
+                    bytes: RUN_HEADER + size,
+                };
+                if let Some(full) = self.open.insert(job, run) {
+                    self.done.push(full);
+                }
+            }
+        }
+    }
+
+    /// Writes every run into `out`: a lone event as its plain payload
+    /// (unless that opens like a run), more as one run value.
+    fn finish_into(self, out: &mut sled::Batch) {
+        for run in self.done.into_iter().chain(self.open.into_values()) {
+            let key = event_key(run.job, run.first);
+            if let [lone] = run.payloads[..]
+                && !is_run(lone)
+            {
+                out.insert(key, lone);
+                continue;
+            }
+            match encode_run(&run.payloads) {
+                Some(value) => out.insert(key, value),
+                // Beyond 4 GiB, which sled cannot hold anyway: what a run's
+                // `u32` lengths cannot describe.
+                None => {
+                    for (i, p) in run.payloads.iter().enumerate() {
+                        out.insert(event_key(run.job, run.first + i as u64), *p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every outcome `Ok` so far becomes `err` (the group was not written), and
+/// the batches not reached yet get it too.
+fn fail_accepted(
+    mut outcomes: Vec<Result<(), StoreError>>,
+    err: Result<(), StoreError>,
+    total: usize,
+) -> Vec<Result<(), StoreError>> {
+    for o in &mut outcomes {
+        if o.is_ok() {
+            *o = err.clone();
+        }
+    }
+    outcomes.resize(total, err);
+    outcomes
 }
 
 /// The record a key and value of the tree hold, if they are well formed.
