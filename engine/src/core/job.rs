@@ -687,6 +687,23 @@ impl Tx<'_> {
 
     // --- scheduling --------------------------------------------------------
 
+    /// Queues for `pump` the dependents of a step that reached a final
+    /// state, if they can start now. Readiness changes only when a step or
+    /// one of its dependencies changes state, so a dependent that is not
+    /// ready here is queued again by whichever dependency completes it;
+    /// `pump` checks again before launching. Checking here instead of
+    /// queueing every dependent keeps a group join (every VM of a group
+    /// waking every first operation of the next) from queueing
+    /// VMs × VMs candidates.
+    fn wake_dependents(&mut self, step: StepId) {
+        let ctx = self.ctx;
+        for &d in ctx.dependents(step) {
+            if self.ready(d) {
+                self.work.insert(d);
+            }
+        }
+    }
+
     fn pump(&mut self) {
         let cleanup = match self.st.mode {
             Mode::Running => {
@@ -768,7 +785,7 @@ impl Tx<'_> {
         let failed = state.is_failure();
         let succeeded = matches!(state, StepState::Succeeded { .. });
         self.set(step, state);
-        self.work.extend(self.ctx.dependents(step).iter().copied());
+        self.wake_dependents(step);
         let ctx = self.ctx;
         let Some(node) = ctx.node(step) else { return };
         let NodeKind::Vm { vm, op } = &node.kind else {
@@ -792,7 +809,7 @@ impl Tx<'_> {
                             reason: SkipReason::ChainFailed { step },
                         },
                     );
-                    self.work.extend(ctx.dependents(s).iter().copied());
+                    self.wake_dependents(s);
                 }
             }
         }
