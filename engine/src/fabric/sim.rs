@@ -527,7 +527,10 @@ struct World {
     faults: FaultSet,
     mappings: Vec<Mapping>,
     /// Keys being executed: a concurrent repeat waits for the result.
-    in_flight: HashMap<String, watch::Sender<Option<OpResult>>>,
+    /// Keys being executed. The channel that hands the result to a
+    /// concurrent call with the same key is made only once such a call
+    /// comes (rare: a re-issue racing the first attempt), not per operation.
+    in_flight: HashMap<String, Option<watch::Sender<Option<OpResult>>>>,
     /// Initial copies in flight, by key: progress for the operator. Not
     /// persisted: a copy interrupted by a restart starts over when its
     /// operation is re-issued (as a real copy restarts or resyncs).
@@ -924,11 +927,12 @@ impl SimFabric {
                     w.dirty_keys.insert(key_s.to_string());
                     return result;
                 }
-                match w.in_flight.get(key_s) {
-                    Some(tx) => tx.subscribe(),
+                match w.in_flight.get_mut(key_s) {
+                    Some(waiters) => waiters
+                        .get_or_insert_with(|| watch::channel(None).0)
+                        .subscribe(),
                     None => {
-                        let (tx, _) = watch::channel(None);
-                        w.in_flight.insert(key_s.to_string(), tx);
+                        w.in_flight.insert(key_s.to_string(), None);
                         let extra = w.faults.extra_delay(op, vm);
                         let (d, transfer) = self.op_delay(&w, op, vm, key_s);
                         if let Some(t) = transfer {
@@ -987,7 +991,7 @@ impl SimFabric {
         w.dirty_vms.insert(vm.to_string());
         w.dirty_keys.insert(key_s.to_string());
         w.transfers.remove(key_s);
-        if let Some(tx) = w.in_flight.remove(key_s) {
+        if let Some(Some(tx)) = w.in_flight.remove(key_s) {
             tx.send_replace(Some(result.clone()));
         }
         guard.key = None;
