@@ -33,8 +33,9 @@
 //! is cut at about 32 KiB. A lone event stays a plain value (unless its
 //! payload itself opens with `DRRN`: then it is a run of one). Why: sled
 //! keeps a leaf's keys together and rewrites the leaf as it grows, so one
-//! key per event made it write ~15× the payload; one key per job per group
-//! and one `apply_batch` per group cut that and its CPU (docs/store.md).
+//! key per event (and one `apply_batch` per event) had a planned 10 × 100
+//! failover write ~245 MiB; one key per job per group and one `apply_batch`
+//! per group write ~25× less, with the CPU to match (docs/store.md).
 //!
 //! Readers see events, never runs: `for_each_event` starts at the last key
 //! at or before `from_seq` (a reverse range look-up finds the run holding
