@@ -33,8 +33,9 @@
 //! is cut at about 32 KiB. A lone event stays a plain value (unless its
 //! payload itself opens with `DRRN`: then it is a run of one). Why: sled
 //! keeps a leaf's keys together and rewrites the leaf as it grows, so one
-//! key per event made it write ~15× the payload; one key per job per group
-//! and one `apply_batch` per group cut that and its CPU (docs/store.md).
+//! key per event (and one `apply_batch` per event) had a planned 10 × 100
+//! failover write ~245 MiB; one key per job per group and one `apply_batch`
+//! per group write ~25× less, with the CPU to match (docs/store.md).
 //!
 //! Readers see events, never runs: `for_each_event` starts at the last key
 //! at or before `from_seq` (a reverse range look-up finds the run holding
@@ -1279,4 +1280,83 @@ fn classify(key: &[u8], value: &[u8]) -> Option<Record> {
         },
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn corrupt<T>(r: Result<T, StoreError>) -> bool {
+        matches!(r, Err(StoreError::Corrupt { .. }))
+    }
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        /// Whatever payloads, a run decodes to exactly them.
+        #[test]
+        fn runs_round_trip(
+            payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..20),
+            first in any::<u64>().prop_map(|f| f / 2),
+        ) {
+            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            let value = encode_run(&refs).unwrap();
+            prop_assert!(is_run(&value));
+            let key = event_key(JobId(1), first);
+            prop_assert_eq!(decode_run(JobId(1), &key, first, &value).unwrap(), refs);
+        }
+
+        /// Any bytes after the magic: a run or `Corrupt`, never a panic;
+        /// and every truncation or extension of a valid run is `Corrupt`.
+        #[test]
+        fn damaged_runs_are_corrupt_never_a_panic(
+            tail in prop::collection::vec(any::<u8>(), 0..64),
+            payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..8), 1..6),
+            cut in any::<prop::sample::Index>(),
+            extra in prop::collection::vec(any::<u8>(), 1..4),
+        ) {
+            let key = event_key(JobId(7), 3);
+            let mut value = RUN_MAGIC.to_vec();
+            value.extend_from_slice(&tail);
+            match decode_run(JobId(7), &key, 3, &value) {
+                Ok(p) => prop_assert!(!p.is_empty()),
+                Err(StoreError::Corrupt { what, .. }) => prop_assert!(what.contains("job 7")),
+                Err(e) => prop_assert!(false, "{e:?}"),
+            }
+            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            let good = encode_run(&refs).unwrap();
+            let short = &good[..cut.index(good.len())];
+            prop_assert!(
+                corrupt(decode_run(JobId(7), &key, 3, short)),
+                "a run cut at {} of {} bytes must be refused",
+                short.len(),
+                good.len()
+            );
+            let mut long = good.clone();
+            long.extend_from_slice(&extra);
+            prop_assert!(corrupt(decode_run(JobId(7), &key, 3, &long)));
+        }
+    }
+
+    #[test]
+    fn a_run_past_the_last_sequence_number_is_corrupt() {
+        let value = encode_run(&[b"a", b"b"]).unwrap();
+        let key = event_key(JobId(1), u64::MAX);
+        let err = decode_run(JobId(1), &key, u64::MAX, &value).unwrap_err();
+        assert!(err.to_string().contains("past the last"), "{err}");
+        // One event at the very last sequence number is fine.
+        let one = encode_run(&[b"a"]).unwrap();
+        assert_eq!(
+            decode_run(JobId(1), &key, u64::MAX, &one).unwrap(),
+            vec![&b"a"[..]]
+        );
+    }
 }
