@@ -86,13 +86,18 @@ impl fmt::Display for OpKey {
 
 impl From<&IdemKey> for OpKey {
     fn from(k: &IdemKey) -> OpKey {
-        OpKey(k.to_string())
+        // Sized up front: this runs for every VM operation, and growing a
+        // string through the formatter reallocates it a few times.
+        use std::fmt::Write;
+        let mut s = String::with_capacity(k.node.len() + 24);
+        let _ = write!(s, "{k}");
+        OpKey(s)
     }
 }
 
 impl From<IdemKey> for OpKey {
     fn from(k: IdemKey) -> OpKey {
-        OpKey(k.to_string())
+        OpKey::from(&k)
     }
 }
 
