@@ -11,6 +11,8 @@
 //! - `runtime/planned_10x100`: a planned failover of 10 groups × 100 VMs
 //!   (`generate::large_plan(10, 100, 7)` with every pre/post step removed),
 //!   submit to `Succeeded`; throughput = durable events recorded.
+//! - `runtime/planned_10x100_memstore`: the same on a `MemStore` (not
+//!   durable; no target): the engine's share of the figure above.
 //! - `runtime/chain_1000`: a strict chain of 1,000 VM operations (groups of
 //!   one VM, each after the previous one); throughput = durable events.
 //! - `fidelity/critical_path`: a planned failover of 10 × 100 VMs whose
@@ -85,16 +87,29 @@ async fn start(
     .expect("engine starts")
 }
 
-/// One planned failover, submit to terminal, on a fresh durable store.
+/// Where a run's events go.
+#[derive(Clone, Copy)]
+enum Backing {
+    /// A `SledStore` in a fresh tempdir: every event durable.
+    Sled,
+    /// A `MemStore` (no disk): what the engine costs without the store.
+    Memory,
+}
+
+/// One planned failover, submit to terminal, on a fresh store.
 /// Returns (wall time, events recorded, commit stats summary).
 fn run_durable(
     rt: &tokio::runtime::Runtime,
     plan: &Plan,
     inv: &Inventory,
+    backing: Backing,
 ) -> (Duration, usize, String) {
     let tmp = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
-        let store = Arc::new(SledStore::open(tmp.path()).expect("sled opens"));
+        let store: Arc<dyn Store> = match backing {
+            Backing::Sled => Arc::new(SledStore::open(tmp.path()).expect("sled opens")),
+            Backing::Memory => Arc::new(MemStore::new()),
+        };
         let fabric = Arc::new(SimFabric::new(
             inv,
             SimConfig::instant(),
@@ -131,7 +146,7 @@ fn run_durable(
     })
 }
 
-fn durable_bench(c: &mut Criterion, name: &str, plan: &Plan, inv: &Inventory) {
+fn durable_bench(c: &mut Criterion, name: &str, plan: &Plan, inv: &Inventory, backing: Backing) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,7 +156,7 @@ fn durable_bench(c: &mut Criterion, name: &str, plan: &Plan, inv: &Inventory) {
         .len();
     // A first run counts the events (the same every run) and shows where
     // the flushes go.
-    let (took, events, stats) = run_durable(&rt, plan, inv);
+    let (took, events, stats) = run_durable(&rt, plan, inv, backing);
     eprintln!(
         "{name}: {steps} steps, {events} events; warm-up run {took:?} = {:.0} events/s; {stats}",
         events as f64 / took.as_secs_f64()
@@ -153,7 +168,7 @@ fn durable_bench(c: &mut Criterion, name: &str, plan: &Plan, inv: &Inventory) {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| {
-                    let (took, n, _) = run_durable(&rt, plan, inv);
+                    let (took, n, _) = run_durable(&rt, plan, inv, backing);
                     assert_eq!(n, events);
                     took
                 })
@@ -165,7 +180,14 @@ fn durable_bench(c: &mut Criterion, name: &str, plan: &Plan, inv: &Inventory) {
 
 fn planned_10x100(c: &mut Criterion) {
     let (plan, inv) = vm_only(10, 100);
-    durable_bench(c, "planned_10x100", &plan, &inv);
+    durable_bench(c, "planned_10x100", &plan, &inv, Backing::Sled);
+}
+
+/// The same failover on a `MemStore`: the engine's own cost (core, journal,
+/// tasks, simulated fabric), to tell it from the store's.
+fn planned_10x100_memory(c: &mut Criterion) {
+    let (plan, inv) = vm_only(10, 100);
+    durable_bench(c, "planned_10x100_memstore", &plan, &inv, Backing::Memory);
 }
 
 fn chain_1000(c: &mut Criterion) {
@@ -175,7 +197,7 @@ fn chain_1000(c: &mut Criterion) {
         .nodes
         .len();
     let (plan, inv) = chain(1000 / per_vm.max(1));
-    durable_bench(c, "chain_1000", &plan, &inv);
+    durable_bench(c, "chain_1000", &plan, &inv, Backing::Sled);
 }
 
 /// Makespan in virtual time of one planned failover on the paused clock.
@@ -232,6 +254,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    targets = raw_fdatasync, planned_10x100, chain_1000, fidelity
+    targets = raw_fdatasync, planned_10x100, planned_10x100_memory, chain_1000, fidelity
 }
 criterion_main!(benches);
