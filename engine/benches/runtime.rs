@@ -25,31 +25,25 @@ mod common;
 #[path = "../tests/runtime_support/fidelity.rs"]
 mod fidelity;
 use common::raw_fdatasync;
-use fidelity::{fixed_latencies, ideal};
+use fidelity::{fixed_latencies, ideal, run_planned, start_engine};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use drplan_engine::core::JobStatus;
-use drplan_engine::fabric::{FaultSet, SimConfig, SimFabric};
+use drplan_engine::fabric::SimConfig;
 use drplan_engine::plan::compile::{self, Operation};
-use drplan_engine::plan::model::{CommitPolicy, FailoverKind, Inventory, Plan};
-use drplan_engine::runtime::{Clock, Engine, EngineConfig, Submission, SystemClock, TestClock};
-use drplan_engine::script::{RunnerConfig, ScriptRunner};
+use drplan_engine::plan::model::{FailoverKind, Inventory, Plan};
+use drplan_engine::runtime::{SystemClock, TestClock};
 use drplan_engine::store::Store;
 use drplan_engine::store::mem::MemStore;
 use drplan_engine::store::sled_store::SledStore;
 
 const SEED: u64 = 7;
 
-/// The generated plan and its inventory, with every script, manual and
-/// wait step removed (VM operations only) and no commit window, so a
-/// planned failover runs to `Succeeded` without an operator.
+/// The generated plan (VM operations only, no operator needed).
 fn vm_only(groups: usize, vms: usize) -> (Plan, Inventory) {
-    let (mut plan, inv) = fidelity::vm_only(groups, vms, SEED);
-    plan.test.cleanup.clear();
-    plan.commit = CommitPolicy::Manual;
-    (plan, inv)
+    fidelity::unattended(groups, vms, SEED)
 }
 
 /// `n` groups of one VM each in a strict line.
@@ -62,29 +56,6 @@ fn chain(n: usize) -> (Plan, Inventory) {
         }
     }
     (plan, inv)
-}
-
-fn runner() -> ScriptRunner {
-    ScriptRunner::new(RunnerConfig::from_process_env())
-}
-
-async fn start(
-    store: Arc<dyn Store>,
-    fabric: Arc<SimFabric>,
-    clock: Arc<dyn Clock>,
-    inv: &Inventory,
-    vm_ops: usize,
-) -> Engine {
-    Engine::start(EngineConfig {
-        store,
-        fabric,
-        scripts: runner(),
-        clock,
-        max_concurrent_vm_ops: vm_ops,
-        inventory: Some(inv.clone()),
-    })
-    .await
-    .expect("engine starts")
 }
 
 /// Where a run's events go.
@@ -110,26 +81,10 @@ fn run_durable(
             Backing::Sled => Arc::new(SledStore::open(tmp.path()).expect("sled opens")),
             Backing::Memory => Arc::new(MemStore::new()),
         };
-        let fabric = Arc::new(SimFabric::new(
-            inv,
-            SimConfig::instant(),
-            FaultSet::default(),
-        ));
-        let engine = start(store, fabric, Arc::new(SystemClock), inv, 64).await;
-        let sub = Submission::new(
-            plan.clone(),
-            format!("# {}\n", plan.name),
-            Operation::failover(FailoverKind::Planned),
-            "bench",
-        );
+        let engine =
+            start_engine(store, SimConfig::instant(), Arc::new(SystemClock), inv, 64).await;
         let t = Instant::now();
-        let job = engine.submit(sub).await.expect("submitted");
-        let end = engine
-            .wait_until(job, |s| {
-                s.is_terminal() || s == JobStatus::WaitingForOperator
-            })
-            .await
-            .expect("wait");
+        let (job, end) = run_planned(&engine, plan, "bench").await;
         let took = t.elapsed();
         assert_eq!(end, JobStatus::Succeeded);
         let events = engine.events(job).await.expect("events").len();
@@ -209,22 +164,9 @@ fn virtual_makespan(plan: &Plan, inv: &Inventory, config: SimConfig) -> Duration
         .unwrap();
     rt.block_on(async {
         let clock = Arc::new(TestClock::new(1_795_651_200_000));
-        let fabric = Arc::new(SimFabric::new(inv, config, FaultSet::default()));
-        let engine = start(Arc::new(MemStore::new()), fabric, clock, inv, 100_000).await;
-        let sub = Submission::new(
-            plan.clone(),
-            format!("# {}\n", plan.name),
-            Operation::failover(FailoverKind::Planned),
-            "bench",
-        );
+        let engine = start_engine(Arc::new(MemStore::new()), config, clock, inv, 100_000).await;
         let t = tokio::time::Instant::now();
-        let job = engine.submit(sub).await.expect("submitted");
-        let end = engine
-            .wait_until(job, |s| {
-                s.is_terminal() || s == JobStatus::WaitingForOperator
-            })
-            .await
-            .expect("wait");
+        let (_, end) = run_planned(&engine, plan, "bench").await;
         let took = t.elapsed();
         assert_eq!(end, JobStatus::Succeeded);
         engine.shutdown().await;

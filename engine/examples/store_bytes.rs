@@ -17,11 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use drplan_engine::core::JobStatus;
-use drplan_engine::fabric::{FaultSet, SimConfig, SimFabric};
-use drplan_engine::plan::compile::Operation;
-use drplan_engine::plan::model::{CommitPolicy, FailoverKind};
-use drplan_engine::runtime::{Engine, EngineConfig, Submission, SystemClock};
-use drplan_engine::script::{RunnerConfig, ScriptRunner};
+use drplan_engine::fabric::SimConfig;
+use drplan_engine::runtime::SystemClock;
 use drplan_engine::store::sled_store::SledStore;
 
 const RUNS: usize = 3;
@@ -52,9 +49,7 @@ fn main() {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let (mut plan, inv) = fidelity::vm_only(10, 100, 7);
-    plan.test.cleanup.clear();
-    plan.commit = CommitPolicy::Manual;
+    let (plan, inv) = fidelity::unattended(10, 100, 7);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,33 +60,9 @@ fn main() {
         let t = Instant::now();
         let (events, stats) = rt.block_on(async {
             let store = Arc::new(SledStore::open(&dir).expect("sled opens"));
-            let engine = Engine::start(EngineConfig {
-                store,
-                fabric: Arc::new(SimFabric::new(
-                    &inv,
-                    SimConfig::instant(),
-                    FaultSet::default(),
-                )),
-                scripts: ScriptRunner::new(RunnerConfig::from_process_env()),
-                clock: Arc::new(SystemClock),
-                max_concurrent_vm_ops: 64,
-                inventory: Some(inv.clone()),
-            })
-            .await
-            .expect("engine starts");
-            let sub = Submission::new(
-                plan.clone(),
-                format!("# {}\n", plan.name),
-                Operation::failover(FailoverKind::Planned),
-                "store_bytes",
-            );
-            let job = engine.submit(sub).await.expect("submitted");
-            let end = engine
-                .wait_until(job, |s| {
-                    s.is_terminal() || s == JobStatus::WaitingForOperator
-                })
-                .await
-                .expect("wait");
+            let clock = Arc::new(SystemClock);
+            let engine = fidelity::start_engine(store, SimConfig::instant(), clock, &inv, 64).await;
+            let (job, end) = fidelity::run_planned(&engine, &plan, "store_bytes").await;
             assert_eq!(end, JobStatus::Succeeded);
             let events = engine.events(job).await.expect("events").len();
             let stats = engine.journal().commit_stats();

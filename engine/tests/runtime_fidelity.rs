@@ -7,47 +7,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drplan_engine::core::JobStatus;
-use drplan_engine::fabric::{FaultSet, SimConfig, SimFabric};
-use drplan_engine::plan::compile::Operation;
-use drplan_engine::plan::model::{FailoverKind, Inventory, Plan};
-use drplan_engine::runtime::{Engine, EngineConfig, Submission, TestClock};
-use drplan_engine::script::{RunnerConfig, ScriptRunner};
+use drplan_engine::fabric::SimConfig;
+use drplan_engine::plan::model::{Inventory, Plan};
+use drplan_engine::runtime::TestClock;
 use drplan_engine::store::mem::MemStore;
 
 #[path = "runtime_support/fidelity.rs"]
+#[allow(dead_code)]
 mod fidelity;
-use fidelity::{fixed_latencies, ideal, vm_only};
+use fidelity::{fixed_latencies, ideal, run_planned, start_engine, vm_only};
 
 async fn makespan(plan: &Plan, inv: &Inventory, config: SimConfig, vm_ops: usize) -> Duration {
     let clock = Arc::new(TestClock::new(1_795_651_200_000));
-    let fabric = Arc::new(SimFabric::new(inv, config, FaultSet::default()));
-    let engine = Engine::start(EngineConfig {
-        store: Arc::new(MemStore::new()),
-        fabric,
-        scripts: ScriptRunner::new(RunnerConfig::from_process_env()),
-        clock,
-        max_concurrent_vm_ops: vm_ops,
-        inventory: Some(inv.clone()),
-    })
-    .await
-    .expect("engine starts");
-    let sub = Submission::new(
-        plan.clone(),
-        format!("# {}\n", plan.name),
-        Operation::failover(FailoverKind::Planned),
-        "test",
-    );
+    let engine = start_engine(Arc::new(MemStore::new()), config, clock, inv, vm_ops).await;
     let t = tokio::time::Instant::now();
-    let job = engine.submit(sub).await.expect("submitted");
-    let end = tokio::time::timeout(
+    let (_, end) = tokio::time::timeout(
         Duration::from_secs(30 * 24 * 3600),
-        engine.wait_until(job, |s| {
-            s.is_terminal() || s == JobStatus::WaitingForOperator
-        }),
+        run_planned(&engine, plan, "test"),
     )
     .await
-    .expect("the job ends in virtual time")
-    .expect("wait");
+    .expect("the job ends in virtual time");
     let took = t.elapsed();
     assert_eq!(end, JobStatus::Succeeded);
     engine.shutdown().await;

@@ -1,14 +1,23 @@
-//! The critical-path fidelity setup shared by `tests/runtime_fidelity.rs`
-//! (the within-1 % check) and `benches/runtime.rs` (the same figure,
-//! recorded): a VM-only plan, fixed latencies, and its ideal makespan.
+//! The VM-only planned failover shared by `tests/runtime_fidelity.rs` (the
+//! within-1 % check), `benches/runtime.rs` (throughput and the same figure,
+//! recorded) and `examples/store_bytes.rs`: a VM-only plan, fixed
+//! latencies, its ideal makespan, and starting an engine and running the
+//! failover to its end.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use drplan_engine::core::JobStatus;
+use drplan_engine::fabric::{FaultSet, SimFabric};
+use drplan_engine::runtime::{Clock, Engine, EngineConfig, Submission};
+use drplan_engine::script::{RunnerConfig, ScriptRunner};
+use drplan_engine::store::{JobId, Store};
 
 use drplan_engine::fabric::{OpKind, SimConfig};
 use drplan_engine::plan::compile::{self, NodeKind, Operation};
 use drplan_engine::plan::generate;
-use drplan_engine::plan::model::{FailoverKind, Inventory, Plan};
+use drplan_engine::plan::model::{CommitPolicy, FailoverKind, Inventory, Plan};
 
 /// A generated plan with VM operations only (no script, manual or wait
 /// step), so every node's duration is a fabric latency.
@@ -62,4 +71,53 @@ pub fn ideal(plan: &Plan, config: &SimConfig) -> Duration {
         finish[node.id] = start + cost;
     }
     finish.into_iter().max().unwrap_or_default()
+}
+
+/// [`vm_only`] with no test cleanup and no commit window, so a planned
+/// failover runs to `Succeeded` without an operator.
+pub fn unattended(groups: usize, vms: usize, seed: u64) -> (Plan, Inventory) {
+    let (mut plan, inv) = vm_only(groups, vms, seed);
+    plan.test.cleanup.clear();
+    plan.commit = CommitPolicy::Manual;
+    (plan, inv)
+}
+
+/// An engine on `store` over a zero-fault SimFabric with `config`, VM
+/// operations capped at `vm_ops`.
+pub async fn start_engine(
+    store: Arc<dyn Store>,
+    config: SimConfig,
+    clock: Arc<dyn Clock>,
+    inv: &Inventory,
+    vm_ops: usize,
+) -> Engine {
+    Engine::start(EngineConfig {
+        store,
+        fabric: Arc::new(SimFabric::new(inv, config, FaultSet::default())),
+        scripts: ScriptRunner::new(RunnerConfig::from_process_env()),
+        clock,
+        max_concurrent_vm_ops: vm_ops,
+        inventory: Some(inv.clone()),
+    })
+    .await
+    .expect("engine starts")
+}
+
+/// Submits a planned failover of `plan` and waits until it ends or waits
+/// for an operator: the job and that status.
+pub async fn run_planned(engine: &Engine, plan: &Plan, by: &str) -> (JobId, JobStatus) {
+    let sub = Submission::new(
+        plan.clone(),
+        format!("# {}\n", plan.name),
+        Operation::failover(FailoverKind::Planned),
+        by,
+    );
+    let job = engine.submit(sub).await.expect("submitted");
+    let end = engine
+        .wait_until(job, |s| {
+            s.is_terminal() || s == JobStatus::WaitingForOperator
+        })
+        .await
+        .expect("wait");
+    (job, end)
 }
