@@ -23,6 +23,7 @@
 
 mod common;
 #[path = "../tests/runtime_support/fidelity.rs"]
+#[allow(dead_code)]
 mod fidelity;
 use common::raw_fdatasync;
 use fidelity::{fixed_latencies, ideal, run_planned, start_engine};

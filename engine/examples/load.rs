@@ -22,7 +22,7 @@ use drplan_engine::core::{JobEvent, JobStatus};
 use drplan_engine::fabric::{FaultSet, SimConfig, SimFabric};
 use drplan_engine::plan::compile::Operation;
 use drplan_engine::plan::generate;
-use drplan_engine::plan::model::{CommitPolicy, FailoverKind, Inventory, Plan};
+use drplan_engine::plan::model::{FailoverKind, Inventory, Plan};
 use drplan_engine::runtime::{Engine, EngineConfig, Submission, SystemClock};
 use drplan_engine::script::{RunnerConfig, ScriptRunner};
 use drplan_engine::store::JobId;
@@ -31,24 +31,8 @@ use drplan_engine::store::sled_store::SledStore;
 /// One plan per job, each over its own VMs, and the shared inventory.
 fn plans(jobs: usize, vms: usize) -> (Vec<Plan>, Inventory) {
     let g = generate::large_plan(jobs, vms, 3);
-    let file = drplan_engine::plan::yaml::parse("load-fabric.yaml", g.fabric_yaml.as_bytes())
-        .expect("the generated inventory parses");
-    let (inv, diags) = drplan_engine::plan::validate::validate_fabric("load-fabric.yaml", &file);
-    assert!(diags.is_empty(), "{diags:?}");
-    let mut out = Vec::with_capacity(jobs);
-    for (i, group) in g.plan.groups.iter().enumerate() {
-        let mut plan = g.plan.clone();
-        let mut group = group.clone();
-        group.after.clear();
-        group.pre.clear();
-        group.post.clear();
-        plan.groups = vec![group];
-        plan.test.cleanup.clear();
-        plan.commit = CommitPolicy::Manual;
-        plan.name = format!("load-{i:04}");
-        out.push(plan);
-    }
-    (out, inv.expect("inventory"))
+    let inv = g.inventory().expect("the generated inventory");
+    (g.unattended_per_group("load"), inv)
 }
 
 fn peak_rss_kib() -> Option<u64> {

@@ -21,7 +21,7 @@ use drplan_engine::core::{JobEvent, JobStatus};
 use drplan_engine::fabric::{FaultSet, SimConfig, SimFabric};
 use drplan_engine::plan::compile::Operation;
 use drplan_engine::plan::generate;
-use drplan_engine::plan::model::{CommitPolicy, FailoverKind, Inventory, Plan};
+use drplan_engine::plan::model::{FailoverKind, Inventory, Plan};
 use drplan_engine::runtime::{
     Engine, EngineConfig, EngineError, Submission, SystemClock, TestClock, Update,
 };
@@ -211,17 +211,7 @@ fn fill(path: &Path) -> u64 {
 
 fn vm_only(groups: usize, vms: usize) -> (Plan, Inventory) {
     let g = generate::large_plan(groups, vms, 11);
-    let file = drplan_engine::plan::yaml::parse("fabric.yaml", g.fabric_yaml.as_bytes()).unwrap();
-    let (inv, diags) = drplan_engine::plan::validate::validate_fabric("fabric.yaml", &file);
-    assert!(diags.is_empty(), "{diags:?}");
-    let mut plan = g.plan;
-    for group in &mut plan.groups {
-        group.pre.clear();
-        group.post.clear();
-    }
-    plan.test.cleanup.clear();
-    plan.commit = CommitPolicy::Manual;
-    (plan, inv.unwrap())
+    (g.unattended(), g.inventory().unwrap())
 }
 
 async fn start_on(

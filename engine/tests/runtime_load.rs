@@ -12,7 +12,7 @@ use drplan_engine::core::{JobEvent, JobStatus};
 use drplan_engine::fabric::{FaultSet, SimConfig, SimFabric};
 use drplan_engine::plan::compile::Operation;
 use drplan_engine::plan::generate;
-use drplan_engine::plan::model::{CommitPolicy, FailoverKind};
+use drplan_engine::plan::model::FailoverKind;
 use drplan_engine::runtime::{Engine, EngineConfig, Submission, SystemClock};
 use drplan_engine::script::{RunnerConfig, ScriptRunner};
 use drplan_engine::store::JobId;
@@ -24,10 +24,7 @@ const VMS: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_jobs_at_once_lose_nothing_and_run_each_operation_once() {
     let g = generate::large_plan(JOBS, VMS, 5);
-    let file = drplan_engine::plan::yaml::parse("f.yaml", g.fabric_yaml.as_bytes()).unwrap();
-    let (inv, diags) = drplan_engine::plan::validate::validate_fabric("f.yaml", &file);
-    assert!(diags.is_empty(), "{diags:?}");
-    let inv = inv.unwrap();
+    let inv = g.inventory().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let fabric = Arc::new(SimFabric::new(
         &inv,
@@ -47,17 +44,8 @@ async fn a_hundred_jobs_at_once_lose_nothing_and_run_each_operation_once() {
         .unwrap(),
     );
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, group) in g.plan.groups.iter().enumerate() {
-        // One single-group plan per job: its own VMs.
-        let mut plan = g.plan.clone();
-        let mut group = group.clone();
-        group.after.clear();
-        group.pre.clear();
-        group.post.clear();
-        plan.groups = vec![group];
-        plan.test.cleanup.clear();
-        plan.commit = CommitPolicy::Manual;
-        plan.name = format!("load-{i:03}");
+    // One single-group plan per job: its own VMs.
+    for plan in g.unattended_per_group("load") {
         let engine = engine.clone();
         tasks.spawn(async move {
             let sub = Submission::new(

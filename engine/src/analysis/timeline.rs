@@ -8,23 +8,7 @@ use serde::Serialize;
 use super::estimate::{Figure, required_vm_tails};
 use crate::core::{AwaitReason, JobContext, JobState, JobStatus, SkipReason, StepState};
 use crate::plan::compile::{NodeKind, StepId};
-use crate::plan::model::{FailoverKind, StepAction};
-
-/// The machine name of a step state (the same names `drplan show --format
-/// json` uses).
-pub fn state_name(s: &StepState) -> &'static str {
-    match s {
-        StepState::Pending => "pending",
-        StepState::Running { .. } => "running",
-        StepState::RetryWaiting { .. } => "retry_waiting",
-        StepState::AwaitingOperator { .. } => "awaiting_operator",
-        StepState::Succeeded { .. } => "succeeded",
-        StepState::Failed { .. } => "failed",
-        StepState::TimedOut { .. } => "timed_out",
-        StepState::Skipped { .. } => "skipped",
-        StepState::Cancelled { .. } => "cancelled",
-    }
-}
+use crate::plan::model::FailoverKind;
 
 /// One step of the timeline.
 #[derive(Debug, Clone, Serialize)]
@@ -71,11 +55,7 @@ pub struct Outcome {
 fn kind(ctx: &JobContext, step: StepId) -> &'static str {
     match ctx.node(step).map(|n| &n.kind) {
         Some(NodeKind::Vm { .. }) | None => "vm-op",
-        Some(NodeKind::Step(s)) => match s.action {
-            StepAction::Script { .. } => "script",
-            StepAction::Manual { .. } => "manual",
-            StepAction::Wait { .. } => "wait",
-        },
+        Some(NodeKind::Step(s)) => s.action.kind_name(),
     }
 }
 
@@ -120,7 +100,7 @@ pub fn rows(ctx: &JobContext, st: &JobState, figures: &BTreeMap<StepId, Figure>)
                 key: node.map_or_else(|| format!("#{s}"), |n| n.key.clone()),
                 kind: kind(ctx, s),
                 optional: node.is_some_and(|n| n.optional),
-                state: state_name(&rec.state),
+                state: rec.state.machine_name(),
                 attempts: rec.state.attempt(),
                 start_ms: rec.started_at.map(|t| t.saturating_sub(t0)),
                 finish_ms: rec.finished_at.map(|t| t.saturating_sub(t0)),

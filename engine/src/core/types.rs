@@ -448,6 +448,24 @@ impl StepState {
         }
     }
 
+    /// The machine name of the state (what `drplan show --format json`,
+    /// reports and simulations print): `pending`, `running`,
+    /// `retry_waiting`, `awaiting_operator`, `succeeded`, `failed`,
+    /// `timed_out`, `skipped`, `cancelled`.
+    pub fn machine_name(&self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running { .. } => "running",
+            StepState::RetryWaiting { .. } => "retry_waiting",
+            StepState::AwaitingOperator { .. } => "awaiting_operator",
+            StepState::Succeeded { .. } => "succeeded",
+            StepState::Failed { .. } => "failed",
+            StepState::TimedOut { .. } => "timed_out",
+            StepState::Skipped { .. } => "skipped",
+            StepState::Cancelled { .. } => "cancelled",
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             StepState::Pending => "pending",

@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    CloudRef, Command, CommitPolicy, FailoverKind, Group, GroupVm, OnTimeout, Plan, Step,
-    StepAction, TestSettings, When,
+    CloudRef, Command, CommitPolicy, FailoverKind, Group, GroupVm, Inventory, OnTimeout, Plan,
+    Step, StepAction, TestSettings, When,
 };
 
 /// The inventory file a generated plan names in its `fabric:` key.
@@ -55,6 +55,60 @@ pub struct GeneratedPlan {
     /// against an independent construction, and lets the compile benchmark
     /// run without one.
     pub plan: Plan,
+}
+
+impl GeneratedPlan {
+    /// The validated inventory of [`GeneratedPlan::fabric_yaml`]. An error
+    /// (the parser's or the validator's findings) would be a generator bug.
+    pub fn inventory(&self) -> Result<Inventory, String> {
+        let file = super::yaml::parse(LARGE_FABRIC_FILE, self.fabric_yaml.as_bytes())
+            .map_err(|e| format!("{e:?}"))?;
+        let (inv, diags) = super::validate::validate_fabric(LARGE_FABRIC_FILE, &file);
+        match inv {
+            Some(inv) if diags.is_empty() => Ok(inv),
+            _ => Err(format!("{diags:?}")),
+        }
+    }
+
+    /// The plan with every pre/post step removed: each node a VM operation.
+    pub fn vm_only(&self) -> Plan {
+        let mut plan = self.plan.clone();
+        for group in &mut plan.groups {
+            group.pre.clear();
+            group.post.clear();
+        }
+        plan
+    }
+
+    /// [`GeneratedPlan::vm_only`] with no test cleanup and no commit window:
+    /// a planned failover of it runs to `Succeeded` with no operator and no
+    /// script (what the runtime benches and load tests run).
+    pub fn unattended(&self) -> Plan {
+        let mut plan = self.vm_only();
+        plan.test.cleanup.clear();
+        plan.commit = CommitPolicy::Manual;
+        plan
+    }
+
+    /// One [`GeneratedPlan::unattended`] plan per group, each holding that
+    /// group alone (no dependency), named `{prefix}-{index:04}`: jobs over
+    /// disjoint VMs that can all run at once.
+    pub fn unattended_per_group(&self, prefix: &str) -> Vec<Plan> {
+        let mut base = self.unattended();
+        let groups = std::mem::take(&mut base.groups);
+        groups
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut group)| {
+                group.after.clear();
+                Plan {
+                    name: format!("{prefix}-{i:04}"),
+                    groups: vec![group],
+                    ..base.clone()
+                }
+            })
+            .collect()
+    }
 }
 
 /// The shipped `plans/large.yaml` and `plans/large-fabric.yaml`.

@@ -151,6 +151,17 @@ pub enum StepAction {
     },
 }
 
+impl StepAction {
+    /// `script`, `manual` or `wait`: how timelines and reports name it.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            StepAction::Script { .. } => "script",
+            StepAction::Manual { .. } => "manual",
+            StepAction::Wait { .. } => "wait",
+        }
+    }
+}
+
 /// A validated step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {

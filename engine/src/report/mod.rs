@@ -37,7 +37,7 @@ use crate::core::{
     Answer, JobContext, JobEvent, JobState, JobStatus, Outcome, SkipReason, StepState, TestClosure,
 };
 use crate::plan::compile::{NodeKind, Phase, VmOp};
-use crate::plan::model::{Plan, StepAction};
+use crate::plan::model::Plan;
 use crate::store::JobId;
 
 /// Milliseconds since the Unix epoch.
@@ -201,33 +201,6 @@ pub struct Timeline {
     pub warnings: Vec<String>,
 }
 
-fn state_name(s: &StepState) -> &'static str {
-    match s {
-        StepState::Pending => "pending",
-        StepState::Running { .. } => "running",
-        StepState::RetryWaiting { .. } => "retry_waiting",
-        StepState::AwaitingOperator { .. } => "awaiting_operator",
-        StepState::Succeeded { .. } => "succeeded",
-        StepState::Failed { .. } => "failed",
-        StepState::TimedOut { .. } => "timed_out",
-        StepState::Skipped { .. } => "skipped",
-        StepState::Cancelled { .. } => "cancelled",
-    }
-}
-
-fn attempt_of(s: &StepState) -> Option<u32> {
-    match s {
-        StepState::Running { attempt }
-        | StepState::RetryWaiting { attempt, .. }
-        | StepState::AwaitingOperator { attempt, .. }
-        | StepState::Succeeded { attempt }
-        | StepState::Failed { attempt, .. }
-        | StepState::TimedOut { attempt }
-        | StepState::Cancelled { attempt } => Some(*attempt),
-        StepState::Pending | StepState::Skipped { .. } => None,
-    }
-}
-
 /// The warning lines of an output tail (`warning: ...`, any case).
 pub fn warning_lines(tail: &str) -> impl Iterator<Item = &str> {
     tail.lines()
@@ -278,15 +251,7 @@ impl Timeline {
             let log = attempts.remove(&s).unwrap_or_default();
             let (what, vm) = match node.map(|n| &n.kind) {
                 Some(NodeKind::Vm { vm, op }) => (op.name().to_string(), Some(vm.clone())),
-                Some(NodeKind::Step(step)) => (
-                    match step.action {
-                        StepAction::Script { .. } => "script",
-                        StepAction::Manual { .. } => "manual",
-                        StepAction::Wait { .. } => "wait",
-                    }
-                    .to_string(),
-                    None,
-                ),
+                Some(NodeKind::Step(step)) => (step.action.kind_name().to_string(), None),
                 None => ("?".into(), None),
             };
             let running = matches!(
@@ -318,9 +283,14 @@ impl Timeline {
                 what,
                 vm,
                 optional: node.is_some_and(|n| n.optional),
-                state: state_name(&rec.state),
+                state: rec.state.machine_name(),
                 detail: rec.state.clone(),
-                attempts: attempt_of(&rec.state).unwrap_or(log.len() as u32),
+                // A step never started (pending, skipped) counts the
+                // attempts its log holds.
+                attempts: match rec.state.attempt() {
+                    0 => log.len() as u32,
+                    n => n,
+                },
                 started_at: rec.started_at,
                 finished_at: if running { None } else { rec.finished_at },
                 duration_ms,

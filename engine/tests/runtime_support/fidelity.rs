@@ -17,22 +17,13 @@ use drplan_engine::store::{JobId, Store};
 use drplan_engine::fabric::{OpKind, SimConfig};
 use drplan_engine::plan::compile::{self, NodeKind, Operation};
 use drplan_engine::plan::generate;
-use drplan_engine::plan::model::{CommitPolicy, FailoverKind, Inventory, Plan};
+use drplan_engine::plan::model::{FailoverKind, Inventory, Plan};
 
 /// A generated plan with VM operations only (no script, manual or wait
 /// step), so every node's duration is a fabric latency.
 pub fn vm_only(groups: usize, vms: usize, seed: u64) -> (Plan, Inventory) {
     let g = generate::large_plan(groups, vms, seed);
-    let file = drplan_engine::plan::yaml::parse("large-fabric.yaml", g.fabric_yaml.as_bytes())
-        .expect("the generated inventory parses");
-    let (inv, diags) = drplan_engine::plan::validate::validate_fabric("large-fabric.yaml", &file);
-    assert!(diags.is_empty(), "{diags:?}");
-    let mut plan = g.plan;
-    for group in &mut plan.groups {
-        group.pre.clear();
-        group.post.clear();
-    }
-    (plan, inv.expect("inventory"))
+    (g.vm_only(), g.inventory().expect("the generated inventory"))
 }
 
 /// Different latency per operation kind, so the critical path depends on
@@ -76,10 +67,11 @@ pub fn ideal(plan: &Plan, config: &SimConfig) -> Duration {
 /// [`vm_only`] with no test cleanup and no commit window, so a planned
 /// failover runs to `Succeeded` without an operator.
 pub fn unattended(groups: usize, vms: usize, seed: u64) -> (Plan, Inventory) {
-    let (mut plan, inv) = vm_only(groups, vms, seed);
-    plan.test.cleanup.clear();
-    plan.commit = CommitPolicy::Manual;
-    (plan, inv)
+    let g = generate::large_plan(groups, vms, seed);
+    (
+        g.unattended(),
+        g.inventory().expect("the generated inventory"),
+    )
 }
 
 /// An engine on `store` over a zero-fault SimFabric with `config`, VM
