@@ -537,9 +537,15 @@ fn another_user_is_refused_even_when_it_can_reach_the_socket() {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     std::fs::set_permissions(&serve.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // The build's binary may sit under a directory only its owner can
+    // enter (a checkout in a `mktemp -d`): the other user runs a copy.
+    let exe = tmp.path().join("drplan");
+    std::fs::copy(support::bin(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let o = {
         use std::os::unix::process::CommandExt;
-        cmd(&dir, &["jobs"])
+        support::cmd_of(&exe, &["jobs", "--data-dir"])
+            .arg(&dir)
             .uid(65534)
             .gid(65534)
             .output()

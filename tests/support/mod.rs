@@ -47,7 +47,12 @@ pub fn plan() -> PathBuf {
 /// the caller's environment (a test must never touch a real one), a fixed
 /// user (recorded in the history), no colour, and stdin not a terminal.
 pub fn cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(bin());
+    cmd_of(Path::new(bin()), args)
+}
+
+/// [`cmd`] with another copy of the binary (say one another user can reach).
+pub fn cmd_of(program: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(program);
     c.args(args)
         .env_remove("DRPLAN_DATA_DIR")
         .env("USER", "alice")
