@@ -100,6 +100,32 @@ fn planned_failover_halts_on_the_first_required_failure_until_the_operator_decid
     assert_eq!(job.state.summary(&job.ctx).errors, 1);
 }
 
+/// The core keeps a count of the steps waiting for an operator instead of
+/// scanning the active ones at every event. A state decoded from a snapshot
+/// has no count: it must still report the halt, keep holding work back, and
+/// count right once the core acts on it again.
+#[test]
+fn a_halt_survives_a_snapshot_round_trip() {
+    let mut job = Job::submit(&two_vms(), planned());
+    job.send(JobEvent::Started { at: T0 }).unwrap();
+    let a0 = step_id(&job, "web/vm/a/shutdown-primary");
+    let b0 = step_id(&job, "web/vm/b/shutdown-primary");
+    finish(&mut job, a0, fail()).unwrap();
+    let snap = serde_json::to_string(&job.state).unwrap();
+    job.state = serde_json::from_str::<JobState>(&snap).unwrap();
+    assert_eq!(job.state.status(), JobStatus::WaitingForOperator);
+    // Still halted: b's shutdown finishing starts nothing.
+    let fx = finish(&mut job, b0, Outcome::Succeeded).unwrap();
+    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(job.state.status(), JobStatus::WaitingForOperator);
+    // Retrying lifts the halt (the count went back to zero, not below).
+    let fx = operator(&mut job, OperatorAction::Retry { step: a0 }).unwrap();
+    assert_eq!(fx.len(), 2, "{fx:?}");
+    assert_eq!(job.state.status(), JobStatus::InProgress);
+    finish(&mut job, a0, fail()).unwrap();
+    assert_eq!(job.state.status(), JobStatus::WaitingForOperator);
+}
+
 #[test]
 fn unplanned_failover_records_failures_skips_the_vm_chain_and_goes_on() {
     let mut job = Job::submit(&two_vms(), unplanned());

@@ -116,6 +116,8 @@ pub fn submit(ctx: &JobContext, event: &JobEvent) -> Result<(JobState, Vec<Effec
         test: None,
         values: Default::default(),
         dep_cursor: Default::default(),
+        // Every step pending: nobody waits.
+        awaiting: AwaitCounts(Some(Awaiting::default())),
     };
     let mut fx = Vec::new();
     if let Some(due) = spec.start_at {
@@ -152,6 +154,11 @@ pub fn apply(
     }
     // Validation first (no mutation before this match returns a plan).
     let action = validate(ctx, state, event)?;
+    if state.awaiting.0.is_none() {
+        // A state this core did not build (decoded from a snapshot): count
+        // once, then `Tx::set` keeps the counts.
+        state.awaiting = AwaitCounts(Some(state.scan_awaiting()));
+    }
     let mut tx = Tx {
         ctx,
         st: state,
@@ -230,11 +237,7 @@ fn run_effect(ctx: &JobContext, job: JobId, step: StepId, attempt: u32) -> Optio
 impl JobState {
     /// The operators' status.
     pub fn status(&self) -> JobStatus {
-        let awaiting = || {
-            self.active
-                .iter()
-                .any(|&s| matches!(self.steps[s].state, StepState::AwaitingOperator { .. }))
-        };
+        let awaiting = || self.awaiting_now().any > 0;
         match self.mode {
             Mode::NotStarted => JobStatus::NotStarted,
             Mode::Running if awaiting() => JobStatus::WaitingForOperator,
@@ -245,6 +248,28 @@ impl JobState {
             Mode::AwaitingCleanup => JobStatus::AwaitingCleanup,
             Mode::CleanupIncomplete => JobStatus::CleanupIncomplete,
             Mode::Finished { status } => status,
+        }
+    }
+
+    /// Active steps waiting for an operator, counted by scanning `active`.
+    pub(crate) fn scan_awaiting(&self) -> Awaiting {
+        let mut n = Awaiting::default();
+        for &s in &self.active {
+            let a = Awaiting::of(&self.steps[s].state);
+            n.any += a.any;
+            n.failed += a.failed;
+        }
+        n
+    }
+
+    /// The counts `Tx::set` keeps, or a scan when they are not known yet.
+    pub(crate) fn awaiting_now(&self) -> Awaiting {
+        match self.awaiting.0 {
+            Some(n) => {
+                debug_assert_eq!(n, self.scan_awaiting(), "await counts drifted");
+                n
+            }
+            None => self.scan_awaiting(),
         }
     }
 
@@ -604,6 +629,11 @@ impl Tx<'_> {
 
     fn set(&mut self, step: StepId, state: StepState) {
         let rec = &mut self.st.steps[step];
+        if let Some(n) = &mut self.st.awaiting.0 {
+            let (was, now) = (Awaiting::of(&rec.state), Awaiting::of(&state));
+            n.any = n.any - was.any + now.any;
+            n.failed = n.failed - was.failed + now.failed;
+        }
         rec.state = state;
         if rec.state.is_final() {
             rec.finished_at = Some(self.at);
@@ -634,15 +664,7 @@ impl Tx<'_> {
     }
 
     fn halted(&self) -> bool {
-        self.st.active.iter().any(|&s| {
-            matches!(
-                self.st.steps[s].state,
-                StepState::AwaitingOperator {
-                    reason: AwaitReason::Failed { .. },
-                    ..
-                }
-            )
-        })
+        self.st.awaiting_now().failed > 0
     }
 
     /// Whether a finished dependency lets its dependents start.

@@ -582,6 +582,11 @@ pub struct JobState {
     /// A scheduling hint, not state: never stored, equal to every other.
     #[serde(skip)]
     pub dep_cursor: DepCursor,
+    /// How many active steps wait for an operator (a hint like
+    /// `dep_cursor`): what `status` and the planned halt check would
+    /// otherwise scan `active` for at every event.
+    #[serde(skip)]
+    pub awaiting: AwaitCounts,
 }
 
 /// Per step, how many of its dependencies (in `JobContext::deps` order)
@@ -623,6 +628,43 @@ impl PartialEq for DepCursor {
 }
 
 impl Eq for DepCursor {}
+
+/// Of the active steps, how many wait for an operator and how many of those
+/// wait because they failed (a halted planned failover). Kept by the core
+/// as it changes step states; `None` until the core first counts a state it
+/// did not build itself (one decoded from a snapshot, say), so readers fall
+/// back to scanning `active`. Excluded from equality and from snapshots,
+/// like [`DepCursor`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AwaitCounts(pub(crate) Option<Awaiting>);
+
+/// See [`AwaitCounts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Awaiting {
+    pub any: u32,
+    pub failed: u32,
+}
+
+impl Awaiting {
+    /// What one step in state `s` adds.
+    pub fn of(s: &StepState) -> Awaiting {
+        match s {
+            StepState::AwaitingOperator { reason, .. } => Awaiting {
+                any: 1,
+                failed: u32::from(matches!(reason, AwaitReason::Failed { .. })),
+            },
+            _ => Awaiting::default(),
+        }
+    }
+}
+
+impl PartialEq for AwaitCounts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for AwaitCounts {}
 
 /// `BTreeMap<TimerId, Millis>` as a list of `{timer, due}` records.
 mod timer_list {
