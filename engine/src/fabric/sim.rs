@@ -10,7 +10,9 @@
 //! An operation runs in three parts: claim its key (a repeat returns the
 //! recorded result; a concurrent repeat waits for the first), sleep its
 //! latency without holding any lock, then check and apply its effect and
-//! record the result in one critical section. Because the effect is applied
+//! record the result in one critical section (an operation with no latency
+//! does all three under the one lock that claims it: no in-flight entry, no
+//! second lock). Because the effect is applied
 //! at once at the end, a cancelled (dropped) operation did nothing, and every
 //! [`SimState`] snapshot is consistent: an operation's effect is in it
 //! exactly when its key's result is.
@@ -526,8 +528,8 @@ struct World {
     state: SimState,
     faults: FaultSet,
     mappings: Vec<Mapping>,
-    /// Keys being executed: a concurrent repeat waits for the result.
-    /// Keys being executed. The channel that hands the result to a
+    /// Keys being executed (with a delay: a zero-delay operation completes
+    /// under the lock that claims it). The channel that hands the result to a
     /// concurrent call with the same key is made only once such a call
     /// comes (rare: a re-issue racing the first attempt), not per operation.
     in_flight: HashMap<String, Option<watch::Sender<Option<OpResult>>>>,
@@ -932,16 +934,23 @@ impl SimFabric {
                         .get_or_insert_with(|| watch::channel(None).0)
                         .subscribe(),
                     None => {
-                        w.in_flight.insert(key_s.to_string(), None);
                         let extra = w.faults.extra_delay(op, vm);
                         let (d, transfer) = self.op_delay(&w, op, vm, key_s);
-                        if let Some(t) = transfer {
-                            w.transfers.insert(key_s.to_string(), t);
-                        }
                         // Whole milliseconds: tokio's timer has that
                         // resolution, so the report states what was slept.
                         let d = d + extra;
-                        break Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64);
+                        let d = Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64);
+                        if d.is_zero() {
+                            // Nothing to wait for (a zero-latency fabric):
+                            // apply under this same lock, with no in-flight
+                            // entry for a concurrent repeat to wait on.
+                            return self.complete(&mut w, key_s, vm, &req, ctx, d);
+                        }
+                        w.in_flight.insert(key_s.to_string(), None);
+                        if let Some(t) = transfer {
+                            w.transfers.insert(key_s.to_string(), t);
+                        }
+                        break d;
                     }
                 }
             };
@@ -955,18 +964,39 @@ impl SimFabric {
             fabric: self,
             key: Some(key_s.to_string()),
         };
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        tokio::time::sleep(delay).await;
         let mut w = self.lock();
+        let result = self.complete(&mut w, key_s, vm, &req, ctx, delay);
+        w.transfers.remove(key_s);
+        if let Some(Some(tx)) = w.in_flight.remove(key_s) {
+            tx.send_replace(Some(result.clone()));
+        }
+        guard.key = None;
+        result
+    }
+
+    /// Applies an operation whose delay has passed and records its result
+    /// under its key (what a repeat of the key is answered with).
+    fn complete(
+        &self,
+        w: &mut World,
+        key: &str,
+        vm: &str,
+        req: &Request,
+        ctx: &OpContext,
+        delay: Duration,
+    ) -> OpResult {
+        let op = req.kind();
         let World {
             state,
             faults,
             mappings,
+            dirty_vms,
+            dirty_keys,
             ..
-        } = &mut *w;
+        } = w;
         let cx = Cx {
-            key: key_s,
+            key,
             vm,
             op,
             ctx,
@@ -974,12 +1004,12 @@ impl SimFabric {
             mappings,
             inventory: &self.inventory,
         };
-        let result = cx.apply(state, &req).map(|mut report| {
+        let result = cx.apply(state, req).map(|mut report| {
             report.duration_ms = delay.as_millis() as u64;
             report
         });
         state.keys.insert(
-            key_s.to_string(),
+            key.to_string(),
             KeyRecord {
                 op,
                 vm: vm.to_string(),
@@ -988,13 +1018,10 @@ impl SimFabric {
             },
         );
         state.generation += 1;
-        w.dirty_vms.insert(vm.to_string());
-        w.dirty_keys.insert(key_s.to_string());
-        w.transfers.remove(key_s);
-        if let Some(Some(tx)) = w.in_flight.remove(key_s) {
-            tx.send_replace(Some(result.clone()));
+        if !dirty_vms.contains(vm) {
+            dirty_vms.insert(vm.to_string());
         }
-        guard.key = None;
+        dirty_keys.insert(key.to_string());
         result
     }
 }
