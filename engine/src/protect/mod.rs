@@ -114,7 +114,13 @@ pub struct ProtectJob {
 /// as protected, the journal's historical default, so that plans run over
 /// an inventory-less engine keep working.
 pub fn default_item(inventory: &Inventory, vm: &str) -> ItemState {
-    match inventory.vm(vm).map(|v| v.protection) {
+    item_declared(inventory.vm(vm).map(|v| v.protection))
+}
+
+/// [`default_item`] of a VM the inventory declares with `protection`
+/// (`None`: not in the inventory).
+pub fn item_declared(protection: Option<ProtectionState>) -> ItemState {
+    match protection {
         Some(ProtectionState::Unprotected | ProtectionState::ReplicatedExternally) => {
             ItemState::Unprotected
         }

@@ -320,9 +320,12 @@ impl Engine {
                 let declared: HashMap<String, crate::core::ItemState> = inv
                     .vms
                     .iter()
-                    .map(|v| (v.name.clone(), crate::protect::default_item(inv, &v.name)))
+                    .map(|v| {
+                        let item = crate::protect::item_declared(Some(v.protection));
+                        (v.name.clone(), item)
+                    })
                     .collect();
-                let unknown = crate::protect::default_item(inv, "");
+                let unknown = crate::protect::item_declared(None);
                 crate::journal::JournalOptions {
                     default_item: Arc::new(move |vm| declared.get(vm).copied().unwrap_or(unknown)),
                     ..Default::default()
