@@ -6,6 +6,11 @@
 
 mod cli;
 
+/// mimalloc instead of the system allocator: see the note on the dependency
+/// in Cargo.toml (measured in BENCHMARKS.md, "Runtime").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }

@@ -21,6 +21,12 @@
 //!   compiled DAG. Timed in wall-clock for the record; the assertion lives
 //!   in tests/runtime_fidelity.rs.
 
+/// The allocator the `drplan` binary uses (see its Cargo.toml), so these
+/// figures are the product's. An embedder picks its own; BENCHMARKS.md gives
+/// the figure with the system allocator too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 #[path = "../tests/runtime_support/fidelity.rs"]
 #[allow(dead_code)]
