@@ -47,3 +47,13 @@ pub mod runtime;
 pub mod script;
 pub mod store;
 pub mod store_check;
+
+/// Cases per property test of the unit tests: `PROPTEST_CASES` if set (the
+/// soak command raises it), else `default` (CI stays bounded).
+#[cfg(test)]
+pub(crate) fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
+}

@@ -37,6 +37,16 @@ fn events(job: JobId, from: u64, n: u64) -> Vec<Write> {
         .collect()
 }
 
+/// A fresh `SledStore` in `dir` and a `MemStore`, one job allocated in each
+/// (the same id).
+fn one_job_each(dir: &Path) -> (SledStore, MemStore, JobId) {
+    let sled = SledStore::open(dir).unwrap();
+    let mem = MemStore::new();
+    let job = sled.allocate_job_id().unwrap();
+    mem.allocate_job_id().unwrap();
+    (sled, mem, job)
+}
+
 fn group_of(batches: &[Vec<Write>]) -> Vec<&[Write]> {
     batches.iter().map(Vec::as_slice).collect()
 }
@@ -236,23 +246,18 @@ fn interleaved_jobs_become_one_run_each_and_later_groups_add_runs() {
 #[test]
 fn a_long_group_is_split_into_bounded_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let mem = MemStore::new();
-    let job;
-    {
-        let sled = SledStore::open(tmp.path()).unwrap();
-        job = sled.allocate_job_id().unwrap();
-        mem.allocate_job_id().unwrap();
-        // 1,000 events of 200 bytes (about 200 KB) in one batch.
-        let batch: Vec<Write> = (0..1000)
-            .map(|s| Write::Event {
-                job,
-                seq: s,
-                payload: vec![(s % 251) as u8; 200],
-            })
-            .collect();
-        assert_eq!(both(&mem, &sled, &[batch]), ["ok"]);
-        assert_reads(&sled, job, &truth(&mem, job));
-    }
+    let (sled, mem, job) = one_job_each(tmp.path());
+    // 1,000 events of 200 bytes (about 200 KB) in one batch.
+    let batch: Vec<Write> = (0..1000)
+        .map(|s| Write::Event {
+            job,
+            seq: s,
+            payload: vec![(s % 251) as u8; 200],
+        })
+        .collect();
+    assert_eq!(both(&mem, &sled, &[batch]), ["ok"]);
+    assert_reads(&sled, job, &truth(&mem, job));
+    drop(sled);
     let keys = event_keys(tmp.path());
     assert!(
         (2..=20).contains(&keys.len()),
@@ -265,10 +270,7 @@ fn a_long_group_is_split_into_bounded_runs() {
 #[test]
 fn later_writes_of_a_key_win_within_a_group() {
     let tmp = tempfile::tempdir().unwrap();
-    let mem = MemStore::new();
-    let sled = SledStore::open(tmp.path()).unwrap();
-    let job = sled.allocate_job_id().unwrap();
-    mem.allocate_job_id().unwrap();
+    let (sled, mem, job) = one_job_each(tmp.path());
     let t = |timer, due_ms| TimerEntry { due_ms, job, timer };
     let arm = |t: TimerEntry| Write::ArmTimer {
         due_ms: t.due_ms,
@@ -378,14 +380,9 @@ fn downgrade_to_format_1(dir: &Path) {
 #[test]
 fn a_format_1_store_reads_and_takes_runs_after_its_plain_events() {
     let tmp = tempfile::tempdir().unwrap();
-    let mem = MemStore::new();
-    let job;
-    {
-        let sled = SledStore::open(tmp.path()).unwrap();
-        job = sled.allocate_job_id().unwrap();
-        mem.allocate_job_id().unwrap();
-        assert_eq!(both(&mem, &sled, &[events(job, 0, 6)]), ["ok"]);
-    }
+    let (sled, mem, job) = one_job_each(tmp.path());
+    assert_eq!(both(&mem, &sled, &[events(job, 0, 6)]), ["ok"]);
+    drop(sled);
     downgrade_to_format_1(tmp.path());
     assert_eq!(event_keys(tmp.path()).len(), 6, "one key per event");
     {

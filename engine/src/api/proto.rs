@@ -608,7 +608,7 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config::with_cases(
-            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64)
+            crate::proptest_cases(64)
         ))]
 
         /// Any bytes: an answer, never a panic; an error always has a code

@@ -1291,15 +1291,8 @@ mod tests {
         matches!(r, Err(StoreError::Corrupt { .. }))
     }
 
-    fn cases() -> u32 {
-        std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(64)
-    }
-
     proptest! {
-        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: crate::proptest_cases(64), ..ProptestConfig::default() })]
 
         /// Whatever payloads, a run decodes to exactly them.
         #[test]
