@@ -648,14 +648,7 @@ impl Journal {
             // the store: rebuild it once every batch queued before is in.
             self.resync(&mut live)?;
         }
-        // The summary's status is the state's (rewritten in the same batch
-        // whenever it changes): no scan of the job's active steps here.
-        let before = live.meta.status;
-        debug_assert_eq!(
-            before,
-            live.state.status(),
-            "job {job}: summary and state disagree"
-        );
+        let before = live.state.status();
         let was_not_started = live.state.mode == Mode::NotStarted;
         // A fired timer leaves the state without a disarm effect; its index
         // entry goes in the same batch.
