@@ -516,7 +516,7 @@ impl Store for SledStore {
         ] {
             for entry in self.scan(prefix) {
                 let (k, v) = entry?;
-                if prefix == P_EVENT && k.len() == P_EVENT.len() + 16 {
+                if is_event_key(&k) {
                     // One record per event, whether the key holds one or
                     // a run: exports do not depend on how events were
                     // grouped when written.
@@ -538,7 +538,7 @@ impl Store for SledStore {
                 || k == KEY_NEXT_JOB
                 || k == KEY_GENERATION
                 // Listed above, run or not (without copying a run's value).
-                || (k.starts_with(P_EVENT) && k.len() == P_EVENT.len() + 16)
+                || is_event_key(&k)
                 || classify(&k, &v).is_some()
             {
                 continue;
@@ -1046,6 +1046,11 @@ const RUN_MAX_BYTES: usize = 32 * 1024;
 
 fn is_run(value: &[u8]) -> bool {
     value.starts_with(&RUN_MAGIC)
+}
+
+/// A well-formed event key: the prefix, then job and sequence (16 bytes).
+fn is_event_key(key: &[u8]) -> bool {
+    key.starts_with(P_EVENT) && key.len() == P_EVENT.len() + 16
 }
 
 /// The job and sequence number an event key names.
