@@ -402,6 +402,136 @@ fn a_format_1_store_reads_and_takes_runs_after_its_plain_events() {
     assert_reads(&sled, job, &truth(&mem, job));
 }
 
+/// `n` events of `job` from `from` that compress (as a job's JSON events
+/// do: the same field names over and over).
+fn json_events(job: JobId, from: u64, n: u64) -> Vec<Write> {
+    (from..from + n)
+        .map(|s| {
+            ev(
+                job,
+                s,
+                &format!(r#"DRPR{{"event":"step_finished","step":{s},"outcome":"succeeded"}}"#),
+            )
+        })
+        .collect()
+}
+
+/// Rewrites a closed store into format 2: its event runs plain (run
+/// version 1), format marker 2.
+fn downgrade_to_format_2(dir: &Path) {
+    let keys = event_keys(dir);
+    let store = SledStore::open(dir).unwrap();
+    let mut runs: Vec<(JobId, u64, Vec<Vec<u8>>)> = Vec::new();
+    store
+        .for_each_record(&mut |r| {
+            if let Record::Event { job, seq, payload } = r {
+                if keys.contains(&(job.0, seq)) {
+                    runs.push((job, seq, Vec::new()));
+                }
+                runs.last_mut().unwrap().2.push(payload);
+            }
+            Ok(())
+        })
+        .unwrap();
+    drop(store);
+    let db = raw_sled(dir);
+    let mut batch = sled::Batch::default();
+    for (job, first, payloads) in &runs {
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let value = match refs[..] {
+            [lone] => lone.to_vec(),
+            _ => run_value(refs.len() as u32, &refs),
+        };
+        batch.insert(event_key(*job, *first), value);
+    }
+    batch.insert(&b"meta/format"[..], &2u16.to_be_bytes()[..]);
+    db.apply_batch(batch).unwrap();
+    db.flush().unwrap();
+}
+
+/// The run version byte of every event value that is a run.
+fn run_versions(dir: &Path) -> Vec<u8> {
+    let db = raw_sled(dir);
+    db.scan_prefix(b"e/")
+        .values()
+        .map(|v| v.unwrap())
+        .filter(|v| v.starts_with(b"DRRN"))
+        .map(|v| v[4])
+        .collect()
+}
+
+#[test]
+fn a_format_2_store_reads_and_takes_compressed_runs_after_its_plain_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sled, mem, job) = one_job_each(tmp.path());
+    let g = [json_events(job, 0, 20), json_events(job, 20, 20)];
+    assert_eq!(both(&mem, &sled, &g[..1]), ["ok"]);
+    assert_eq!(both(&mem, &sled, &g[1..]), ["ok"]);
+    drop(sled);
+    assert_eq!(run_versions(tmp.path()), [2, 2], "compressed when written");
+    let compressed = event_keys(tmp.path());
+    downgrade_to_format_2(tmp.path());
+    assert_eq!(event_keys(tmp.path()), compressed, "the same runs");
+    assert_eq!(run_versions(tmp.path()), [1, 1]);
+    assert_eq!(format(tmp.path()), 2);
+    {
+        let sled = SledStore::open(tmp.path()).unwrap();
+        assert_reads(&sled, job, &truth(&mem, job));
+    }
+    assert_eq!(format(tmp.path()), 2, "opening and reading write nothing");
+    {
+        let sled = SledStore::open(tmp.path()).unwrap();
+        assert_eq!(both(&mem, &sled, &[json_events(job, 40, 20)]), ["ok"]);
+        assert_reads(&sled, job, &truth(&mem, job));
+    }
+    assert_eq!(format(tmp.path()), STORE_FORMAT, "the first write marks it");
+    assert_eq!(run_versions(tmp.path()), [1, 1, 2]);
+    let sled = SledStore::open(tmp.path()).unwrap();
+    assert_reads(&sled, job, &truth(&mem, job));
+}
+
+/// A compressed run damaged on disk is `Corrupt` naming the job and the
+/// key from every reader, like a damaged plain one.
+#[test]
+fn a_damaged_compressed_run_is_a_corrupt_error_naming_the_job_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(tmp.path()).unwrap();
+        let job = s.allocate_job_id().unwrap();
+        s.apply(&events(job, 0, 3)).unwrap();
+        s.apply(&json_events(job, 3, 30)).unwrap();
+    }
+    let db = raw_sled(tmp.path());
+    let good = db.get(event_key(JobId(1), 3)).unwrap().unwrap().to_vec();
+    drop(db);
+    assert_eq!(&good[..5], b"DRRN\x02", "written compressed");
+    let cut = good[..good.len() - 1].to_vec();
+    let mut huge = good.clone();
+    huge[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut short = good.clone();
+    short[9..13].copy_from_slice(&8u32.to_be_bytes());
+    for (what, value) in [("cut", cut), ("huge length", huge), ("short length", short)] {
+        poke_event(tmp.path(), 3, &value);
+        let s = SledStore::open(tmp.path()).unwrap();
+        for (how, r) in [
+            ("events", s.events(JobId(1), 0).map(|_| ())),
+            ("last_seq", s.last_seq(JobId(1)).map(|_| ())),
+            ("for_each_record", s.for_each_record(&mut |_| Ok(()))),
+        ] {
+            match r {
+                Err(StoreError::Corrupt { what: w, detail }) => assert!(
+                    w.contains("job 1") && w.contains("e/1/3"),
+                    "{what}, {how}: {w}: {detail}"
+                ),
+                other => panic!("{what}, {how}: expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+    poke_event(tmp.path(), 3, &good);
+    let s = SledStore::open(tmp.path()).unwrap();
+    assert_eq!(s.last_seq(JobId(1)).unwrap(), Some(32));
+}
+
 /// A drplan that knows only format 1 refuses a store whose marker is above
 /// 1: a new store must carry a higher one, since it may hold runs.
 #[test]

@@ -7,8 +7,10 @@
 //! selecting the child role) under
 //! `strace -f -e trace=fdatasync,fsync,sync_file_range,pwrite64,write`. The
 //! child does group commits from several threads and prints `ACK <id>` after
-//! each commit returned. Each batch's events carry a marker `MARK-<id>-`, so
-//! the parent can find the `pwrite64` that put the batch into sled's log file
+//! each commit returned. Each batch carries a marker `MARK-<id>-` in a
+//! generic record next to its events (the events themselves go to the log
+//! LZ4-compressed, where the marker's bytes need not appear), so the parent
+//! can find the `pwrite64` that put the batch into sled's log file
 //! and check that an `fdatasync` of that file started after that write ended
 //! and finished before the `ACK` was written; and that there was exactly one
 //! `fdatasync` per group commit (plus one when the store was created), not
@@ -40,13 +42,17 @@ fn child(dir: &Path) {
             scope.spawn(move || {
                 for i in 0..COMMITS_PER_THREAD {
                     let id = t as u64 * 1000 + i;
-                    let batch = (0..EVENTS_PER_BATCH)
+                    let mut batch: Vec<Write> = (0..EVENTS_PER_BATCH)
                         .map(|k| Write::Event {
                             job: *job,
                             seq: i * EVENTS_PER_BATCH + k,
-                            payload: format!("MARK-{id:06}-{k}").into_bytes(),
+                            payload: format!("event {k} of batch {id:06}").into_bytes(),
                         })
                         .collect();
+                    batch.push(Write::Blob {
+                        key: format!("strace/{id:06}"),
+                        payload: Some(format!("MARK-{id:06}-").into_bytes()),
+                    });
                     committer.commit(batch).unwrap();
                     println!("ACK {id:06}");
                 }
