@@ -7,6 +7,8 @@
 //! Unicode that the validator would refuse), so escaping is tested without
 //! depending on what validation accepts.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -29,14 +31,13 @@ fn fixtures() -> PathBuf {
 /// Run drplan in the fixtures directory (so diagnostics name files as
 /// `invalid.yaml`), with no colour and no inherited log settings.
 fn drplan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_drplan"))
-        .args(args)
+    let mut c = Command::new(env!("CARGO_BIN_EXE_drplan"));
+    c.args(args)
         .current_dir(fixtures())
         .env_remove("RUST_LOG")
         .env_remove("COLUMNS")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run drplan")
+        .env("NO_COLOR", "1");
+    support::output(c)
 }
 
 fn stdout(o: &Output) -> String {
@@ -603,13 +604,12 @@ fn rust_log_is_respected() {
         "no logs by default: {}",
         stderr(&quiet)
     );
-    let o = Command::new(env!("CARGO_BIN_EXE_drplan"))
-        .args(["validate", "invalid.yaml"])
+    let mut c = Command::new(env!("CARGO_BIN_EXE_drplan"));
+    c.args(["validate", "invalid.yaml"])
         .current_dir(fixtures())
         .env("RUST_LOG", "debug")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+        .env("NO_COLOR", "1");
+    let o = support::output(c);
     assert!(stderr(&o).contains("plan loaded"), "{}", stderr(&o));
 }
 

@@ -338,12 +338,11 @@ fn capacity_estimate_and_bad_input() {
         assert!(all(&o).contains(needle), "{args:?}:\n{}", all(&o));
     }
     // Without any inventory named.
-    let o = Command::new(env!("CARGO_BIN_EXE_drplan"))
-        .args(["vms", "--data-dir"])
+    let mut c = Command::new(env!("CARGO_BIN_EXE_drplan"));
+    c.args(["vms", "--data-dir"])
         .arg(dir)
-        .env_remove("DRPLAN_FABRIC")
-        .output()
-        .unwrap();
+        .env_remove("DRPLAN_FABRIC");
+    let o = support::output(c);
     expect_code(&o, 2);
     assert!(all(&o).contains("pass --fabric FILE"), "{}", all(&o));
     // Protecting a VM that is protected already names it and its state.

@@ -544,12 +544,9 @@ fn another_user_is_refused_even_when_it_can_reach_the_socket() {
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let o = {
         use std::os::unix::process::CommandExt;
-        support::cmd_of(&exe, &["jobs", "--data-dir"])
-            .arg(&dir)
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .expect("runs as nobody")
+        let mut c = support::cmd_of(&exe, &["jobs", "--data-dir"]);
+        c.arg(&dir).uid(65534).gid(65534);
+        support::output(c)
     };
     expect_code(&o, 2);
     let text = all(&o);
@@ -563,4 +560,37 @@ fn another_user_is_refused_even_when_it_can_reach_the_socket() {
 
 unsafe extern "C" {
     fn geteuid() -> u32;
+}
+
+/// The tests' command runner fails a command that never ends (here a
+/// server, which runs until stopped) instead of waiting with it: a hang
+/// must fail its test, not use up CI's time limit. It kills the command and
+/// shows what it printed.
+#[test]
+fn a_command_that_hangs_fails_its_test_and_is_killed() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let fabric = fabric();
+    let caught = std::panic::catch_unwind(|| {
+        let serve = cmd(tmp.path(), &["serve", "--fabric", &fabric]);
+        support::output_within(serve, Duration::from_secs(2))
+    });
+    let took = started.elapsed();
+    let msg = match caught {
+        Ok(o) => panic!("the server ended by itself: {}", all(&o)),
+        Err(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "a panic without a message".into()),
+    };
+    assert!(msg.contains("did not finish within 2s"), "{msg}");
+    assert!(
+        msg.contains("serve"),
+        "the message names the command: {msg}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // Killed: the store is free again at once.
+    let jobs = drplan(tmp.path(), &["jobs"]);
+    expect_code(&jobs, 0);
 }

@@ -118,6 +118,16 @@ fn simulate_predicts_what_a_real_run_with_the_same_fault_does() {
     );
 }
 
+/// `drplan simulate PLAN --failover test EXTRA...`, stdin not a terminal,
+/// with the environment left to the caller.
+fn simulate_test(plan: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_drplan"));
+    c.args(["simulate", plan.to_str().unwrap(), "--failover", "test"])
+        .args(extra)
+        .stdin(Stdio::null());
+    c
+}
+
 #[test]
 fn simulate_never_touches_a_data_directory() {
     let tmp = tempfile::tempdir().unwrap();
@@ -125,21 +135,11 @@ fn simulate_never_touches_a_data_directory() {
     let home = tmp.path().join("home");
     std::fs::create_dir(&home).unwrap();
     let p = plan();
-    let o = Command::new(env!("CARGO_BIN_EXE_drplan"))
-        .args([
-            "simulate",
-            p.to_str().unwrap(),
-            "--failover",
-            "test",
-            "--inject",
-            "fail-step:smoke-test",
-        ])
-        .env("DRPLAN_DATA_DIR", &data)
+    let mut c = simulate_test(&p, &["--inject", "fail-step:smoke-test"]);
+    c.env("DRPLAN_DATA_DIR", &data)
         .env("HOME", &home)
-        .env("XDG_DATA_HOME", home.join(".local/share"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .env("XDG_DATA_HOME", home.join(".local/share"));
+    let o = support::output(c);
     expect_code(&o, 1);
     assert!(!data.exists(), "simulate created {}", data.display());
     assert_eq!(
@@ -266,21 +266,9 @@ fn run_scripts_executes_the_plans_scripts() {
     // From another working directory: scripts resolve against the plan's.
     let tmp = tempfile::tempdir().unwrap();
     let p = plan();
-    let o = Command::new(env!("CARGO_BIN_EXE_drplan"))
-        .args([
-            "simulate",
-            p.to_str().unwrap(),
-            "--failover",
-            "test",
-            "--run-scripts",
-            "--format",
-            "json",
-        ])
-        .current_dir(tmp.path())
-        .env_remove("DRPLAN_DATA_DIR")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let mut c = simulate_test(&p, &["--run-scripts", "--format", "json"]);
+    c.current_dir(tmp.path()).env_remove("DRPLAN_DATA_DIR");
+    let o = support::output(c);
     expect_code(&o, 0);
     let doc = json(&o);
     assert_eq!(doc["scripts"], "executed");

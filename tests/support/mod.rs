@@ -6,9 +6,11 @@
 //! flags builds on [`cmd`] / [`cmd_in`] locally rather than copying them.
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -68,9 +70,93 @@ pub fn cmd_in(dir: &Path, args: &[&str]) -> Command {
     c
 }
 
-/// Runs `c` to completion.
-pub fn output(mut c: Command) -> Output {
-    c.output().expect("drplan runs")
+/// How long one command may run before [`output`] kills it and fails the
+/// test: a command that hangs (say a follower of a job that never moves)
+/// must fail its test in minutes, not use up CI's whole time limit.
+/// `DRPLAN_TEST_COMMAND_TIMEOUT` (seconds) overrides it for slow machines.
+pub fn command_timeout() -> Duration {
+    let secs = std::env::var("DRPLAN_TEST_COMMAND_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    Duration::from_secs(secs)
+}
+
+/// A child's pipe, collected on a thread of its own so that what the
+/// child printed can be shown even if it never closes the pipe.
+struct Drain {
+    buf: Arc<Mutex<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drain {
+    fn new(pipe: Option<impl Read + Send + 'static>) -> Drain {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let thread = pipe.map(|mut pipe| {
+            let sink = Arc::clone(&buf);
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            })
+        });
+        Drain { buf, thread }
+    }
+
+    /// What was read so far.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+
+    /// Everything, once the pipe closed (as `Command::output` waits: until
+    /// whatever the child started and left holding the pipe exits too).
+    fn finish(mut self) -> Vec<u8> {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.buf.lock().unwrap())
+    }
+}
+
+/// Runs `c` to completion, or kills it after [`command_timeout`] and
+/// panics with what it printed so far.
+pub fn output(c: Command) -> Output {
+    output_within(c, command_timeout())
+}
+
+/// [`output`] with another limit.
+pub fn output_within(mut c: Command, limit: Duration) -> Output {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("drplan runs");
+    let stdout = Drain::new(child.stdout.take());
+    let stderr = Drain::new(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for drplan") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{c:?} did not finish within {limit:?} and was killed; it printed:\n{}{}",
+                stdout.text(),
+                stderr.text()
+            );
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.finish(),
+        stderr: stderr.finish(),
+    }
 }
 
 /// Runs [`cmd`].
