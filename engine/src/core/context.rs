@@ -33,6 +33,10 @@ pub struct JobContext {
     pub test_max_duration: Duration,
     pub commit: CommitPolicy,
     deps: Vec<Vec<StepId>>,
+    /// Step → its dependency class: steps with identical dependency lists
+    /// share one (see `JobState::dep_cursor`).
+    dep_class: Vec<u32>,
+    /// Step → the steps that depend on it, by id.
     dependents: Vec<Vec<StepId>>,
     chains: Vec<Chain>,
     /// Node → index into `chains`.
@@ -68,6 +72,23 @@ impl JobContext {
                     .map(|x| x.deps.iter().map(|d| d + n).collect()),
             );
         }
+        // Steps with identical dependency lists of two or more (a group
+        // join gives the first operations of a group one list) share a
+        // class; any other step is a class of its own (numbered by its id,
+        // so the shared ones are numbered from n + m up).
+        let mut classes: BTreeMap<&[StepId], u32> = BTreeMap::new();
+        let dep_class: Vec<u32> = deps
+            .iter()
+            .enumerate()
+            .map(|(id, ds)| {
+                if ds.len() < 2 {
+                    return id as u32;
+                }
+                let next = (n + m + classes.len()) as u32;
+                *classes.entry(ds.as_slice()).or_insert(next)
+            })
+            .collect();
+        drop(classes);
         let mut dependents = vec![Vec::new(); n + m];
         for (id, ds) in deps.iter().enumerate() {
             for &d in ds {
@@ -115,6 +136,7 @@ impl JobContext {
             test_max_duration: test_max_duration.min(MAX_TEST_DURATION),
             commit,
             deps,
+            dep_class,
             dependents,
             chains,
             chain_of,
@@ -155,8 +177,18 @@ impl JobContext {
         &self.deps[step]
     }
 
+    /// The steps that depend on `step`, by id (so those of one dependency
+    /// class, such as a group's first operations, are usually next to each
+    /// other).
     pub fn dependents(&self, step: StepId) -> &[StepId] {
         &self.dependents[step]
+    }
+
+    /// The dependency class of `step`: steps with the same dependency list
+    /// of two or more have the same class; any other step's class is its
+    /// own id (a number below twice the number of steps).
+    pub fn dep_class(&self, step: StepId) -> usize {
+        self.dep_class[step] as usize
     }
 
     pub fn is_test(&self) -> bool {

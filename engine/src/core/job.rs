@@ -629,6 +629,11 @@ impl Tx<'_> {
 
     fn set(&mut self, step: StepId, state: StepState) {
         let rec = &mut self.st.steps[step];
+        if rec.state.is_final() {
+            // Leaving (or replacing) a finished state: what depended on it
+            // must be checked again (see `DepCursor`).
+            self.st.dep_cursor.regressed();
+        }
         if let Some(n) = &mut self.st.awaiting.0 {
             let (was, now) = (Awaiting::of(&rec.state), Awaiting::of(&state));
             n.any = n.any - was.any + now.any;
@@ -684,25 +689,38 @@ impl Tx<'_> {
     }
 
     fn ready(&mut self, step: StepId) -> bool {
-        if self.st.steps[step].state != StepState::Pending {
-            return false;
-        }
+        self.st.steps[step].state == StepState::Pending && self.deps_ready(step)
+    }
+
+    /// Whether every dependency of `step` is satisfied: a fact about its
+    /// dependency class (the steps with the same dependency list), found
+    /// once for the class (see `DepCursor`).
+    fn deps_ready(&mut self, step: StepId) -> bool {
         let ctx = self.ctx;
+        let class = ctx.dep_class(step);
         let deps = ctx.deps(step);
-        // Dependencies before the cursor were satisfied when last looked at
-        // (see `DepCursor`): resume from there while the step is not ready.
-        let cursor = self.st.dep_cursor.get(step).min(deps.len());
+        if self.st.dep_cursor.known_satisfied(class) {
+            debug_assert!(
+                deps.iter().all(|&d| self.satisfied(d)),
+                "step {step}: its class was found satisfied, but a dependency is not"
+            );
+            return true;
+        }
+        // Dependencies before the cursor were satisfied when last looked at:
+        // resume from there while the class is not ready.
+        let cursor = self.st.dep_cursor.get(class).min(deps.len());
         if let Some(i) = (cursor..deps.len()).find(|&i| !self.satisfied(deps[i])) {
-            self.st.dep_cursor.set(step, i);
+            self.st.dep_cursor.set(class, i);
             return false;
         }
         // Satisfaction is not monotone (a retried step runs again), so the
         // ones before the cursor are checked again before saying yes.
         if deps[..cursor].iter().all(|&d| self.satisfied(d)) {
-            self.st.dep_cursor.set(step, deps.len());
+            self.st.dep_cursor.set(class, deps.len());
+            self.st.dep_cursor.found_satisfied(class);
             true
         } else {
-            self.st.dep_cursor.set(step, 0);
+            self.st.dep_cursor.set(class, 0);
             false
         }
     }
@@ -719,9 +737,25 @@ impl Tx<'_> {
     /// VMs × VMs candidates.
     fn wake_dependents(&mut self, step: StepId) {
         let ctx = self.ctx;
-        for &d in ctx.dependents(step) {
-            if self.ready(d) {
-                self.work.insert(d);
+        // One look decides for a run of dependents of one dependency class
+        // (a group join's 100 first operations, say; a class split over two
+        // runs is only looked at twice).
+        let mut rest = ctx.dependents(step);
+        while let Some(&first) = rest.first() {
+            let class = ctx.dep_class(first);
+            let n = rest
+                .iter()
+                .take_while(|&&d| ctx.dep_class(d) == class)
+                .count();
+            let (same, next) = rest.split_at(n);
+            rest = next;
+            if !self.deps_ready(first) {
+                continue;
+            }
+            for &d in same {
+                if self.st.steps[d].state == StepState::Pending {
+                    self.work.insert(d);
+                }
             }
         }
     }

@@ -589,35 +589,69 @@ pub struct JobState {
     pub awaiting: AwaitCounts,
 }
 
-/// Per step, how many of its dependencies (in `JobContext::deps` order)
-/// were found satisfied in a row when the core last asked whether the step
-/// could start (see `core::job`'s `ready`).
+/// Per *dependency class* (the steps whose dependency lists are identical,
+/// `JobContext::dep_class`), how many of the dependencies (in
+/// `JobContext::deps` order) were found satisfied in a row when the core
+/// last asked whether a step of the class could start, and whether all of
+/// them were found satisfied since the last *regression* (see `core::job`'s
+/// `deps_ready`).
 ///
 /// Why: a group's first operations each depend on the last operation of
-/// every VM of the group before, and each of those finishing asks again
-/// for every dependent; rescanning the dependencies from the first each
-/// time made a 100-VM group's join cost O(VMs³) per job. A cursor makes
-/// the failing checks amortized O(1). It is only a hint, excluded from
-/// equality and from snapshots (a state rebuilt by replay starts from 0,
-/// which is always correct): a step is declared ready only after all its
-/// dependencies were checked in that same call.
+/// every VM of the group before (one class), and each of those finishing
+/// asks again; rescanning the dependencies from the first each time made a
+/// 100-VM group's join cost O(VMs³) per job. A cursor makes the failing
+/// checks amortized O(1), shared by the whole class. Satisfaction is not
+/// monotone (a retried step runs again), so "all satisfied" is trusted only
+/// while no step has left a finished state since it was found
+/// (`regressions` counts those; `Tx::set`, the one function that changes
+/// step states, bumps it), and the cursor's prefix is checked again before
+/// a class is found satisfied anew.
+///
+/// It is only a hint, excluded from equality and from snapshots: a state
+/// rebuilt by replay starts with nothing found, which is always correct.
 #[derive(Debug, Clone, Default)]
-pub struct DepCursor(Vec<u32>);
+pub struct DepCursor {
+    at: Vec<u32>,
+    /// Per class: `regressions + 1` when all its dependencies were found
+    /// satisfied (0: not since the state was built).
+    satisfied_at: Vec<u64>,
+    regressions: u64,
+}
 
 impl DepCursor {
-    /// The cursor of `step` (0 when never set).
-    pub fn get(&self, step: StepId) -> usize {
-        self.0.get(step).map_or(0, |&c| c as usize)
+    /// The cursor of dependency class `class` (0 when never set).
+    pub fn get(&self, class: usize) -> usize {
+        self.at.get(class).map_or(0, |&c| c as usize)
     }
 
-    pub fn set(&mut self, step: StepId, at: usize) {
-        if step >= self.0.len() {
+    pub fn set(&mut self, class: usize, at: usize) {
+        if class >= self.at.len() {
             if at == 0 {
                 return;
             }
-            self.0.resize(step + 1, 0);
+            self.at.resize(class + 1, 0);
         }
-        self.0[step] = u32::try_from(at).unwrap_or(u32::MAX);
+        self.at[class] = u32::try_from(at).unwrap_or(u32::MAX);
+    }
+
+    /// Whether every dependency of `class` was found satisfied and no step
+    /// left a finished state since.
+    pub fn known_satisfied(&self, class: usize) -> bool {
+        self.satisfied_at.get(class) == Some(&(self.regressions + 1))
+    }
+
+    /// Every dependency of `class` was just found satisfied.
+    pub fn found_satisfied(&mut self, class: usize) {
+        if class >= self.satisfied_at.len() {
+            self.satisfied_at.resize(class + 1, 0);
+        }
+        self.satisfied_at[class] = self.regressions + 1;
+    }
+
+    /// A step left a finished state: a dependency found satisfied may not
+    /// be any more.
+    pub fn regressed(&mut self) {
+        self.regressions += 1;
     }
 }
 
@@ -689,5 +723,28 @@ mod timer_list {
     ) -> Result<BTreeMap<TimerId, Millis>, D::Error> {
         let v: Vec<Armed> = Vec::deserialize(d)?;
         Ok(v.into_iter().map(|a| (a.timer, a.due)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DepCursor;
+
+    /// "All satisfied" holds for a class until any step leaves a finished
+    /// state; the cursor itself is kept per class.
+    #[test]
+    fn a_class_found_satisfied_is_trusted_only_until_a_regression() {
+        let mut c = DepCursor::default();
+        assert!(!c.known_satisfied(3), "nothing found yet");
+        c.set(3, 7);
+        assert_eq!((c.get(3), c.get(2), c.get(99)), (7, 0, 0));
+        c.found_satisfied(3);
+        assert!(c.known_satisfied(3));
+        assert!(!c.known_satisfied(2), "another class is not");
+        c.regressed();
+        assert!(!c.known_satisfied(3), "a regression voids what was found");
+        c.found_satisfied(3);
+        assert!(c.known_satisfied(3), "found again after it");
+        assert_eq!(c, DepCursor::default(), "a hint: equal to any other");
     }
 }
