@@ -1005,3 +1005,26 @@ fn sled_after_a_failed_fdatasync_no_flush_succeeds_until_reopened() {
     assert!(store.last_seq(job).unwrap() >= Some(0));
     store.flush().unwrap();
 }
+
+/// A store holds plans, job histories and script output: the directories
+/// `SledStore::open` creates are private to the user; one that existed
+/// keeps the permissions its owner gave it.
+#[cfg(unix)]
+#[test]
+fn directories_a_store_creates_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = shared.join("new").join("data");
+    drop(SledStore::open(&dir).unwrap());
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&shared.join("new")), 0o700);
+    assert_eq!(mode(&shared), 0o755, "an existing directory is left alone");
+    // Reopening changes nothing either.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    drop(SledStore::open(&dir).unwrap());
+    assert_eq!(mode(&dir), 0o750);
+}

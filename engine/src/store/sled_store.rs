@@ -202,15 +202,28 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
+/// Creates missing directories readable by their owner only.
+fn private_dir_builder() -> fs::DirBuilder {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b
+}
+
 impl SledStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`. Directories it
+    /// creates are private to the user (0700 on Unix): a store holds plans,
+    /// job histories and script output. An existing directory keeps its
+    /// permissions (`drplan serve` tightens its own, for its socket).
     ///
     /// Errors: [`StoreError::Locked`] when another process (or another handle
     /// in this one) has it open, [`StoreError::NewerFormat`] when a newer
     /// drplan wrote it, [`StoreError::Corrupt`] when it is damaged.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         let created_dir = !dir.exists();
-        fs::create_dir_all(dir)
+        private_dir_builder()
+            .create(dir)
             .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
         if created_dir && let Some(parent) = dir.parent() {
             // Make the new directory's name durable in its parent.
