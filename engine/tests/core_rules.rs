@@ -58,12 +58,19 @@ fn two_vms() -> drplan_engine::plan::model::Plan {
     )
 }
 
-#[test]
-fn planned_failover_halts_on_the_first_required_failure_until_the_operator_decides() {
+/// A started planned failover of [`two_vms`], and the first operations
+/// (shutdown of the primary) of VMs a and b.
+fn started_planned_two_vms() -> (Job, usize, usize) {
     let mut job = Job::submit(&two_vms(), planned());
     job.send(JobEvent::Started { at: T0 }).unwrap();
     let a0 = step_id(&job, "web/vm/a/shutdown-primary");
     let b0 = step_id(&job, "web/vm/b/shutdown-primary");
+    (job, a0, b0)
+}
+
+#[test]
+fn planned_failover_halts_on_the_first_required_failure_until_the_operator_decides() {
+    let (mut job, a0, b0) = started_planned_two_vms();
     let fx = finish(&mut job, a0, fail()).unwrap();
     assert_eq!(fx, vec![Effect::AwaitOperator { step: a0 }]);
     assert_eq!(job.state.status(), JobStatus::WaitingForOperator);
@@ -106,10 +113,7 @@ fn planned_failover_halts_on_the_first_required_failure_until_the_operator_decid
 /// count right once the core acts on it again.
 #[test]
 fn a_halt_survives_a_snapshot_round_trip() {
-    let mut job = Job::submit(&two_vms(), planned());
-    job.send(JobEvent::Started { at: T0 }).unwrap();
-    let a0 = step_id(&job, "web/vm/a/shutdown-primary");
-    let b0 = step_id(&job, "web/vm/b/shutdown-primary");
+    let (mut job, a0, b0) = started_planned_two_vms();
     finish(&mut job, a0, fail()).unwrap();
     let snap = serde_json::to_string(&job.state).unwrap();
     job.state = serde_json::from_str::<JobState>(&snap).unwrap();

@@ -352,6 +352,15 @@ fn the_generation_moves_once_per_written_group() {
 /// Rewrites a closed store into the previous format: one plain key per
 /// event, format marker 1.
 fn downgrade_to_format_1(dir: &Path) {
+    let entries = event_records(dir)
+        .into_iter()
+        .map(|(job, seq, payload)| (event_key(job, seq), payload))
+        .collect();
+    replace_events(dir, entries, 1);
+}
+
+/// Every event of a closed store, in order, as (job, seq, payload).
+fn event_records(dir: &Path) -> Vec<(JobId, u64, Vec<u8>)> {
     let store = SledStore::open(dir).unwrap();
     let mut all = Vec::new();
     store
@@ -362,17 +371,21 @@ fn downgrade_to_format_1(dir: &Path) {
             Ok(())
         })
         .unwrap();
-    drop(store);
+    all
+}
+
+/// Replaces every event key of a closed store with `entries` (key, value)
+/// and marks it `format`, with sled directly.
+fn replace_events(dir: &Path, entries: Vec<(Vec<u8>, Vec<u8>)>, format: u16) {
     let db = raw_sled(dir);
-    let old: Vec<_> = db.scan_prefix(b"e/").keys().map(|k| k.unwrap()).collect();
     let mut batch = sled::Batch::default();
-    for k in old {
-        batch.remove(k);
+    for k in db.scan_prefix(b"e/").keys() {
+        batch.remove(k.unwrap());
     }
-    for (job, seq, payload) in &all {
-        batch.insert(event_key(*job, *seq), payload.as_slice());
+    for (k, v) in entries {
+        batch.insert(k, v);
     }
-    batch.insert(&b"meta/format"[..], &1u16.to_be_bytes()[..]);
+    batch.insert(&b"meta/format"[..], &format.to_be_bytes()[..]);
     db.apply_batch(batch).unwrap();
     db.flush().unwrap();
 }
@@ -419,34 +432,27 @@ fn json_events(job: JobId, from: u64, n: u64) -> Vec<Write> {
 /// Rewrites a closed store into format 2: its event runs plain (run
 /// version 1), format marker 2.
 fn downgrade_to_format_2(dir: &Path) {
+    // Group the events back into the runs their keys hold.
     let keys = event_keys(dir);
-    let store = SledStore::open(dir).unwrap();
     let mut runs: Vec<(JobId, u64, Vec<Vec<u8>>)> = Vec::new();
-    store
-        .for_each_record(&mut |r| {
-            if let Record::Event { job, seq, payload } = r {
-                if keys.contains(&(job.0, seq)) {
-                    runs.push((job, seq, Vec::new()));
-                }
-                runs.last_mut().unwrap().2.push(payload);
-            }
-            Ok(())
-        })
-        .unwrap();
-    drop(store);
-    let db = raw_sled(dir);
-    let mut batch = sled::Batch::default();
-    for (job, first, payloads) in &runs {
-        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        let value = match refs[..] {
-            [lone] => lone.to_vec(),
-            _ => run_value(refs.len() as u32, &refs),
-        };
-        batch.insert(event_key(*job, *first), value);
+    for (job, seq, payload) in event_records(dir) {
+        if keys.contains(&(job.0, seq)) {
+            runs.push((job, seq, Vec::new()));
+        }
+        runs.last_mut().unwrap().2.push(payload);
     }
-    batch.insert(&b"meta/format"[..], &2u16.to_be_bytes()[..]);
-    db.apply_batch(batch).unwrap();
-    db.flush().unwrap();
+    let entries = runs
+        .iter()
+        .map(|(job, first, payloads)| {
+            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            let value = match refs[..] {
+                [lone] => lone.to_vec(),
+                _ => run_value(refs.len() as u32, &refs),
+            };
+            (event_key(*job, *first), value)
+        })
+        .collect();
+    replace_events(dir, entries, 2);
 }
 
 /// The run version byte of every event value that is a run.

@@ -34,8 +34,9 @@
 //! stores its length (`u32` big-endian) and the body as one LZ4 block,
 //! written whenever that is smaller (a group's JSON events repeat their
 //! field names: 7.5× smaller in a planned 10 × 100 failover; bodies over
-//! 1 MiB stay plain). A run is cut at about 32 KiB. A lone event stays a plain value (unless its
-//! payload itself opens with `DRRN`: then it is a run of one). Why: sled
+//! 1 MiB stay plain). A run is cut at about 32 KiB. A lone event stays a
+//! plain value (unless its payload itself opens with `DRRN`: then it is a
+//! run of one). Why: sled
 //! keeps a leaf's keys together and rewrites the leaf as it grows, so one
 //! key per event (and one `apply_batch` per event) had a planned 10 × 100
 //! failover write ~245 MiB; one key per job per group and one `apply_batch`
@@ -1101,31 +1102,26 @@ fn event_key_parts(key: &[u8]) -> Result<(JobId, u64), StoreError> {
 /// A run's value: LZ4-compressed (run version 2) when that is smaller, else
 /// plain (version 1). `None` beyond what the `u32` lengths can describe.
 fn encode_run(payloads: &[&[u8]]) -> Option<Vec<u8>> {
-    let size = payloads.iter().map(|p| 4 + p.len()).sum::<usize>();
-    let mut body = Vec::with_capacity(size);
+    let size = RUN_HEADER + payloads.iter().map(|p| 4 + p.len()).sum::<usize>();
+    let mut v = Vec::with_capacity(size);
+    v.extend_from_slice(&RUN_MAGIC);
+    v.push(RUN_PLAIN);
+    v.extend_from_slice(&u32::try_from(payloads.len()).ok()?.to_be_bytes());
     for p in payloads {
-        body.extend_from_slice(&u32::try_from(p.len()).ok()?.to_be_bytes());
-        body.extend_from_slice(p);
+        v.extend_from_slice(&u32::try_from(p.len()).ok()?.to_be_bytes());
+        v.extend_from_slice(p);
     }
-    let count = u32::try_from(payloads.len()).ok()?.to_be_bytes();
-    let header = |version: u8, capacity: usize| {
-        let mut v = Vec::with_capacity(RUN_HEADER + capacity);
-        v.extend_from_slice(&RUN_MAGIC);
-        v.push(version);
-        v.extend_from_slice(&count);
-        v
-    };
+    let body = &v[RUN_HEADER..];
     if body.len() <= RUN_LZ4_MAX_BODY {
-        let packed = lz4_flex::block::compress(&body);
+        let packed = lz4_flex::block::compress(body);
         if packed.len() + 4 < body.len() {
-            let mut v = header(RUN_LZ4, 4 + packed.len());
-            v.extend_from_slice(&u32::try_from(body.len()).ok()?.to_be_bytes());
+            let body_len = u32::try_from(body.len()).ok()?.to_be_bytes();
+            v.truncate(RUN_HEADER);
+            v[RUN_MAGIC.len()] = RUN_LZ4;
+            v.extend_from_slice(&body_len);
             v.extend_from_slice(&packed);
-            return Some(v);
         }
     }
-    let mut v = header(RUN_PLAIN, body.len());
-    v.extend_from_slice(&body);
     Some(v)
 }
 
