@@ -780,6 +780,153 @@ fn sled_damaged_internal_records_are_corrupt_errors() {
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
 
+fn lease_set_key(job: JobId) -> Vec<u8> {
+    let mut k = b"L/".to_vec();
+    k.extend_from_slice(&job.0.to_be_bytes());
+    k
+}
+
+/// The raw keys of a closed store under `prefix`.
+fn raw_keys(dir: &Path, prefix: &[u8]) -> Vec<Vec<u8>> {
+    raw_sled(dir)
+        .scan_prefix(prefix)
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .collect()
+}
+
+fn raw_format(dir: &Path) -> u16 {
+    let v = raw_sled(dir).get(b"meta/format").unwrap().unwrap();
+    u16::from_be_bytes(v.as_ref().try_into().unwrap())
+}
+
+/// Format 4 keeps a job's leases in one value (one sled write to take or
+/// give back 1,000 of them); the per-VM lease keys of a format-3 store are
+/// still seen, refused to others and released.
+#[test]
+fn sled_keeps_a_jobs_leases_in_one_value_and_honours_per_vm_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = data_dir(&tmp);
+    let (a, b, c);
+    {
+        let s = SledStore::open(&dir).unwrap();
+        a = s.allocate_job_id().unwrap();
+        b = s.allocate_job_id().unwrap();
+        c = s.allocate_job_id().unwrap();
+        s.acquire_leases(a, &vms(&["vm1", "vm2"])).unwrap();
+        s.acquire_leases(a, &vms(&["vm3", "vm2"])).unwrap();
+        s.flush().unwrap();
+    }
+    assert_eq!(raw_keys(&dir, b"L/"), vec![lease_set_key(a)]);
+    assert!(raw_keys(&dir, b"l/").is_empty());
+    // What a format-3 drplan left behind: a per-VM lease of job b.
+    {
+        let db = raw_sled(&dir);
+        db.insert(b"l/old1", &b.0.to_be_bytes()).unwrap();
+        db.insert(b"meta/format", &3u16.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let s = SledStore::open(&dir).unwrap();
+        let all = vec![
+            ("old1".to_string(), b),
+            ("vm1".to_string(), a),
+            ("vm2".to_string(), a),
+            ("vm3".to_string(), a),
+        ];
+        assert_eq!(s.leases().unwrap(), all);
+        let mut listed = Vec::new();
+        s.for_each_record(&mut |r| {
+            if let drplan_engine::store::Record::Lease { vm, job } = r {
+                listed.push((vm, job));
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(listed, all, "exports list one lease per VM, by VM");
+        for (vm, holder) in [("old1", b), ("vm3", a)] {
+            match s.acquire_leases(c, &vms(&["free", vm])).unwrap_err() {
+                StoreError::LeaseHeld { vm: v, holder: h } => {
+                    assert_eq!((v.as_str(), h), (vm, holder))
+                }
+                other => panic!("expected LeaseHeld, got {other:?}"),
+            }
+        }
+        assert_eq!(s.leases().unwrap(), all, "a refused call takes nothing");
+        s.apply(&[Write::ReleaseLeases { job: b }]).unwrap();
+        s.acquire_leases(c, &vms(&["old1"])).unwrap();
+        s.flush().unwrap();
+    }
+    assert!(raw_keys(&dir, b"l/").is_empty(), "the per-VM lease is gone");
+    assert_eq!(raw_format(&dir), STORE_FORMAT, "the first write marks it");
+    let s = SledStore::open(&dir).unwrap();
+    assert_eq!(
+        s.leases().unwrap(),
+        vec![
+            ("old1".to_string(), c),
+            ("vm1".to_string(), a),
+            ("vm2".to_string(), a),
+            ("vm3".to_string(), a),
+        ]
+    );
+    s.apply(&[Write::ReleaseLeases { job: a }]).unwrap();
+    s.acquire_leases(c, &vms(&["vm2"])).unwrap();
+}
+
+/// A damaged lease set does not stop the store from opening (exports and
+/// `store check` still work), but nobody can take a lease while nobody
+/// can tell which VMs it covered.
+#[test]
+fn sled_a_damaged_lease_set_refuses_leases_not_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = data_dir(&tmp);
+    let (a, b);
+    {
+        let s = SledStore::open(&dir).unwrap();
+        a = s.allocate_job_id().unwrap();
+        b = s.allocate_job_id().unwrap();
+        s.acquire_leases(a, &vms(&["vm1"])).unwrap();
+        s.apply(&[ev(a, 0, "x")]).unwrap();
+        s.flush().unwrap();
+    }
+    // A count of two VMs, and only one.
+    let mut damaged = 2u32.to_be_bytes().to_vec();
+    damaged.extend_from_slice(&3u32.to_be_bytes());
+    damaged.extend_from_slice(b"vm1");
+    poke(&dir, &lease_set_key(a), &damaged);
+    {
+        let s = SledStore::open(&dir).unwrap();
+        assert_eq!(payloads(&s, a), vec![(0, "x".to_string())]);
+        for err in [
+            s.leases().unwrap_err(),
+            s.acquire_leases(b, &vms(&["vm9"])).unwrap_err(),
+        ] {
+            match &err {
+                StoreError::Corrupt { detail, .. } => {
+                    assert!(detail.contains("job 1"), "{err}");
+                    assert!(detail.contains("store check"), "{err}");
+                }
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+        }
+        let mut unknown = Vec::new();
+        s.for_each_record(&mut |r| {
+            if let drplan_engine::store::Record::Unknown { key, .. } = r {
+                unknown.push(key);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(unknown, vec![lease_set_key(a)], "listed for the checker");
+        // Releasing the damaged set removes it; the next open is sound.
+        s.apply(&[Write::ReleaseLeases { job: a }]).unwrap();
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(&dir).unwrap();
+    s.acquire_leases(b, &vms(&["vm1"])).unwrap();
+    assert_eq!(s.leases().unwrap(), vec![("vm1".to_string(), b)]);
+}
+
 #[test]
 fn sled_garbage_files_are_an_error_not_a_panic() {
     let tmp = tempfile::tempdir().unwrap();

@@ -38,6 +38,7 @@
 //! Unknown keys ([`Record::Unknown`]: damage, or a newer drplan's records)
 //! are not exported; [`export`] reports how many it skipped.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead};
 
 use serde::{Deserialize, Serialize};
@@ -510,6 +511,10 @@ pub fn import(input: impl BufRead, store: &dyn Store) -> Result<Header, BackupEr
     };
     let last_id = ids.last;
     let mut batch: Vec<Write> = Vec::new();
+    // Leases, per job (the export lists them by VM): each job's taken at
+    // once, when the first record after the leases arrives; a store that
+    // keeps a job's leases in one value would rewrite it per VM otherwise.
+    let mut leases: BTreeMap<JobId, (u64, Vec<String>)> = BTreeMap::new();
     let mut seen = Counts::default();
     let mut order = Kind::Event;
     loop {
@@ -522,6 +527,10 @@ pub fn import(input: impl BufRead, store: &dyn Store) -> Result<Header, BackupEr
         };
         let mut l: Line = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
         let kind = l.t.ok_or_else(|| bad("no record type `t`".into()))?;
+        if kind != Kind::Lease && !leases.is_empty() {
+            flush_batch(store, &mut batch, line)?;
+            acquire_leases(store, &mut ids, std::mem::take(&mut leases))?;
+        }
         if kind == Kind::End {
             flush_batch(store, &mut batch, line)?;
             finish(&mut lines, before, &l, &seen, &header)?;
@@ -587,13 +596,7 @@ pub fn import(input: impl BufRead, store: &dyn Store) -> Result<Header, BackupEr
             Kind::Lease => {
                 let job = job(&l)?;
                 let vm = need_str(l.vm.take(), "vm")?;
-                // Leases are not batch writes: flush what is queued first so
-                // the job exists.
-                flush_batch(store, &mut batch, line)?;
-                ids.reach(store, job.0, line)?;
-                store
-                    .acquire_leases(job, &[vm])
-                    .map_err(|e| bad(e.to_string()))?;
+                leases.entry(job).or_insert((line, Vec::new())).1.push(vm);
             }
             Kind::Item => {
                 let vm = need_str(l.vm.take(), "vm")?;
@@ -674,6 +677,26 @@ impl Ids {
 
 fn kind_rank(kind: Kind) -> u8 {
     kind as u8
+}
+
+/// Takes the leases read so far, one call per job (errors name the job's
+/// first lease line). Leases are not batch writes: the caller flushes what
+/// is queued first, so that the jobs exist.
+fn acquire_leases(
+    store: &dyn Store,
+    ids: &mut Ids,
+    leases: BTreeMap<JobId, (u64, Vec<String>)>,
+) -> Result<(), BackupError> {
+    for (job, (line, vms)) in leases {
+        ids.reach(store, job.0, line)?;
+        store
+            .acquire_leases(job, &vms)
+            .map_err(|e| BackupError::Bad {
+                line,
+                detail: e.to_string(),
+            })?;
+    }
+    Ok(())
 }
 
 fn flush_batch(store: &dyn Store, batch: &mut Vec<Write>, line: u64) -> Result<(), BackupError> {

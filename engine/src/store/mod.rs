@@ -55,6 +55,7 @@ pub mod backup;
 pub mod codec;
 pub mod commit;
 mod error;
+mod leases;
 pub mod mem;
 pub mod on_flush;
 pub mod sled_store;

@@ -48,7 +48,12 @@
 //! `Record::Event` per event (so exports do not depend on grouping). A
 //! malformed run is [`StoreError::Corrupt`] naming the job and the key.
 //! Stores of format 1 (one plain value per event) and 2 (plain runs) read
-//! as they are; their first write records format 3 ([`STORE_FORMAT`]).
+//! as they are; their first write records the current [`STORE_FORMAT`].
+//!
+//! # Leases
+//! A job's leases are one value, `L/<job>` (format 4; `store::leases`),
+//! checked against an in-memory index of every holder. Per-VM `l/<vm>`
+//! keys of older stores are honoured and released as before.
 //!
 //! # Durability
 //! sled's `flush()` writes its log buffers with `pwrite` and then, on Linux,
@@ -88,6 +93,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::leases::{LeaseIndex, decode_set, encode_set};
 use super::{
     EventVisitor, JobId, Record, RecordVisitor, Store, StoreError, TimerEntry, Write, check_batch,
 };
@@ -103,7 +109,12 @@ use super::{
 /// - 3: runs may be LZ4-compressed (run version 2). A format-1 or format-2
 ///   store opens and reads as it is; its first write marks it format 3, so
 ///   that a drplan that knows only plain runs refuses it.
-pub const STORE_FORMAT: u16 = 3;
+/// - 4: a job's leases are one value, `L/<job>` (see `store::leases`), not
+///   one `l/<vm>` key per VM. Older stores' per-VM leases are read as they
+///   are and released as before; the first write marks the store format 4,
+///   so that a drplan that knows only per-VM leases (and would take a VM
+///   leased in a set for free) refuses it.
+pub const STORE_FORMAT: u16 = 4;
 
 const KEY_FORMAT: &[u8] = b"meta/format";
 const KEY_NEXT_JOB: &[u8] = b"meta/next_job";
@@ -113,7 +124,10 @@ const P_EVENT: &[u8] = b"e/";
 const P_META: &[u8] = b"m/";
 const P_SNAP: &[u8] = b"s/";
 const P_TIMER: &[u8] = b"t/";
+/// Per-VM leases of formats 1–3: `l/<vm>` → the holder.
 const P_LEASE: &[u8] = b"l/";
+/// A job's lease set (format 4): `L/<job>` → its VMs (`store::leases`).
+const P_JOB_LEASES: &[u8] = b"L/";
 const P_ITEM: &[u8] = b"i/";
 const P_TEXT: &[u8] = b"x/";
 const P_BLOB: &[u8] = b"b/";
@@ -189,6 +203,9 @@ pub struct SledStore {
     /// The format version `meta/format` holds: below [`STORE_FORMAT`] for
     /// an older store until its first write records the new one.
     format_on_disk: AtomicU16,
+    /// Who holds which VM (read at open, changed after each write of
+    /// leases succeeded, under the writer lock).
+    leases: Mutex<LeaseIndex>,
 }
 
 #[derive(Default)]
@@ -250,6 +267,7 @@ impl SledStore {
             generation: AtomicU64::new(0),
             opened_generation: 0,
             format_on_disk: AtomicU16::new(STORE_FORMAT),
+            leases: Mutex::new(LeaseIndex::default()),
         };
         let format = store.check_format(marked)?;
         store.format_on_disk.store(format, Ordering::SeqCst);
@@ -259,6 +277,7 @@ impl SledStore {
         };
         store.generation.store(generation, Ordering::SeqCst);
         store.opened_generation = generation;
+        store.leases = Mutex::new(store.read_leases()?);
         // The marker records the generation of the last clean close. A log
         // that opens at an older one lost data that was durable (sled reads
         // a damaged message as the end of its log, silently): refuse it
@@ -398,6 +417,59 @@ impl SledStore {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lease index, from both kinds of lease keys. A key that does not
+    /// decode is recorded as damage (refusing leases until it is repaired)
+    /// rather than refusing the whole store: `store check` and exports
+    /// still work.
+    fn read_leases(&self) -> Result<LeaseIndex, StoreError> {
+        let mut index = LeaseIndex::default();
+        for entry in self.scan(P_LEASE) {
+            let (k, v) = entry?;
+            match (key_str(&k, "lease"), be64(&v, "lease holder")) {
+                (Ok(vm), Ok(job)) => index.add_legacy(vm, JobId(job)),
+                _ => index.add_damaged(format!("the lease key {}", show_key(&k))),
+            }
+        }
+        for entry in self.scan(P_JOB_LEASES) {
+            let (k, v) = entry?;
+            match (job_lease_key_job(&k), decode_set(&v)) {
+                (Some(job), Ok(vms)) => index.add_set(job, vms),
+                (None, _) => index.add_damaged(format!("the lease key {}", show_key(&k))),
+                (Some(job), Err(e)) => index.add_damaged(format!("the leases of job {job}: {e}")),
+            }
+        }
+        Ok(index)
+    }
+
+    /// One `Record::Lease` per leased VM, sorted by VM, from both kinds of
+    /// lease keys as they are on disk (a damaged key is left to the
+    /// unknown-key pass of `for_each_record`).
+    fn visit_leases(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError> {
+        let mut leases = Vec::new();
+        for entry in self.scan(P_LEASE) {
+            let (k, v) = entry?;
+            if let Some(Record::Lease { vm, job }) = classify(&k, &v) {
+                leases.push((vm, job));
+            }
+        }
+        for entry in self.scan(P_JOB_LEASES) {
+            let (k, v) = entry?;
+            if let Some((job, vms)) = lease_set(&k, &v) {
+                leases.extend(vms.into_iter().map(|vm| (vm, job)));
+            }
+        }
+        leases.sort();
+        leases
+            .into_iter()
+            .try_for_each(|(vm, job)| f(Record::Lease { vm, job }))
+    }
+
+    fn lease_index(&self) -> MutexGuard<'_, LeaseIndex> {
+        // Changed only after a successful write, in one call: a panic
+        // cannot leave it half-updated.
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn scan(
         &self,
         prefix: &[u8],
@@ -460,6 +532,7 @@ impl SledStore {
         out: &mut sled::Batch,
         runs: &mut RunBuilder<'a>,
         group_last: &mut HashMap<JobId, u64>,
+        released: &mut Vec<JobId>,
     ) -> Result<(), StoreError> {
         for write in batch {
             match write {
@@ -483,14 +556,18 @@ impl SledStore {
                     out.remove(timer_key(*due_ms, *job, *timer))
                 }
                 Write::ReleaseLeases { job } => {
+                    out.remove(job_key(P_JOB_LEASES, *job));
                     // Leases are written only by `acquire_leases`, never by a
                     // batch, so the tree holds them as this group sees them.
-                    for entry in self.scan(P_LEASE) {
-                        let (k, v) = entry?;
-                        if be64(&v, "lease holder")? == job.0 {
-                            out.remove(k);
+                    if self.lease_index().is_legacy(*job) {
+                        for entry in self.scan(P_LEASE) {
+                            let (k, v) = entry?;
+                            if be64(&v, "lease holder")? == job.0 {
+                                out.remove(k);
+                            }
                         }
                     }
+                    released.push(*job);
                 }
                 Write::Item { vm, payload } => out.insert(str_key(P_ITEM, vm), payload.as_slice()),
                 Write::Text { hash, text } => out.insert(str_key(P_TEXT, hash), text.as_bytes()),
@@ -535,6 +612,10 @@ impl Store for SledStore {
         for prefix in [
             P_EVENT, P_META, P_SNAP, P_TIMER, P_LEASE, P_ITEM, P_TEXT, P_BLOB,
         ] {
+            if prefix == P_LEASE {
+                self.visit_leases(f)?;
+                continue;
+            }
             for entry in self.scan(prefix) {
                 let (k, v) = entry?;
                 if is_event_key(&k) {
@@ -560,6 +641,7 @@ impl Store for SledStore {
                 || k == KEY_GENERATION
                 // Listed above, run or not (without copying a run's value).
                 || is_event_key(&k)
+                || lease_set(&k, &v).is_some()
                 || classify(&k, &v).is_some()
             {
                 continue;
@@ -592,6 +674,9 @@ impl Store for SledStore {
         let mut group_last: HashMap<JobId, u64> = HashMap::new();
         let mut runs = RunBuilder::default();
         let mut out = sled::Batch::default();
+        // Jobs whose leases this group removes: the index forgets them once
+        // the write succeeded.
+        let mut released = Vec::new();
         let mut accepted = 0usize;
         for batch in batches {
             let checked = check_batch(batch, next_job, |job| match group_last.get(&job) {
@@ -602,7 +687,9 @@ impl Store for SledStore {
                 outcomes.push(Err(e));
                 continue;
             }
-            if let Err(e) = self.add_writes(batch, &mut out, &mut runs, &mut group_last) {
+            if let Err(e) =
+                self.add_writes(batch, &mut out, &mut runs, &mut group_last, &mut released)
+            {
                 // Only a failed read of the leases can get here; what this
                 // batch added to `out` would be half a batch, so the group
                 // cannot be written: fail the batches accepted so far too.
@@ -631,6 +718,12 @@ impl Store for SledStore {
                 self.generation.store(generation, Ordering::SeqCst);
                 if bump_format {
                     self.format_on_disk.store(STORE_FORMAT, Ordering::SeqCst);
+                }
+                if !released.is_empty() {
+                    let mut index = self.lease_index();
+                    for job in released {
+                        index.released(job);
+                    }
                 }
                 outcomes
             }
@@ -686,32 +779,33 @@ impl Store for SledStore {
         if job.0 == 0 || job.0 >= self.next_job()? {
             return Err(StoreError::UnknownJob { job });
         }
-        let mut batch = sled::Batch::default();
-        for vm in vms {
-            let key = str_key(P_LEASE, vm);
-            if let Some(v) = self.get(&key)? {
-                let holder = JobId(be64(&v, "lease holder")?);
-                if holder != job {
-                    return Err(StoreError::LeaseHeld {
-                        vm: vm.clone(),
-                        holder,
-                    });
-                }
-            }
-            batch.insert(key, &job.0.to_be_bytes());
+        let Some(set) = self.lease_index().plan_acquire(job, vms)? else {
+            return Ok(());
+        };
+        let key = job_key(P_JOB_LEASES, job);
+        let value = encode_set(&set);
+        let bump_format = self.format_on_disk.load(Ordering::SeqCst) < STORE_FORMAT;
+        let written = if bump_format {
+            // An older drplan would not see a lease set: record the format
+            // with the first one.
+            let mut batch = sled::Batch::default();
+            batch.insert(key, value);
+            batch.insert(KEY_FORMAT, &STORE_FORMAT.to_be_bytes());
+            self.db.apply_batch(batch)
+        } else {
+            // One key: no batch needed (sled writes one insert atomically).
+            self.db.insert(key, value).map(drop)
+        };
+        written.map_err(|e| self.sled_err("writing leases", e))?;
+        if bump_format {
+            self.format_on_disk.store(STORE_FORMAT, Ordering::SeqCst);
         }
-        self.db
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err("writing leases", e))
+        self.lease_index().acquired(job, set);
+        Ok(())
     }
 
     fn leases(&self) -> Result<Vec<(String, JobId)>, StoreError> {
-        self.scan(P_LEASE)
-            .map(|entry| {
-                let (k, v) = entry?;
-                Ok((key_str(&k, "lease")?, JobId(be64(&v, "lease holder")?)))
-            })
-            .collect()
+        self.lease_index().leases()
     }
 
     fn for_each_event(
@@ -1010,6 +1104,24 @@ fn timer_key(due_ms: u64, job: JobId, timer: u64) -> Vec<u8> {
     k.extend_from_slice(&job.0.to_be_bytes());
     k.extend_from_slice(&timer.to_be_bytes());
     k
+}
+
+/// A lease-set key and value that decode (`None`: not one, or damaged).
+fn lease_set(key: &[u8], value: &[u8]) -> Option<(JobId, Vec<String>)> {
+    Some((job_lease_key_job(key)?, decode_set(value).ok()?))
+}
+
+/// The job of a lease-set key `L/<job>` (`None`: not one).
+fn job_lease_key_job(key: &[u8]) -> Option<JobId> {
+    let body = key.strip_prefix(P_JOB_LEASES)?;
+    <[u8; 8]>::try_from(body)
+        .ok()
+        .map(|b| JobId(u64::from_be_bytes(b)))
+}
+
+/// A key as an operator can read it in a message (bytes escaped).
+fn show_key(key: &[u8]) -> String {
+    format!("`{}`", key.escape_ascii())
 }
 
 fn str_key(prefix: &[u8], s: &str) -> Vec<u8> {
