@@ -206,7 +206,16 @@ pub struct SledStore {
     /// Who holds which VM (read at open, changed after each write of
     /// leases succeeded, under the writer lock).
     leases: Mutex<LeaseIndex>,
+    /// The last event of each job a group wrote (or looked up to check a
+    /// batch), so that checking the next batch of a running job does not
+    /// read and decompress its last run again. Events are written only by
+    /// `apply_group`, under the writer lock, which keeps this in step.
+    last_seqs: Mutex<HashMap<JobId, u64>>,
 }
+
+/// Jobs [`SledStore`] remembers the last event of; past this the memory
+/// starts afresh (a miss only costs a read).
+const LAST_SEQS_KEPT: usize = 65_536;
 
 #[derive(Default)]
 struct Synced {
@@ -268,6 +277,7 @@ impl SledStore {
             opened_generation: 0,
             format_on_disk: AtomicU16::new(STORE_FORMAT),
             leases: Mutex::new(LeaseIndex::default()),
+            last_seqs: Mutex::new(HashMap::new()),
         };
         let format = store.check_format(marked)?;
         store.format_on_disk.store(format, Ordering::SeqCst);
@@ -678,10 +688,17 @@ impl Store for SledStore {
         // the write succeeded.
         let mut released = Vec::new();
         let mut accepted = 0usize;
+        let mut known = self.last_seqs.lock().unwrap_or_else(|e| e.into_inner());
         for batch in batches {
-            let checked = check_batch(batch, next_job, |job| match group_last.get(&job) {
-                Some(seq) => Ok(Some(*seq)),
-                None => self.last_seq(job),
+            let checked = check_batch(batch, next_job, |job| {
+                if let Some(seq) = group_last.get(&job).or_else(|| known.get(&job)) {
+                    return Ok(Some(*seq));
+                }
+                let last = self.last_seq(job)?;
+                if let Some(seq) = last {
+                    known.insert(job, seq);
+                }
+                Ok(last)
             });
             if let Err(e) = checked {
                 outcomes.push(Err(e));
@@ -715,6 +732,10 @@ impl Store for SledStore {
         }
         match self.db.apply_batch(out) {
             Ok(()) => {
+                if known.len() + group_last.len() > LAST_SEQS_KEPT {
+                    known.clear();
+                }
+                known.extend(group_last);
                 self.generation.store(generation, Ordering::SeqCst);
                 if bump_format {
                     self.format_on_disk.store(STORE_FORMAT, Ordering::SeqCst);
@@ -728,6 +749,8 @@ impl Store for SledStore {
                 outcomes
             }
             Err(e) => {
+                // Whatever sled kept of the group, the store is read again.
+                known.clear();
                 let e = self.sled_err("writing a batch", e);
                 fail_accepted(outcomes, Err(e), batches.len())
             }
