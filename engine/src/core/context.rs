@@ -10,6 +10,9 @@ use crate::plan::model::{CommitPolicy, FailoverKind, MAX_TEST_DURATION, Plan};
 
 use super::types::Millis;
 
+/// Which chain a VM node belongs to: (cleanup part?, group, VM).
+type ChainKey<'a> = (bool, Option<usize>, &'a str);
+
 /// One VM's chain of operations in one part of the job.
 #[derive(Debug, Clone)]
 pub(crate) struct Chain {
@@ -32,12 +35,17 @@ pub struct JobContext {
     /// How long a test may stay open (at most [`MAX_TEST_DURATION`]).
     pub test_max_duration: Duration,
     pub commit: CommitPolicy,
-    deps: Vec<Vec<StepId>>,
+    /// The cleanup plan's dependency lists, shifted into the job's
+    /// numbering (the main plan's are its nodes' own).
+    cleanup_deps: Vec<Vec<StepId>>,
     /// Step → its dependency class: steps with identical dependency lists
     /// share one (see `JobState::dep_cursor`).
     dep_class: Vec<u32>,
-    /// Step → the steps that depend on it, by id.
-    dependents: Vec<Vec<StepId>>,
+    /// Step → the steps that depend on it, by id: those of step `s` are
+    /// `dependents[dependents_at[s]..dependents_at[s + 1]]` (one array, not
+    /// a vector per step: a group join of 100 × 100 VMs is 10,000 edges).
+    dependents_at: Vec<usize>,
+    dependents: Vec<StepId>,
     chains: Vec<Chain>,
     /// Node → index into `chains`.
     chain_of: Vec<Option<u32>>,
@@ -63,62 +71,86 @@ impl JobContext {
     ) -> JobContext {
         let n = main.nodes.len();
         let m = cleanup.as_ref().map_or(0, |c| c.nodes.len());
-        let mut deps: Vec<Vec<StepId>> = Vec::with_capacity(n + m);
-        deps.extend(main.nodes.iter().map(|x| x.deps.clone()));
-        if let Some(c) = &cleanup {
-            deps.extend(
-                c.nodes
-                    .iter()
-                    .map(|x| x.deps.iter().map(|d| d + n).collect()),
-            );
-        }
+        let cleanup_deps: Vec<Vec<StepId>> = cleanup.as_ref().map_or_else(Vec::new, |c| {
+            c.nodes
+                .iter()
+                .map(|x| x.deps.iter().map(|d| d + n).collect())
+                .collect()
+        });
+        let deps = |id: StepId| -> &[StepId] {
+            match main.nodes.get(id) {
+                Some(node) => &node.deps,
+                None => &cleanup_deps[id - n],
+            }
+        };
         // Steps with identical dependency lists of two or more (a group
         // join gives the first operations of a group one list) share a
         // class; any other step is a class of its own (numbered by its id,
         // so the shared ones are numbered from n + m up).
         let mut classes: BTreeMap<&[StepId], u32> = BTreeMap::new();
-        let dep_class: Vec<u32> = deps
-            .iter()
-            .enumerate()
-            .map(|(id, ds)| {
+        let dep_class: Vec<u32> = (0..n + m)
+            .map(|id| {
+                let ds = deps(id);
                 if ds.len() < 2 {
                     return id as u32;
                 }
                 let next = (n + m + classes.len()) as u32;
-                *classes.entry(ds.as_slice()).or_insert(next)
+                *classes.entry(ds).or_insert(next)
             })
             .collect();
         drop(classes);
-        let mut dependents = vec![Vec::new(); n + m];
-        for (id, ds) in deps.iter().enumerate() {
-            for &d in ds {
+        // Dependents: count, then fill in id order (so each step's list is
+        // sorted by id, and a class's members sit together).
+        let mut dependents_at = vec![0usize; n + m + 1];
+        for id in 0..n + m {
+            for &d in deps(id) {
                 if d < n + m {
-                    dependents[d].push(id);
+                    dependents_at[d + 1] += 1;
                 }
             }
         }
+        for i in 0..n + m {
+            dependents_at[i + 1] += dependents_at[i];
+        }
+        let mut filled = dependents_at.clone();
+        let mut dependents = vec![0; dependents_at[n + m]];
+        for id in 0..n + m {
+            for &d in deps(id) {
+                if d < n + m {
+                    dependents[filled[d]] = id;
+                    filled[d] += 1;
+                }
+            }
+        }
+        drop(filled);
 
         // VM chains: compile pushes one VM's operations consecutively, each
         // depending on the previous one; key them by (part, group, vm).
         let mut chains: Vec<Chain> = Vec::new();
         let mut chain_of = vec![None; n + m];
-        let mut index: BTreeMap<(bool, Option<usize>, &str), usize> = BTreeMap::new();
+        let mut index: BTreeMap<ChainKey<'_>, usize> = BTreeMap::new();
         let parts = [(false, &main.nodes, 0)]
             .into_iter()
             .chain(cleanup.as_ref().map(|c| (true, &c.nodes, n)));
+        // The chain of the previous VM node: consecutive nodes of one VM
+        // need no look-up (the index still decides for any other order).
+        let mut last: Option<(ChainKey<'_>, usize)> = None;
         for (is_cleanup, nodes, offset) in parts {
             for node in nodes.iter() {
                 if let NodeKind::Vm { vm, .. } = &node.kind {
-                    let c = *index
-                        .entry((is_cleanup, node.group, vm))
-                        .or_insert_with(|| {
+                    let key = (is_cleanup, node.group, vm.as_str());
+                    let c = match last {
+                        Some((k, c)) if k == key => c,
+                        _ => *index.entry(key).or_insert_with(|| {
                             chains.push(Chain {
                                 vm: vm.clone(),
                                 steps: Vec::new(),
                                 cleanup: is_cleanup,
                             });
                             chains.len() - 1
-                        });
+                        }),
+                    };
+                    last = Some((key, c));
                     chains[c].steps.push(node.id + offset);
                     chain_of[node.id + offset] = Some(c as u32);
                 }
@@ -135,8 +167,9 @@ impl JobContext {
             cleanup,
             test_max_duration: test_max_duration.min(MAX_TEST_DURATION),
             commit,
-            deps,
+            cleanup_deps,
             dep_class,
+            dependents_at,
             dependents,
             chains,
             chain_of,
@@ -146,11 +179,11 @@ impl JobContext {
 
     /// Number of steps (main plus cleanup).
     pub fn len(&self) -> usize {
-        self.deps.len()
+        self.main.nodes.len() + self.cleanup_deps.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.deps.is_empty()
+        self.len() == 0
     }
 
     /// Number of main-plan steps; ids from here on are cleanup steps.
@@ -174,14 +207,17 @@ impl JobContext {
 
     /// A step's dependencies, in the job's numbering.
     pub fn deps(&self, step: StepId) -> &[StepId] {
-        &self.deps[step]
+        match self.main.nodes.get(step) {
+            Some(node) => &node.deps,
+            None => &self.cleanup_deps[step - self.main_len()],
+        }
     }
 
     /// The steps that depend on `step`, by id (so those of one dependency
     /// class, such as a group's first operations, are usually next to each
     /// other).
     pub fn dependents(&self, step: StepId) -> &[StepId] {
-        &self.dependents[step]
+        &self.dependents[self.dependents_at[step]..self.dependents_at[step + 1]]
     }
 
     /// The dependency class of `step`: steps with the same dependency list
