@@ -77,12 +77,7 @@ impl JobContext {
                 .map(|x| x.deps.iter().map(|d| d + n).collect())
                 .collect()
         });
-        let deps = |id: StepId| -> &[StepId] {
-            match main.nodes.get(id) {
-                Some(node) => &node.deps,
-                None => &cleanup_deps[id - n],
-            }
-        };
+        let deps = |id: StepId| deps_of(&main, &cleanup_deps, id);
         // Steps with identical dependency lists of two or more (a group
         // join gives the first operations of a group one list) share a
         // class; any other step is a class of its own (numbered by its id,
@@ -207,10 +202,7 @@ impl JobContext {
 
     /// A step's dependencies, in the job's numbering.
     pub fn deps(&self, step: StepId) -> &[StepId] {
-        match self.main.nodes.get(step) {
-            Some(node) => &node.deps,
-            None => &self.cleanup_deps[step - self.main_len()],
-        }
+        deps_of(&self.main, &self.cleanup_deps, step)
     }
 
     /// The steps that depend on `step`, by id (so those of one dependency
@@ -248,6 +240,15 @@ impl JobContext {
     /// For a cleanup chain, the main chain of the same VM.
     pub(crate) fn cleanup_source(&self, chain: usize) -> Option<&Chain> {
         self.cleanup_source.get(&chain).map(|&c| &self.chains[c])
+    }
+}
+
+/// A step's dependencies in the job's numbering: a main step's are its
+/// node's own, a cleanup step's the shifted copy in `cleanup_deps`.
+fn deps_of<'a>(main: &'a ExecPlan, cleanup_deps: &'a [Vec<StepId>], step: StepId) -> &'a [StepId] {
+    match main.nodes.get(step) {
+        Some(node) => &node.deps,
+        None => &cleanup_deps[step - main.nodes.len()],
     }
 }
 

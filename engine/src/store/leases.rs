@@ -89,10 +89,7 @@ pub(crate) struct LeaseIndex {
 impl LeaseIndex {
     /// Records a per-VM key of an older format.
     pub(crate) fn add_legacy(&mut self, vm: String, job: JobId) {
-        if let Some(other) = self.holder.get(&vm).filter(|h| **h != job) {
-            self.damaged.push(format!(
-                "VM `{vm}` is leased to both job {other} and job {job}"
-            ));
+        if self.conflicts(job, std::slice::from_ref(&vm)) {
             return;
         }
         self.holder.insert(vm, job);
@@ -101,18 +98,29 @@ impl LeaseIndex {
 
     /// Records a job's lease set as read from its `L/<job>` value.
     pub(crate) fn add_set(&mut self, job: JobId, vms: Vec<String>) {
-        for vm in &vms {
-            if let Some(other) = self.holder.get(vm).filter(|h| **h != job) {
-                self.damaged.push(format!(
-                    "VM `{vm}` is leased to both job {other} and job {job}"
-                ));
-                return;
-            }
+        if self.conflicts(job, &vms) {
+            return;
         }
         for vm in &vms {
             self.holder.insert(vm.clone(), job);
         }
         self.sets.insert(job, vms);
+    }
+
+    /// Whether a VM of `vms`, read from the store as `job`'s, is leased to
+    /// another job already; records that as damage.
+    fn conflicts(&mut self, job: JobId, vms: &[String]) -> bool {
+        let clash = vms.iter().find_map(|vm| {
+            let other = *self.holder.get(vm)?;
+            (other != job).then(|| format!("VM `{vm}` is leased to both job {other} and job {job}"))
+        });
+        match clash {
+            Some(what) => {
+                self.damaged.push(what);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Records a lease key that could not be read.

@@ -427,25 +427,39 @@ impl SledStore {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Every lease key as read: per-VM keys of older formats, lease sets,
+    /// and what does not decode (described for a message).
+    fn lease_keys(&self) -> Result<Vec<LeaseKey>, StoreError> {
+        let mut keys = Vec::new();
+        for entry in self.scan(P_LEASE) {
+            let (k, v) = entry?;
+            keys.push(match (key_str(&k, "lease"), be64(&v, "lease holder")) {
+                (Ok(vm), Ok(job)) => LeaseKey::PerVm(vm, JobId(job)),
+                _ => LeaseKey::Damaged(format!("the lease key {}", show_key(&k))),
+            });
+        }
+        for entry in self.scan(P_JOB_LEASES) {
+            let (k, v) = entry?;
+            keys.push(match (job_lease_key_job(&k), decode_set(&v)) {
+                (Some(job), Ok(vms)) => LeaseKey::Set(job, vms),
+                (None, _) => LeaseKey::Damaged(format!("the lease key {}", show_key(&k))),
+                (Some(job), Err(e)) => LeaseKey::Damaged(format!("the leases of job {job}: {e}")),
+            });
+        }
+        Ok(keys)
+    }
+
     /// The lease index, from both kinds of lease keys. A key that does not
     /// decode is recorded as damage (refusing leases until it is repaired)
     /// rather than refusing the whole store: `store check` and exports
     /// still work.
     fn read_leases(&self) -> Result<LeaseIndex, StoreError> {
         let mut index = LeaseIndex::default();
-        for entry in self.scan(P_LEASE) {
-            let (k, v) = entry?;
-            match (key_str(&k, "lease"), be64(&v, "lease holder")) {
-                (Ok(vm), Ok(job)) => index.add_legacy(vm, JobId(job)),
-                _ => index.add_damaged(format!("the lease key {}", show_key(&k))),
-            }
-        }
-        for entry in self.scan(P_JOB_LEASES) {
-            let (k, v) = entry?;
-            match (job_lease_key_job(&k), decode_set(&v)) {
-                (Some(job), Ok(vms)) => index.add_set(job, vms),
-                (None, _) => index.add_damaged(format!("the lease key {}", show_key(&k))),
-                (Some(job), Err(e)) => index.add_damaged(format!("the leases of job {job}: {e}")),
+        for key in self.lease_keys()? {
+            match key {
+                LeaseKey::PerVm(vm, job) => index.add_legacy(vm, job),
+                LeaseKey::Set(job, vms) => index.add_set(job, vms),
+                LeaseKey::Damaged(what) => index.add_damaged(what),
             }
         }
         Ok(index)
@@ -456,16 +470,11 @@ impl SledStore {
     /// unknown-key pass of `for_each_record`).
     fn visit_leases(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError> {
         let mut leases = Vec::new();
-        for entry in self.scan(P_LEASE) {
-            let (k, v) = entry?;
-            if let Some(Record::Lease { vm, job }) = classify(&k, &v) {
-                leases.push((vm, job));
-            }
-        }
-        for entry in self.scan(P_JOB_LEASES) {
-            let (k, v) = entry?;
-            if let Some((job, vms)) = lease_set(&k, &v) {
-                leases.extend(vms.into_iter().map(|vm| (vm, job)));
+        for key in self.lease_keys()? {
+            match key {
+                LeaseKey::PerVm(vm, job) => leases.push((vm, job)),
+                LeaseKey::Set(job, vms) => leases.extend(vms.into_iter().map(|vm| (vm, job))),
+                LeaseKey::Damaged(_) => {}
             }
         }
         leases.sort();
@@ -1127,6 +1136,16 @@ fn timer_key(due_ms: u64, job: JobId, timer: u64) -> Vec<u8> {
     k.extend_from_slice(&job.0.to_be_bytes());
     k.extend_from_slice(&timer.to_be_bytes());
     k
+}
+
+/// One lease key of the store, as read.
+enum LeaseKey {
+    /// `l/<vm>` of formats 1–3: the VM and its holder.
+    PerVm(String, JobId),
+    /// `L/<job>`: the job and its VMs.
+    Set(JobId, Vec<String>),
+    /// A key that does not decode, described.
+    Damaged(String),
 }
 
 /// A lease-set key and value that decode (`None`: not one, or damaged).
