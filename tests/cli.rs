@@ -292,6 +292,7 @@ fn plan(name: &str, groups: Vec<Group>) -> Plan {
             cleanup: vec![],
         },
         commit: CommitPolicy::Manual,
+        layout: drplan_engine::plan::model::CompileLayout::default(),
     }
 }
 

@@ -92,6 +92,7 @@ fn chain(n: usize) -> Plan {
             cleanup: vec![],
         },
         commit: CommitPolicy::Manual,
+        layout: drplan_engine::plan::model::CompileLayout::default(),
     }
 }
 

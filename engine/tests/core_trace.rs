@@ -94,18 +94,9 @@ fn trace_of_a_test_failover_with_a_failure_and_an_incomplete_cleanup() {
         job: Job::submit(&p, test_op()),
         out: String::new(),
     };
+    // Failover phase: every test VM is created at once; then the group
+    // boots: its pre step, its VMs' starts, its post step.
     t.send("started", JobEvent::Started { at: T0 });
-    let at = t.job.tick(5_000);
-    t.send(
-        "announce answered done",
-        JobEvent::ManualAnswered {
-            step: 0,
-            done: true,
-            by: "alice".into(),
-            note: None,
-            at,
-        },
-    );
     t.outcome("app/vm/web/create-test-vm", Outcome::Succeeded);
     t.outcome(
         "app/vm/db/create-test-vm",
@@ -113,15 +104,32 @@ fn trace_of_a_test_failover_with_a_failure_and_an_incomplete_cleanup() {
             error: "no capacity".into(),
         },
     );
+    let at = t.job.tick(5_000);
+    let announce = (0..t.job.ctx.len())
+        .find(|&s| node(&t.job, s) == "app/pre/announce")
+        .unwrap();
+    t.send(
+        "announce answered done",
+        JobEvent::ManualAnswered {
+            step: announce,
+            done: true,
+            by: "alice".into(),
+            note: None,
+            at,
+        },
+    );
     t.outcome("app/vm/web/start-test-vm", Outcome::Succeeded);
     t.outcome("app/post/smoke", Outcome::TimedOut);
     let at = t.job.now + 10_000;
     t.job.now = at;
+    let smoke = (0..t.job.ctx.len())
+        .find(|&s| node(&t.job, s) == "app/post/smoke")
+        .unwrap();
     t.send(
         "retry timer fired",
         JobEvent::TimerFired {
             timer: TimerId::Retry {
-                step: 5,
+                step: smoke,
                 attempt: 1,
             },
             at,
@@ -176,7 +184,9 @@ fn trace_of_a_planned_failover_halted_then_cancelled() {
         job: Job::submit(&p, planned()),
         out: String::new(),
     };
+    // Shutdown phase, front end first; then every VM's final sync at once.
     t.send("started", JobEvent::Started { at: T0 });
+    t.outcome("web/vm/web/shutdown-primary", Outcome::Succeeded);
     t.outcome("db/vm/db/shutdown-primary", Outcome::Succeeded);
     t.outcome(
         "db/vm/db/sync-final-delta",
@@ -193,5 +203,6 @@ fn trace_of_a_planned_failover_halted_then_cancelled() {
             at,
         },
     );
+    t.outcome("web/vm/web/sync-final-delta", Outcome::Cancelled);
     insta::assert_snapshot!(t.out);
 }

@@ -319,9 +319,13 @@ fn a_repeated_outcome_is_acknowledged_without_a_second_record() {
         .journal
         .record(job, drplan_engine::core::JobEvent::Started { at: T0 + 1 })
         .unwrap();
-    let Some(drplan_engine::core::Effect::RunScript { step, attempt, .. }) = fx.first().cloned()
+    // Failover phases: the primary's shutdown starts first.
+    let Some(drplan_engine::core::Effect::RunVmOp { step, attempt, .. }) = fx
+        .iter()
+        .find(|e| matches!(e, drplan_engine::core::Effect::RunVmOp { .. }))
+        .cloned()
     else {
-        panic!("the pre script starts first: {fx:?}");
+        panic!("the primary's shutdown starts first: {fx:?}");
     };
     let outcome = drplan_engine::core::JobEvent::StepFinished {
         step,
@@ -332,7 +336,10 @@ fn a_repeated_outcome_is_acknowledged_without_a_second_record() {
         at: T0 + 2,
     };
     let first = sim.journal.record(job, outcome.clone()).unwrap();
-    assert!(!first.is_empty(), "the VM chain starts after the script");
+    assert!(
+        !first.is_empty(),
+        "the final sync starts after the shutdown"
+    );
     let log = sim.journal.events(job).unwrap();
     assert_eq!(sim.journal.record(job, outcome).unwrap(), vec![]);
     assert_eq!(

@@ -182,19 +182,50 @@ fn diamond_has_its_shape() {
     assert_eq!(frontend, [index("auth"), index("catalog")]);
     assert_eq!(after("monitoring"), Vec::<usize>::new());
 
+    // Failover phases: the groups boot in that shape (the Shutdown phase
+    // runs it backwards, the Failover phase has no group order).
     let exec = plan::compile(&plan, Operation::failover(FailoverKind::Planned));
-    let first = |vm: &str| {
-        exec.nodes
-            .iter()
-            .find(|n| n.vm() == Some(vm))
-            .unwrap_or_else(|| panic!("no node for {vm}"))
+    let id = |key: &str| exec.node(key).unwrap_or_else(|| panic!("no {key}")).id;
+    let deps = |key: &str| {
+        exec.node(key)
+            .unwrap_or_else(|| panic!("no {key}"))
+            .deps
+            .clone()
     };
-    assert!(first("mon-01").deps.is_empty(), "monitoring must not wait");
-    assert!(first("stor-01").deps.is_empty(), "storage must not wait");
+    assert_eq!(
+        deps("monitoring/vm/mon-01/start-replica"),
+        [id("monitoring/vm/mon-01/failover")],
+        "monitoring must not wait"
+    );
+    assert_eq!(
+        deps("storage/vm/stor-01/start-replica"),
+        [id("storage/vm/stor-01/failover")],
+        "storage must not wait"
+    );
     // The arms start after storage's `settle` wait, not after each other.
-    let settle = exec.node("storage/post/settle").expect("settle step").id;
-    assert_eq!(first("auth-01").deps, [settle]);
-    assert_eq!(exec.node("catalog/pre/announce").unwrap().deps, [settle]);
+    let settle = id("storage/post/settle");
+    assert_eq!(
+        deps("auth/vm/auth-01/start-replica"),
+        [id("auth/vm/auth-01/failover"), settle]
+    );
+    assert_eq!(
+        deps("catalog/pre/announce"),
+        [
+            id("catalog/vm/catalog-01/failover"),
+            id("catalog/vm/catalog-02/failover"),
+            settle
+        ]
+    );
+    // Shut down backwards: the front end (and monitoring) at once, the
+    // arms after the front end, storage last.
+    assert!(deps("frontend/vm/front-01/shutdown-primary").is_empty());
+    assert!(deps("monitoring/vm/mon-01/shutdown-primary").is_empty());
+    let front = [
+        id("frontend/vm/front-01/shutdown-primary"),
+        id("frontend/vm/front-02/shutdown-primary"),
+    ];
+    assert_eq!(deps("auth/vm/auth-02/shutdown-primary"), front);
+    assert_eq!(deps("catalog/vm/catalog-01/shutdown-primary"), front);
 }
 
 #[test]

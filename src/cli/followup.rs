@@ -202,7 +202,10 @@ fn follow_up_inner(a: &JobArgs, op: Operation) -> Result<Exit, Exit> {
                 meta.id
             );
         }
-        let (plan, text) = session.job_plan(&meta).await?;
+        let (mut plan, text) = session.job_plan(&meta).await?;
+        // A new job runs today's failover phases, even after a job stored
+        // by a drplan that laid failovers out per group (its model says so).
+        plan.layout = drplan_engine::plan::model::CompileLayout::default();
         let plan_name = plan.name.clone();
         let parent = meta.id;
         let (running, updates) = session

@@ -13,7 +13,8 @@ use super::types::Millis;
 /// Which chain a VM node belongs to: (cleanup part?, group, VM).
 type ChainKey<'a> = (bool, Option<usize>, &'a str);
 
-/// One VM's chain of operations in one part of the job.
+/// One VM's chain of operations in one part of the job (not necessarily a
+/// dependency chain: see `JobContext::from_plans`).
 #[derive(Debug, Clone)]
 pub(crate) struct Chain {
     pub vm: String,
@@ -119,8 +120,13 @@ impl JobContext {
         }
         drop(filled);
 
-        // VM chains: compile pushes one VM's operations consecutively, each
-        // depending on the previous one; key them by (part, group, vm).
+        // VM chains: a VM's operations in id order are its chain (compile
+        // emits them in chain order). Per group they are consecutive; in a
+        // phased failover they are spread over the phases (shutdown, then
+        // failover, then start, each phase emitting every VM), and an
+        // unplanned failover's failover does not even wait for the
+        // shutdown. Either way a failed operation ends the rest of its VM's
+        // chain (`SkipReason::ChainFailed`). Keyed by (part, group, vm).
         let mut chains: Vec<Chain> = Vec::new();
         let mut chain_of = vec![None; n + m];
         let mut index: BTreeMap<ChainKey<'_>, usize> = BTreeMap::new();

@@ -1,15 +1,35 @@
 //! Compile a validated plan and an operation into an execution DAG.
 //!
-//! Per group: its `pre` steps in order, then one operation chain per VM (the
-//! chains run in parallel), then its `post` steps in order. A group's first
-//! node depends on the last nodes of the groups it comes after. Parts that
-//! are empty are passed through, so an empty group still carries its
-//! dependencies. Steps whose `when` excludes the operation are absent.
+//! A failover is laid out in three phases ([`Stage`]), as Azure Site
+//! Recovery runs a recovery plan (group types Shutdown, Failover, Boot) and
+//! SRM a planned migration (docs/plan-format.md, "Failover phases"):
+//! - **Shutdown**: every primary VM is shut down. Planned: in reverse
+//!   dependency order (a group's shutdowns wait for those of the groups that
+//!   come after it: the front end goes down first); groups without `after`
+//!   go last, one after another in reverse file order, so the phase ends in
+//!   one group. Unplanned: best effort (`if_reachable`), all at once, and
+//!   nothing but the VM's own start waits for it. Test: none.
+//! - **Failover**: each VM's remaining operations before its start (final
+//!   sync and failover; test: create the test VM), every VM in parallel.
+//!   Planned: once the whole Shutdown phase has ended.
+//! - **Boot**: group by group in dependency order: the group's `pre` steps
+//!   (once its VMs failed over), each VM's start, the group's `post` steps.
+//!
+//! Any other operation (commit, cleanup, ...), and a failover of a plan
+//! model stored before phases existed ([`CompileLayout::Groups`]), is laid
+//! out per group: its `pre` steps in order, then one operation chain per VM
+//! (the chains run in parallel), then its `post` steps; a failover's group
+//! starts after the groups it comes after.
+//!
+//! Parts that are empty are passed through, so an empty group still
+//! carries its dependencies. Steps whose `when` excludes the operation are
+//! absent.
 //!
 //! Compilation is deterministic: the same plan and operation always give the
 //! same nodes with the same ids in the same (topological) order. Durable jobs
-//! rely on this: they store the plan text and recompile it on restart, and
-//! step ids in the event log refer to this numbering.
+//! rely on this: they store the plan model and recompile it on restart, and
+//! step ids in the event log refer to this numbering; the model's
+//! [`CompileLayout`] keeps that true across drplan versions.
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,7 +37,7 @@ use std::sync::Arc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
-use super::model::{Direction, FailoverKind, Plan, Step};
+use super::model::{CompileLayout, Direction, FailoverKind, Plan, Step};
 
 /// Index of a node in [`ExecPlan::nodes`].
 pub type StepId = usize;
@@ -222,6 +242,43 @@ pub enum Phase {
     Cleanup,
 }
 
+/// The phase of a failover a node belongs to ([`CompileLayout::Phases`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Primaries shut down (planned: front end first; unplanned: best effort).
+    Shutdown,
+    /// Final sync and failover of every VM (test: test VMs created).
+    Failover,
+    /// Group by group: `pre` steps, VM starts, `post` steps.
+    Boot,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Shutdown => "shutdown",
+            Stage::Failover => "failover",
+            Stage::Boot => "boot",
+        }
+    }
+
+    /// The phase a VM operation of a failover runs in.
+    pub fn of(op: &VmOp) -> Stage {
+        match op {
+            VmOp::ShutdownPrimary { .. } => Stage::Shutdown,
+            VmOp::StartReplica | VmOp::StartTestVm => Stage::Boot,
+            _ => Stage::Failover,
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a node does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeKind {
@@ -266,6 +323,9 @@ pub struct ExecNode {
     pub deps: Vec<StepId>,
     /// Failure does not fail the group (optional VM or step).
     pub optional: bool,
+    /// The failover phase of the node; `None` outside a phased failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
 }
 
 impl ExecNode {
@@ -305,6 +365,8 @@ impl ExecPlan {
 /// Builds the node list while keeping ids dense and dependencies explicit.
 struct Builder {
     nodes: Vec<ExecNode>,
+    /// The phase the nodes pushed now belong to.
+    stage: Option<Stage>,
 }
 
 impl Builder {
@@ -327,6 +389,7 @@ impl Builder {
             kind,
             deps,
             optional,
+            stage: self.stage,
         });
         id
     }
@@ -350,6 +413,36 @@ impl Builder {
                 NodeKind::Step(Arc::new(step.clone())),
                 frontier,
                 step.optional,
+            );
+            frontier = vec![id];
+        }
+        frontier
+    }
+}
+
+impl Builder {
+    /// One VM's `ops` in sequence after `deps` (keys `PREFIX VM/OP`, the
+    /// prefix being `GROUP/vm/`); returns the new frontier (`deps` when
+    /// `ops` is empty).
+    fn vm_ops(
+        &mut self,
+        prefix: &str,
+        group: usize,
+        vm: &super::model::GroupVm,
+        ops: &[VmOp],
+        mut frontier: Vec<StepId>,
+    ) -> Vec<StepId> {
+        for vm_op in ops {
+            let id = self.push(
+                key(&[prefix, &vm.name, "/", vm_op.name()]),
+                Some(group),
+                Phase::Vm,
+                NodeKind::Vm {
+                    vm: vm.name.clone(),
+                    op: vm_op.clone(),
+                },
+                frontier,
+                vm.optional,
             );
             frontier = vec![id];
         }
@@ -446,7 +539,6 @@ pub fn vm_chain(plan: &Plan, op: &Operation) -> Vec<VmOp> {
 /// acyclic), so this cannot fail.
 pub fn compile(plan: &Plan, op: Operation) -> ExecPlan {
     let chain = vm_chain(plan, &op);
-    let is_failover = matches!(op, Operation::Failover { .. });
     // Reserve the whole node list up front: growing a 40,000-node vector
     // moves every node several times. An upper bound (every step counted,
     // whatever its `when`) is close enough.
@@ -458,60 +550,18 @@ pub fn compile(plan: &Plan, op: Operation) -> ExecPlan {
         + plan.test.cleanup.len();
     let mut b = Builder {
         nodes: Vec::with_capacity(capacity),
+        stage: None,
     };
 
     // Groups in a topological order of their `after` graph: file order when
     // it already is one (the common case), otherwise the earliest-in-file
     // ready group first, so the result depends only on the plan.
     let order = group_order(plan);
-    let mut exits: Vec<Vec<StepId>> = vec![Vec::new(); plan.groups.len()];
-    // Reused for every group: `GROUP/pre/`, `GROUP/vm/`, `GROUP/post/`.
-    let mut prefix = String::new();
-    for &g in &order {
-        let group = &plan.groups[g];
-        let entry: Vec<StepId> = if is_failover {
-            let mut e: Vec<StepId> = group
-                .after
-                .iter()
-                .flat_map(|&d| exits[d].iter().copied())
-                .collect();
-            e.sort_unstable();
-            e.dedup();
-            e
-        } else {
-            // Commit, cleanup and the like act on every VM at once: group
-            // order matters for starting machines, not for these.
-            Vec::new()
-        };
-        set_prefix(&mut prefix, &group.name, "/pre/");
-        let after_pre = b.chain_steps(&prefix, Some(g), Phase::Pre, &group.pre, &op, entry);
-        set_prefix(&mut prefix, &group.name, "/vm/");
-        let mut vm_tails = Vec::with_capacity(group.vms.len());
-        for vm in &group.vms {
-            let mut frontier = after_pre.clone();
-            for vm_op in &chain {
-                let id = b.push(
-                    key(&[&prefix, &vm.name, "/", vm_op.name()]),
-                    Some(g),
-                    Phase::Vm,
-                    NodeKind::Vm {
-                        vm: vm.name.clone(),
-                        op: vm_op.clone(),
-                    },
-                    frontier,
-                    vm.optional,
-                );
-                frontier = vec![id];
-            }
-            vm_tails.extend(frontier);
+    match op {
+        Operation::Failover { kind, .. } if plan.layout == CompileLayout::Phases => {
+            compile_phases(&mut b, plan, &op, kind, &chain, &order);
         }
-        let before_post = if group.vms.is_empty() {
-            after_pre
-        } else {
-            vm_tails
-        };
-        set_prefix(&mut prefix, &group.name, "/post/");
-        exits[g] = b.chain_steps(&prefix, Some(g), Phase::Post, &group.post, &op, before_post);
+        _ => compile_groups(&mut b, plan, &op, &chain, &order),
     }
 
     if op == Operation::TestCleanup {
@@ -546,6 +596,193 @@ pub fn compile(plan: &Plan, op: Operation) -> ExecPlan {
         nodes: b.nodes,
         graph,
     }
+}
+
+/// The per-group layout: each group's `pre` steps, its VMs' whole chains,
+/// its `post` steps. A failover's group waits for the groups it comes after;
+/// any other operation (commit, cleanup and the like) acts on every VM at
+/// once: group order matters for starting machines, not for these.
+fn compile_groups(b: &mut Builder, plan: &Plan, op: &Operation, chain: &[VmOp], order: &[usize]) {
+    let is_failover = matches!(op, Operation::Failover { .. });
+    let mut exits: Vec<Vec<StepId>> = vec![Vec::new(); plan.groups.len()];
+    // Reused for every group: `GROUP/pre/`, `GROUP/vm/`, `GROUP/post/`.
+    let mut prefix = String::new();
+    for &g in order {
+        let group = &plan.groups[g];
+        let entry: Vec<StepId> = if is_failover {
+            union(group.after.iter().map(|&d| exits[d].as_slice()))
+        } else {
+            Vec::new()
+        };
+        set_prefix(&mut prefix, &group.name, "/pre/");
+        let after_pre = b.chain_steps(&prefix, Some(g), Phase::Pre, &group.pre, op, entry);
+        set_prefix(&mut prefix, &group.name, "/vm/");
+        let mut vm_tails = Vec::with_capacity(group.vms.len());
+        for vm in &group.vms {
+            let tail = b.vm_ops(&prefix, g, vm, chain, after_pre.clone());
+            vm_tails.extend(tail);
+        }
+        let before_post = if group.vms.is_empty() {
+            after_pre
+        } else {
+            vm_tails
+        };
+        set_prefix(&mut prefix, &group.name, "/post/");
+        exits[g] = b.chain_steps(&prefix, Some(g), Phase::Post, &group.post, op, before_post);
+    }
+}
+
+/// The phased layout of a failover (see the module documentation).
+fn compile_phases(
+    b: &mut Builder,
+    plan: &Plan,
+    op: &Operation,
+    kind: FailoverKind,
+    chain: &[VmOp],
+    order: &[usize],
+) {
+    let n = plan.groups.len();
+    let ops_in = |stage: Stage| -> Vec<VmOp> {
+        chain
+            .iter()
+            .filter(|o| Stage::of(o) == stage)
+            .cloned()
+            .collect()
+    };
+    let (shutdown, failover, boot) = (
+        ops_in(Stage::Shutdown),
+        ops_in(Stage::Failover),
+        ops_in(Stage::Boot),
+    );
+    // Planned: the Failover phase waits for every shutdown (front end down
+    // before anything moves). Unplanned: a shutdown is best effort and the
+    // primary site may be down: nothing but the VM's own start waits for it
+    // (so that, where the primary still answers, it and the replica never
+    // run at once).
+    let planned = kind == FailoverKind::Planned;
+    let mut prefix = String::new();
+    // Per group, per VM: what its next phase must wait for.
+    let mut vm_tails: Vec<Vec<Vec<StepId>>> = plan
+        .groups
+        .iter()
+        .map(|g| vec![Vec::new(); g.vms.len()])
+        .collect();
+
+    // Shutdown. Planned: reverse dependency order, so the groups that come
+    // after a group (its dependents) are emitted, and go down, first.
+    b.stage = Some(Stage::Shutdown);
+    let mut barrier: Vec<StepId> = Vec::new();
+    if !shutdown.is_empty() {
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, g) in plan.groups.iter().enumerate() {
+            for &d in &g.after {
+                dependents[d].push(i);
+            }
+        }
+        let mut exits: Vec<Vec<StepId>> = vec![Vec::new(); n];
+        // The exit of the root group (no `after`) emitted last: roots go
+        // down one after another, so the phase ends in one group and the
+        // Failover phase waits on that group's shutdowns only (not on every
+        // root's: a plan of many independent groups would otherwise need
+        // roots × VMs edges).
+        let mut last_root: Vec<StepId> = Vec::new();
+        for &g in order.iter().rev() {
+            let group = &plan.groups[g];
+            let entry = if planned {
+                let mut from: Vec<&[StepId]> =
+                    dependents[g].iter().map(|&h| exits[h].as_slice()).collect();
+                if group.after.is_empty() {
+                    from.push(&last_root);
+                }
+                union(from)
+            } else {
+                Vec::new()
+            };
+            set_prefix(&mut prefix, &group.name, "/vm/");
+            let mut group_exit = Vec::with_capacity(group.vms.len());
+            for (v, vm) in group.vms.iter().enumerate() {
+                let tail = b.vm_ops(&prefix, g, vm, &shutdown, entry.clone());
+                group_exit.extend_from_slice(&tail);
+                vm_tails[g][v] = tail;
+            }
+            exits[g] = if group.vms.is_empty() {
+                entry
+            } else {
+                group_exit
+            };
+            if group.after.is_empty() {
+                last_root = exits[g].clone();
+            }
+        }
+        if planned {
+            barrier = last_root;
+        }
+    }
+
+    // Failover: every VM in parallel.
+    b.stage = Some(Stage::Failover);
+    if !failover.is_empty() {
+        for &g in order {
+            let group = &plan.groups[g];
+            set_prefix(&mut prefix, &group.name, "/vm/");
+            for (v, vm) in group.vms.iter().enumerate() {
+                let tail = b.vm_ops(&prefix, g, vm, &failover, barrier.clone());
+                let tails = &mut vm_tails[g][v];
+                if planned {
+                    // Its own shutdown is behind the barrier already.
+                    tails.clear();
+                }
+                tails.extend(tail);
+            }
+        }
+    }
+
+    // Boot: group by group in dependency order, `pre` steps once the
+    // group's VMs failed over, each VM's start, `post` steps.
+    b.stage = Some(Stage::Boot);
+    let mut exits: Vec<Vec<StepId>> = vec![Vec::new(); n];
+    for &g in order {
+        let group = &plan.groups[g];
+        let entry = union(group.after.iter().map(|&d| exits[d].as_slice()));
+        let tails = std::mem::take(&mut vm_tails[g]);
+        set_prefix(&mut prefix, &group.name, "/pre/");
+        let applies = group.pre.iter().any(|s| step_applies(s, op));
+        let after_pre = if applies {
+            let mut from: Vec<&[StepId]> = vec![&entry];
+            from.extend(tails.iter().map(Vec::as_slice));
+            let start = union(from);
+            Some(b.chain_steps(&prefix, Some(g), Phase::Pre, &group.pre, op, start))
+        } else {
+            None
+        };
+        set_prefix(&mut prefix, &group.name, "/vm/");
+        let mut started = Vec::with_capacity(group.vms.len());
+        for (vm, own) in group.vms.iter().zip(&tails) {
+            // After `pre` (which waited for every VM of the group), else
+            // after the groups before and the VM's own failover.
+            let deps = match &after_pre {
+                Some(f) => f.clone(),
+                None => union([entry.as_slice(), own.as_slice()]),
+            };
+            started.extend(b.vm_ops(&prefix, g, vm, &boot, deps));
+        }
+        let before_post = if group.vms.is_empty() {
+            after_pre.unwrap_or(entry)
+        } else {
+            started
+        };
+        set_prefix(&mut prefix, &group.name, "/post/");
+        exits[g] = b.chain_steps(&prefix, Some(g), Phase::Post, &group.post, op, before_post);
+    }
+    b.stage = None;
+}
+
+/// The sorted, deduplicated union of some lists of step ids.
+fn union<'a>(lists: impl IntoIterator<Item = &'a [StepId]>) -> Vec<StepId> {
+    let mut all: Vec<StepId> = lists.into_iter().flatten().copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
 }
 
 /// `prefix` = `group` + `tail`, reusing its buffer.

@@ -282,6 +282,7 @@ pub fn large_plan(groups: usize, vms_per_group: usize, seed: u64) -> GeneratedPl
         base_dir: PathBuf::from("."),
         fabric_path: Some(PathBuf::from(LARGE_FABRIC_FILE)),
         groups: model_groups,
+        layout: crate::plan::model::CompileLayout::default(),
         test: TestSettings {
             network: Some("test-bubble".into()),
             max_duration: Duration::from_secs(TEST_WINDOW_SECS),

@@ -21,7 +21,7 @@ pub mod yaml;
 use std::path::{Path, PathBuf};
 
 pub use compile::{
-    ExecNode, ExecPlan, NodeKind, Operation, Phase, RecoveryPoint, StepId, VmOp, compile,
+    ExecNode, ExecPlan, NodeKind, Operation, Phase, RecoveryPoint, Stage, StepId, VmOp, compile,
 };
 pub use diag::{Diagnostic, Severity};
 pub use model::{Direction, FailoverKind, Inventory, Plan};

@@ -237,6 +237,44 @@ pub struct Plan {
     pub groups: Vec<Group>,
     pub test: TestSettings,
     pub commit: CommitPolicy,
+    /// How [`crate::plan::compile`] lays out a failover of this plan. A
+    /// plan model stored by a drplan before failover phases existed has no
+    /// `layout` and reads as [`CompileLayout::Groups`]: its in-flight jobs
+    /// recompile to the numbering their event logs refer to. A new model is
+    /// [`CompileLayout::Phases`] (`Default`), and says so when stored.
+    #[serde(
+        default = "CompileLayout::stored_before_phases",
+        skip_serializing_if = "CompileLayout::is_groups"
+    )]
+    pub layout: CompileLayout,
+}
+
+/// The shape of a compiled failover (docs/plan-format.md, "Failover
+/// phases"). Part of the stored plan model, so that a job always recompiles
+/// to the step numbering it was submitted with (ARCHITECTURE.md invariant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompileLayout {
+    /// drplan before failover phases: per group, `pre` steps, each VM's
+    /// whole operation chain, `post` steps; groups in dependency order.
+    /// Kept only so that jobs stored by that drplan resume correctly.
+    Groups,
+    /// Shutdown (every primary, front end first), Failover (every VM), then
+    /// Boot group by group with the group's `pre` and `post` steps, as Azure
+    /// Site Recovery and SRM run a recovery plan.
+    #[default]
+    Phases,
+}
+
+impl CompileLayout {
+    /// What a stored plan model without a `layout` field was compiled with.
+    pub fn stored_before_phases() -> CompileLayout {
+        CompileLayout::Groups
+    }
+
+    pub fn is_groups(&self) -> bool {
+        *self == CompileLayout::Groups
+    }
 }
 
 impl Plan {

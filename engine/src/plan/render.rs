@@ -3,7 +3,11 @@
 //!
 //! Both renderers follow the same conventions so the two pictures agree:
 //! - one cluster (DOT) / subgraph (Mermaid) per group, labelled with the
-//!   group name; test cleanup steps sit in a cluster of their own;
+//!   group name; test cleanup steps sit in a cluster of their own; a phased
+//!   failover ([`Stage`]) nests its groups' clusters in one cluster per
+//!   phase, labelled `1. Shutdown (primary site)`, `2. Failover`, `3. Boot
+//!   (recovery site, group by group)` (a group appears once per phase it
+//!   has nodes in);
 //! - a node per [`ExecNode`], labelled with the step name or `vm: op`; its
 //!   shape tells the kind: script = box, manual = trapezium (the flowchart
 //!   symbol for a manual operation), wait = hexagon, VM operation = rounded box;
@@ -19,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::compile::{ExecNode, ExecPlan, NodeKind, StepId};
+use super::compile::{ExecNode, ExecPlan, NodeKind, Stage, StepId};
 use super::model::{Plan, StepAction};
 
 /// An RGB colour (only hex digits ever reach the output, so colours need no
@@ -84,38 +88,62 @@ fn label(node: &ExecNode) -> String {
     }
 }
 
-/// Clusters in first-appearance order: (cluster label, node ids). Nodes
-/// without a group (test cleanup) get one cluster of their own. Empty groups
-/// have no nodes and so no cluster (Graphviz drops empty clusters anyway,
-/// and Mermaid would draw an empty box).
-fn clusters(plan: &Plan, exec: &ExecPlan) -> Vec<(String, Vec<StepId>)> {
-    // Keyed by group index; `usize::MAX` stands for "no group".
-    let mut order: Vec<usize> = Vec::new();
-    let mut members: BTreeMap<usize, Vec<StepId>> = BTreeMap::new();
+/// One cluster: its label and node ids.
+type Cluster = (String, Vec<StepId>);
+
+/// Clusters in first-appearance order, each inside its failover phase when
+/// the plan is laid out in phases: (phase label or `None`, clusters of
+/// that phase). Nodes without a group (test cleanup) get one cluster of
+/// their own. Empty groups have no nodes and so no cluster (Graphviz drops
+/// empty clusters anyway, and Mermaid would draw an empty box).
+fn clusters(plan: &Plan, exec: &ExecPlan) -> Vec<(Option<String>, Vec<Cluster>)> {
+    // Keyed by (phase, group index); `usize::MAX` stands for "no group".
+    let mut order: Vec<(Option<Stage>, usize)> = Vec::new();
+    let mut members: BTreeMap<(Option<Stage>, usize), Vec<StepId>> = BTreeMap::new();
     for n in &exec.nodes {
-        let key = n.group.unwrap_or(usize::MAX);
+        let key = (n.stage, n.group.unwrap_or(usize::MAX));
         let entry = members.entry(key).or_default();
         if entry.is_empty() {
             order.push(key);
         }
         entry.push(n.id);
     }
-    order
-        .into_iter()
-        .map(|key| {
-            let name = if key == usize::MAX {
-                "test cleanup".to_string()
-            } else {
-                plan.groups
-                    .get(key)
-                    .map(|g| g.name.clone())
-                    // An ExecPlan compiled from another plan: still render
-                    // rather than panic.
-                    .unwrap_or_else(|| format!("group {key}"))
-            };
-            (name, members.remove(&key).unwrap_or_default())
-        })
-        .collect()
+    let mut out: Vec<(Option<String>, Vec<Cluster>)> = Vec::new();
+    let mut current: Option<Option<Stage>> = None;
+    for key in order {
+        let (stage, group) = key;
+        let name = if group == usize::MAX {
+            "test cleanup".to_string()
+        } else {
+            plan.groups
+                .get(group)
+                .map(|g| g.name.clone())
+                // An ExecPlan compiled from another plan: still render
+                // rather than panic.
+                .unwrap_or_else(|| format!("group {group}"))
+        };
+        let ids = members.remove(&key).unwrap_or_default();
+        // Compile emits the phases one after another, so a phase's groups
+        // are consecutive here.
+        if current != Some(stage) || out.is_empty() {
+            out.push((stage.map(stage_label), Vec::new()));
+            current = Some(stage);
+        }
+        if let Some(last) = out.last_mut() {
+            last.1.push((name, ids));
+        }
+    }
+    out
+}
+
+/// The label of a failover phase's cluster.
+fn stage_label(stage: Stage) -> String {
+    match stage {
+        Stage::Shutdown => "1. Shutdown (primary site)",
+        Stage::Failover => "2. Failover",
+        Stage::Boot => "3. Boot (recovery site, group by group)",
+    }
+    .to_string()
 }
 
 fn title(plan: &Plan, exec: &ExecPlan, opts: &RenderOptions) -> String {
@@ -172,13 +200,28 @@ pub fn to_dot(plan: &Plan, exec: &ExecPlan, opts: &RenderOptions) -> String {
     );
     let _ = writeln!(out, "  node [fontname=\"Helvetica\", shape=box];");
     let _ = writeln!(out, "  edge [fontname=\"Helvetica\"];");
-    for (i, (name, ids)) in clusters(plan, exec).iter().enumerate() {
-        let _ = writeln!(out, "  subgraph cluster_g{i} {{");
-        let _ = writeln!(out, "    label=\"{}\";", dot_escape(name));
-        for &id in ids {
-            let _ = writeln!(out, "    {}", dot_node(&exec.nodes[id], opts));
+    let mut i = 0;
+    for (p, (stage, groups)) in clusters(plan, exec).iter().enumerate() {
+        let indent = if let Some(label) = stage {
+            let _ = writeln!(out, "  subgraph cluster_p{p} {{");
+            let _ = writeln!(out, "    label=\"{}\";", dot_escape(label));
+            let _ = writeln!(out, "    style=dashed;");
+            "    "
+        } else {
+            "  "
+        };
+        for (name, ids) in groups {
+            let _ = writeln!(out, "{indent}subgraph cluster_g{i} {{");
+            let _ = writeln!(out, "{indent}  label=\"{}\";", dot_escape(name));
+            for &id in ids {
+                let _ = writeln!(out, "{indent}  {}", dot_node(&exec.nodes[id], opts));
+            }
+            let _ = writeln!(out, "{indent}}}");
+            i += 1;
         }
-        let _ = writeln!(out, "  }}");
+        if stage.is_some() {
+            let _ = writeln!(out, "  }}");
+        }
     }
     for (from, to) in edges(exec) {
         let _ = writeln!(out, "  n{from} -> n{to};");
@@ -264,12 +307,25 @@ pub fn to_mermaid(plan: &Plan, exec: &ExecPlan, opts: &RenderOptions) -> String 
         .collect();
     let _ = writeln!(out, "  %% {t}");
     let _ = writeln!(out, "  classDef optional stroke-dasharray: 5 5");
-    for (i, (name, ids)) in clusters(plan, exec).iter().enumerate() {
-        let _ = writeln!(out, "  subgraph g{i}[\"{}\"]", mermaid_escape(name));
-        for &id in ids {
-            let _ = writeln!(out, "    {}", mermaid_node(&exec.nodes[id], opts));
+    let mut i = 0;
+    for (p, (stage, groups)) in clusters(plan, exec).iter().enumerate() {
+        let indent = if let Some(label) = stage {
+            let _ = writeln!(out, "  subgraph p{p}[\"{}\"]", mermaid_escape(label));
+            "    "
+        } else {
+            "  "
+        };
+        for (name, ids) in groups {
+            let _ = writeln!(out, "{indent}subgraph g{i}[\"{}\"]", mermaid_escape(name));
+            for &id in ids {
+                let _ = writeln!(out, "{indent}  {}", mermaid_node(&exec.nodes[id], opts));
+            }
+            let _ = writeln!(out, "{indent}end");
+            i += 1;
         }
-        let _ = writeln!(out, "  end");
+        if stage.is_some() {
+            let _ = writeln!(out, "  end");
+        }
     }
     for (from, to) in edges(exec) {
         let _ = writeln!(out, "  n{from} --> n{to}");
@@ -383,6 +439,7 @@ mod tests {
                 cleanup: vec![],
             },
             commit: CommitPolicy::Manual,
+            layout: crate::plan::model::CompileLayout::default(),
         }
     }
 
@@ -426,10 +483,12 @@ mod tests {
             &[("vm1", true)],
             vec![wait("w"), manual("m")],
         )]);
+        // Phases: the test VM is created first (n0), then the group boots:
+        // its pre steps (n1, n2), then the VM starts (n3).
         let exec = compile(&p, Operation::failover(FailoverKind::Test));
         let mut opts = RenderOptions::default();
         opts.styles.insert(
-            0,
+            1,
             NodeStyle {
                 fill: Some(Rgb(0x2e, 0x7d, 0x32)),
                 note: Some("done".into()),
@@ -439,16 +498,16 @@ mod tests {
         let dot = to_dot(&p, &exec, &opts);
         assert!(
             dot.contains(
-                r##"n0 [label="w\ndone", shape=hexagon, fillcolor="#2e7d32", style="filled"];"##
+                r##"n1 [label="w\ndone", shape=hexagon, fillcolor="#2e7d32", style="filled"];"##
             ),
             "{dot}"
         );
         assert!(
-            dot.contains(r#"n1 [label="m", shape=invtrapezium];"#),
+            dot.contains(r#"n2 [label="m", shape=invtrapezium];"#),
             "{dot}"
         );
         assert!(
-            dot.contains(r#"n2 [label="vm1: create-test-vm", shape=box, style="rounded,dashed"];"#),
+            dot.contains(r#"n0 [label="vm1: create-test-vm", shape=box, style="rounded,dashed"];"#),
             "{dot}"
         );
         assert!(
@@ -456,10 +515,16 @@ mod tests {
             "{dot}"
         );
         let mm = to_mermaid(&p, &exec, &opts);
-        assert!(mm.contains("n0{{\"w<br>done\"}}"), "{mm}");
-        assert!(mm.contains("n1[\\\"m\"/]"), "{mm}");
-        assert!(mm.contains("class n2,n3 optional"), "{mm}");
-        assert!(mm.contains("style n0 fill:#2e7d32"), "{mm}");
+        assert!(mm.contains("n1{{\"w<br>done\"}}"), "{mm}");
+        assert!(mm.contains("n2[\\\"m\"/]"), "{mm}");
+        assert!(mm.contains("class n0,n3 optional"), "{mm}");
+        assert!(mm.contains("style n1 fill:#2e7d32"), "{mm}");
+        // The phases are clusters around the group's clusters.
+        assert!(dot.contains("label=\"2. Failover\";"), "{dot}");
+        assert!(
+            mm.contains("subgraph p1[\"3. Boot (recovery site, group by group)\"]"),
+            "{mm}"
+        );
     }
 
     #[test]
@@ -479,10 +544,13 @@ mod tests {
         );
         let dot = to_dot(&p, &exec, &opts);
         assert!(!dot.contains("\"empty\""), "{dot}");
-        assert_eq!(dot.matches("subgraph").count(), 1);
+        // `g` once in each of the three phases, each phase a cluster.
+        assert_eq!(dot.matches("subgraph cluster_g").count(), 3, "{dot}");
+        assert_eq!(dot.matches("subgraph cluster_p").count(), 3, "{dot}");
         let mm = to_mermaid(&p, &exec, &opts);
         assert!(!mm.contains("n999"), "{mm}");
-        assert_eq!(mm.matches("subgraph").count(), 1);
+        assert_eq!(mm.matches("subgraph g").count(), 3, "{mm}");
+        assert_eq!(mm.matches("subgraph p").count(), 3, "{mm}");
     }
 
     #[test]

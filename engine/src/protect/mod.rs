@@ -250,6 +250,7 @@ fn synthetic_plan(
         target,
         base_dir: PathBuf::from("."),
         fabric_path,
+        layout: crate::plan::model::CompileLayout::default(),
         groups: vec![Group {
             name: group.to_string(),
             after: Vec::new(),

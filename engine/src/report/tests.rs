@@ -238,8 +238,12 @@ fn the_critical_path_follows_the_slow_vm() {
             .iter()
             .any(|k| k == "web/vm/web-01/start-replica")
     );
+    // (The path starts in the Shutdown phase, where it may pass through
+    // any front end's shutdown: every step takes the same time there.)
     assert!(
-        !t.critical_path.iter().any(|k| k.contains("web-02")),
+        !t.critical_path
+            .iter()
+            .any(|k| k == "web/vm/web-02/start-replica"),
         "{:?}",
         t.critical_path
     );
@@ -256,7 +260,13 @@ fn the_critical_path_follows_the_slow_vm() {
             .iter()
             .any(|k| k == "database/vm/sql-02/failover")
     );
-    assert!(!t.critical_path.iter().any(|k| k.contains("sql-01")));
+    assert!(
+        !t.critical_path
+            .iter()
+            .any(|k| k.starts_with("database/vm/sql-01/") && !k.ends_with("/shutdown-primary")),
+        "{:?}",
+        t.critical_path
+    );
     // Only the path's steps are marked.
     let marked: Vec<&str> = t
         .steps
@@ -297,7 +307,18 @@ fn a_clean_planned_failover_is_a_success_with_its_rto() {
     assert_eq!(names, ["database", "application", "web"]);
     let app = &t.groups[1];
     assert_eq!((app.vms_total, app.vms_done, app.vms_failed), (3, 3, 0));
-    assert!(t.groups[0].finished_at.unwrap() <= t.groups[1].started_at.unwrap());
+    // Failover phases: the groups' primaries went down in reverse order,
+    // and they boot in dependency order.
+    let at = |k: &str| t.step(k).unwrap();
+    assert!(
+        at("web/vm/web-01/shutdown-primary").finished_at
+            <= at("application/vm/app-01/shutdown-primary").started_at
+    );
+    assert!(
+        at("database/vm/sql-01/start-replica").finished_at
+            <= at("application/vm/app-01/start-replica").started_at
+    );
+    assert!(t.groups[0].finished_at.unwrap() <= t.groups[1].finished_at.unwrap());
 }
 
 #[test]

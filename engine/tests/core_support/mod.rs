@@ -94,6 +94,7 @@ pub fn plan(groups: Vec<Group>, cleanup: Vec<Step>) -> Plan {
             cleanup,
         },
         commit: CommitPolicy::Manual,
+        layout: drplan_engine::plan::model::CompileLayout::default(),
     }
 }
 

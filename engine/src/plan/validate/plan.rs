@@ -176,6 +176,7 @@ pub(super) fn validate(
         base_dir: base_dir.to_path_buf(),
         fabric_path: file.fabric.as_ref().map(|f| base_dir.join(&f.value)),
         groups: model_groups,
+        layout: crate::plan::model::CompileLayout::default(),
         test,
         commit,
     })
