@@ -109,7 +109,8 @@ fn graphviz_svg(text: &str) -> String {
 /// promises: starts with `flowchart`; node ids declared once; edges, class
 /// and style lines only reference declared ids; every label is one quoted
 /// string with no raw `"`, and `#`, `<`, `>`, `&` only as entity codes or
-/// `<br>`; subgraphs balanced. Returns the number of nodes declared.
+/// `<br>`; subgraphs balanced (phases nest groups). Returns the number of
+/// nodes declared.
 fn check_mermaid(text: &str) -> usize {
     let mut lines = text.lines();
     let first = lines.next().unwrap_or_default();
@@ -149,7 +150,8 @@ fn check_mermaid(text: &str) -> usize {
         }
         if let Some(rest) = t.strip_prefix("subgraph ") {
             let (id, label) = rest.split_once('[').expect("subgraph id[\"label\"]");
-            assert!(is_id(id, 'g'), "subgraph id: {line}");
+            // `g…` a group, `p…` a failover phase around its groups.
+            assert!(is_id(id, 'g') || is_id(id, 'p'), "subgraph id: {line}");
             let label = label
                 .strip_prefix('"')
                 .and_then(|l| l.strip_suffix("\"]"))

@@ -72,13 +72,18 @@ fn without_history_every_figure_is_assumed_and_nothing_is_created() {
     );
     let e = &doc["estimates"][0];
     assert_eq!(e["measured"], 0);
-    // The RTO path of a planned failover of three-tier, by hand: quiesce
-    // (its 10m timeout) + 3 groups x (20s shutdown + 30s sync + 40s failover
-    // + 60s start) + verify-health (5m operator delay) + settle (1m wait).
-    assert_eq!(e["rto_ms"], 600_000 + 3 * 150_000 + 300_000 + 60_000);
+    // The RTO path of a planned failover of three-tier, by hand, phase by
+    // phase: 3 tiers' shutdowns one after another (20s each, front end
+    // first); then 30s sync + 40s failover (every VM at once); then the
+    // boot: quiesce (its 10m timeout) + 3 tiers x 60s start + verify-health
+    // (5m operator delay) + settle (1m wait).
+    assert_eq!(
+        e["rto_ms"],
+        3 * 20_000 + 70_000 + 600_000 + 3 * 60_000 + 300_000 + 60_000
+    );
     // ... and the plan completes after update-dns (2m) and smoke-test (5m
     // default timeout of the plan) on top.
-    assert_eq!(e["total_ms"], 1_410_000 + 120_000 + 300_000);
+    assert_eq!(e["total_ms"], 1_270_000 + 120_000 + 300_000);
     check_chain(e, "rto_path", &e["rto_ms"]);
     check_chain(e, "critical_path", &e["total_ms"]);
     assert_eq!(step(e, "database/pre/quiesce")["basis"], "script_timeout");
@@ -109,8 +114,10 @@ fn a_faster_operator_and_a_time_scale_change_the_assumed_figures() {
     );
     expect_code(&o, 0);
     let e = &json(&o)["estimates"][0];
-    // 3 x (10s + 20s + 30s) at half scale + 1m operator + 30s settle (scaled).
-    assert_eq!(e["rto_ms"], 3 * 60_000 + 60_000 + 30_000);
+    // At half scale: every VM's failover (20s) at once, alongside its
+    // best-effort shutdown (10s, waited on by its own start only); then
+    // 3 tiers x 30s start + 1m operator + 30s settle (scaled).
+    assert_eq!(e["rto_ms"], 20_000 + 3 * 30_000 + 60_000 + 30_000);
     // A manual step's timeout caps the operator delay.
     let o = estimate(
         tmp.path(),
@@ -251,13 +258,23 @@ fn groups_wider_than_the_concurrency_limit_are_pointed_out() {
     ]);
     expect_code(&o, 0);
     let text = String::from_utf8_lossy(&o.stdout);
+    // Every one of its 1,000 VMs fails over at once in the Failover phase.
     assert!(
-        text.contains("has 20 VMs but `drplan run` runs at most 8"),
+        text.contains("the planned failover runs up to 1000 VM operations at once in this estimate, but `drplan run` runs at most 8"),
         "{text}"
     );
-    // The three-tier plan's groups fit: no such note.
+    // The three-tier plan's planned failover fits (7 VMs fail over at
+    // once): no such note.
     let o = estimate(tmp.path(), &["--no-history", "--failover", "planned"]);
     assert!(!String::from_utf8_lossy(&o.stdout).contains("at most 8"));
+    // Its unplanned failover does not: 7 best-effort shutdowns beside 7
+    // failovers.
+    let o = estimate(tmp.path(), &["--no-history", "--failover", "unplanned"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("the unplanned failover runs up to 14 VM operations at once"),
+        "{text}"
+    );
 }
 
 #[test]

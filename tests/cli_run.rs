@@ -45,8 +45,13 @@ fn test_failover_waits_for_the_manual_step_then_for_cleanup_then_completes() {
         text.contains("drplan ack 1 application/post/verify-health --by NAME"),
         "{text}"
     );
-    // It stopped at the manual step: nothing of the web group ran.
-    assert!(!text.contains("web/vm/web-01"), "{text}");
+    // It stopped at the manual step: every test VM was created (the
+    // Failover phase), but the web group has not booted.
+    assert!(
+        text.contains("ok        web/vm/web-01/create-test-vm"),
+        "{text}"
+    );
+    assert!(!text.contains("web/vm/web-01/start-test-vm"), "{text}");
 
     let ack = drplan(
         dir,

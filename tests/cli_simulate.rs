@@ -177,7 +177,10 @@ fn fail_step_fails_a_script_at_every_attempt_and_a_manual_step() {
         doc["outcome"]["halted_at"],
         serde_json::json!(["application/post/verify-health"])
     );
-    assert_eq!(states(&doc)["web/vm/web-01/shutdown-primary"], "pending");
+    // Phases: every primary went down before the halt; the front end has
+    // not booted.
+    assert_eq!(states(&doc)["web/vm/web-01/shutdown-primary"], "succeeded");
+    assert_eq!(states(&doc)["web/vm/web-01/start-replica"], "pending");
 }
 
 #[test]
@@ -211,6 +214,26 @@ fn without_faults_the_simulated_rto_is_the_estimate() {
         expect_code(&est, 0);
         let est = json(&est);
         let e = &est["estimates"][0];
+        if kind == "unplanned" {
+            // 7 best-effort shutdowns beside 7 failovers: more than the
+            // 8 VM operations the engine runs at once, as the estimate's
+            // note says. Each of the first queued failovers waits one
+            // shutdown (20s): the simulation is that much later.
+            assert!(
+                est["notes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|n| n.as_str().unwrap().contains("14 VM operations at once")),
+                "{est}"
+            );
+            let (sim_rto, est_rto) = (
+                sim["outcome"]["rto_ms"].as_u64().unwrap(),
+                e["rto_ms"].as_u64().unwrap(),
+            );
+            assert_eq!(sim_rto, est_rto + 20_000, "{kind}: RTO");
+            continue;
+        }
         assert_eq!(sim["outcome"]["rto_ms"], e["rto_ms"], "{kind}: RTO");
         assert!(sim["outcome"]["rto_ms"].as_u64().unwrap() > 0);
         // A test failover stops awaiting cleanup, before the cleanup steps.

@@ -1,7 +1,10 @@
 #!/bin/sh
-# Quiesce a database before a planned failover, so the final delta that
-# drplan ships is transactionally clean (no half-written pages, no open
-# transactions on the primary).
+# Check that a database failed over quiesced, before it starts at the
+# recovery site. It runs in the Boot phase of a planned failover: the
+# primaries were shut down cleanly (which flushes and quiesces the
+# database) and the final delta shipped; this confirms that the shipped
+# log ends with a clean shutdown (no half-written pages, no open
+# transactions) before the replicas start.
 #
 # Usage: quiesce-db.sh --database NAME
 #
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --database) [ $# -ge 2 ] || { echo "quiesce-db: --database needs a value" >&2; exit 2; }
                     database=$2; shift 2 ;;
-        -h|--help)  sed -n '2,6p' "$0"; exit 0 ;;
+        -h|--help)  sed -n '2,9p' "$0"; exit 0 ;;
         *)          echo "quiesce-db: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -64,12 +67,12 @@ echo "quiesce-db: job $job_id, $kind failover ($direction), group $group"
 if [ "$kind" != planned ]; then
     # The plan restricts this step to planned failovers; say so if someone
     # runs it otherwise, but do no harm.
-    echo "quiesce-db: warning: a $kind failover has no healthy primary to quiesce; nothing to do"
+    echo "quiesce-db: warning: a $kind failover has no clean shutdown of the primary to check; nothing to do"
 fi
 for vm in $(vm_names "$vms_json"); do
-    echo "quiesce-db: would run on $vm: CHECKPOINT; ALTER DATABASE [$database] SET READ_ONLY WITH ROLLBACK AFTER 30 SECONDS"
+    echo "quiesce-db: would check on the failed-over replica of $vm that the log of [$database] ends with a clean shutdown"
 done
-echo "quiesce-db: would wait for the log send queue of [$database] to drain"
+echo "quiesce-db: would compare the last log sequence number of [$database] with the one the primary shipped"
 
 quiesced_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 results=$(printf 'quiesced_database=%s\nquiesced_at=%s\n' "$database" "$quiesced_at")

@@ -213,6 +213,24 @@ fn estimate_kind(plan: &Plan, kind: FailoverKind, model: &DurationModel) -> Kind
     }
 }
 
+/// The most VM operations the estimate's schedule has running at one time
+/// (an operation ending when another starts does not overlap it).
+fn peak_vm_ops(steps: &[drplan_engine::analysis::estimate::NodeEstimate]) -> usize {
+    let mut edges: Vec<(u64, i32)> = steps
+        .iter()
+        .filter(|n| n.key.contains("/vm/") && n.finish_ms > n.start_ms)
+        .flat_map(|n| [(n.start_ms, 1), (n.finish_ms, -1)])
+        .collect();
+    // Ends before starts at the same time.
+    edges.sort_unstable();
+    let (mut now, mut peak) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    peak.max(0) as usize
+}
+
 /// Measured fabric operations much faster than the configured latencies
 /// mean the runs were made with `drplan run --time-scale` (0.01 by
 /// default): say so, or the mix of measured and assumed figures misleads.
@@ -250,15 +268,6 @@ fn run_inner(args: &EstimateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
     let (plan, _, _) = load_plan(&args.plan, args.fabric.as_deref(), global)?;
     let (measured, source) = history(args, &plan.name)?;
     let mut hints: Vec<String> = scale_hint(&measured, args.time_scale).into_iter().collect();
-    if let Some(g) = plan.groups.iter().find(|g| g.vms.len() > RUN_MAX_VM_OPS) {
-        hints.push(format!(
-            "group `{}` has {} VMs but `drplan run` runs at most {RUN_MAX_VM_OPS} VM operations \
-             at once: the critical path assumes no such limit, so the real RTO is longer; \
-             `drplan simulate` models the limit",
-            g.name,
-            g.vms.len()
-        ));
-    }
     let model = DurationModel {
         measured,
         fabric: SimConfig::default(),
@@ -273,6 +282,20 @@ fn run_inner(args: &EstimateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
         .iter()
         .map(|&k| estimate_kind(&plan, k, &model))
         .collect();
+    // The phases put many VMs' operations side by side (every VM's
+    // failover at once; an unplanned failover's best-effort shutdowns
+    // beside them): say when the schedule needs more than the engine runs.
+    for k in &results {
+        let peak = peak_vm_ops(&k.steps);
+        if peak > RUN_MAX_VM_OPS {
+            hints.push(format!(
+                "the {} failover runs up to {peak} VM operations at once in this estimate, but \
+                 `drplan run` runs at most {RUN_MAX_VM_OPS}: the critical path assumes no such \
+                 limit, so the real RTO is longer; `drplan simulate` models the limit",
+                k.failover
+            ));
+        }
+    }
     match args.format {
         OutputFormat::Json => {
             let v = serde_json::json!({
