@@ -209,7 +209,7 @@ fn after_a_drill_the_estimate_uses_measured_figures() {
     expect_code(&o, 0);
     let text = String::from_utf8_lossy(&o.stdout);
     for want in [
-        "history:  1 finished run(s)",
+        "history:  1 finished run in",
         "measured: median of 1 run on this VM",
         "the plan's wait",
         "<- RTO",

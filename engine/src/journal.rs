@@ -242,7 +242,8 @@ fn busy_message(
 
 fn not_ready_message(problems: &[NotReady]) -> String {
     let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-    format!("{} VM(s) not ready: {}", problems.len(), lines.join("; "))
+    let n = crate::text::count(problems.len(), "VM");
+    format!("{n} not ready: {}", lines.join("; "))
 }
 
 /// One live job in memory.
@@ -1347,7 +1348,10 @@ fn snapshot_indexes_ok(state: &JobState) -> Result<(), String> {
         .chain(state.timers.keys().filter_map(timer_step))
         .find(|&s| s >= n);
     match bad {
-        Some(s) => Err(format!("it names step {s}, but the plan has {n} step(s)")),
+        Some(s) => Err(format!(
+            "it names step {s}, but the plan has {}",
+            crate::text::count(n, "step")
+        )),
         None => Ok(()),
     }
 }

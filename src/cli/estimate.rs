@@ -58,7 +58,9 @@ pub struct EstimateArgs {
     /// List every step's figure, not just the critical path.
     #[arg(long)]
     pub all: bool,
-    /// Output format.
+    /// Output format: the critical path and RTO of each failover kind, or
+    /// JSON `{"plan","time_scale","estimates":[{"failover","rto_ms",
+    /// "critical_path","steps",...}],"history",...}`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
 }
@@ -252,11 +254,11 @@ fn run_inner(args: &EstimateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
     let mut hints: Vec<String> = scale_hint(&measured, args.time_scale).into_iter().collect();
     if let Some(g) = plan.groups.iter().find(|g| g.vms.len() > RUN_MAX_VM_OPS) {
         hints.push(format!(
-            "group `{}` has {} VMs but `drplan run` runs at most {RUN_MAX_VM_OPS} VM operations \
+            "group `{}` has {} but `drplan run` runs at most {RUN_MAX_VM_OPS} VM operations \
              at once: the critical path assumes no such limit, so the real RTO is longer; \
              `drplan simulate` models the limit",
             g.name,
-            g.vms.len()
+            super::text::count(g.vms.len(), "VM"),
         ));
     }
     let model = DurationModel {
@@ -314,8 +316,8 @@ fn header(o: &mut String, plan: &Plan, source: &Source, hints: &[String], args: 
             let ids: Vec<String> = jobs.iter().map(u64::to_string).collect();
             let _ = writeln!(
                 o,
-                "  history:  {} finished run(s) in `{}` (jobs {})",
-                jobs.len(),
+                "  history:  {} in `{}` (jobs {})",
+                super::text::count(jobs.len(), "finished run"),
                 source.data_dir.as_deref().unwrap_or("?"),
                 ids.join(", ")
             );

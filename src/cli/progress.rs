@@ -211,7 +211,13 @@ pub fn group_stats(st: &JobState, ctx: &JobContext) -> Vec<GroupStat> {
 
 /// The plain line of a group: `web  1/2 VMs  3.2s  running web/vm/web-02/start-replica`.
 pub fn group_line(g: &GroupStat, now: u64) -> String {
-    let mut s = format!("group {:<14} {}/{} VMs", g.name, g.vms_done, g.vms_total);
+    let mut s = format!(
+        "group {:<14} {}/{} {}",
+        g.name,
+        g.vms_done,
+        g.vms_total,
+        super::text::noun_for(g.vms_total, "VM")
+    );
     match (g.started_at, g.finished_at) {
         (None, _) => s.push_str("  pending"),
         (Some(a), Some(b)) => {
@@ -580,8 +586,9 @@ impl<'a> Follower<'a> {
                     lines.push(group_line(g, now));
                 } else if before.is_some() && started {
                     lines.push(format!(
-                        "group {:<14} started ({} VMs)",
-                        g.name, g.vms_total
+                        "group {:<14} started ({})",
+                        g.name,
+                        super::text::count(g.vms_total, "VM")
                     ));
                 }
             }

@@ -1,0 +1,274 @@
+//! The CLI's details, through the built binary: every command's `--help`
+//! describes its own `--format` output, JOB arguments that are not numbers,
+//! short step names for the operator commands, counted nouns ("1 VM"),
+//! confirmation of destructive commands, `estimate`'s time scale, `run`'s
+//! protection warnings and `watch` of a finished job.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+mod support;
+use support::{all, drplan, drplan_in, expect_code, json, out, plan, serial, shipped};
+
+/// The subcommand names of a `--help` page's "Commands:" section.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(String::from)
+        .collect()
+}
+
+/// Every command path of the binary (`["store", "check"]`, ...), walking
+/// the command tree through `--help`.
+fn command_paths() -> Vec<Vec<String>> {
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    let mut all_paths = Vec::new();
+    while let Some(path) = todo.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let o = drplan(&args);
+        expect_code(&o, 0);
+        for sub in subcommands(&out(&o)) {
+            let mut p = path.clone();
+            p.push(sub);
+            todo.push(p);
+        }
+        if !path.is_empty() {
+            all_paths.push(path);
+        }
+    }
+    all_paths
+}
+
+/// The description of `--format` in a long help page: the lines after the
+/// option up to its "Possible values:", joined.
+fn format_description(help: &str) -> Option<String> {
+    let mut lines = help
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("--format"));
+    lines.next()?;
+    let text: Vec<&str> = lines
+        .take_while(|l| !l.trim_start().starts_with("Possible values:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    Some(text.join(" "))
+}
+
+#[test]
+fn every_format_option_describes_its_own_commands_output() {
+    let paths = command_paths();
+    assert!(paths.len() > 30, "the command tree walk found {paths:?}");
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for path in &paths {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = out(&drplan(&args));
+        let name = path.join(" ");
+        let Some(desc) = format_description(&help) else {
+            continue;
+        };
+        assert!(
+            !desc.is_empty(),
+            "`drplan {name} --help` lists --format with no description of what it prints:\n{help}"
+        );
+        // validate's JSON shape belongs to validate only.
+        if name != "validate" {
+            assert!(
+                !help.contains(r#"{"plans":["#),
+                "`drplan {name} --help` describes validate's output:\n{help}"
+            );
+        }
+        seen.entry(desc).or_default().push(name);
+    }
+    assert!(seen.len() > 8, "too few --format options found: {seen:?}");
+    // Two commands may share a description only when they print the same
+    // thing: the followers of a job (one line or JSON object per update).
+    for (desc, names) in &seen {
+        if names.len() > 1 {
+            assert!(
+                desc.contains("per update"),
+                "{names:?} share the --format description {desc:?}: each describes its own output"
+            );
+            assert!(names.iter().any(|n| n == "run"), "{names:?}: {desc}");
+        }
+    }
+    // Each JSON-printing listing names its own top-level shape.
+    for (cmd, shape) in [
+        ("jobs", r#""plan_name""#),
+        ("plans", r#""last_failover""#),
+        ("history", r#""trends""#),
+        ("vms", r#""disk_gb""#),
+        ("recovery-points", r#""retention_hours""#),
+        ("show", r#""verdict""#),
+        ("estimate", r#""time_scale""#),
+        ("simulate", r#""faults""#),
+        ("store check", r#""next_job""#),
+        ("capacity", r#""policy""#),
+    ] {
+        let (d, _) = seen
+            .iter()
+            .find(|(_, n)| n.iter().any(|n| n == cmd))
+            .unwrap_or_else(|| panic!("`{cmd}` has no --format: {seen:?}"));
+        assert!(d.contains(shape), "`{cmd}` --format says {d:?}");
+    }
+}
+
+#[test]
+fn a_job_argument_that_is_not_a_number_is_named_as_such() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["show", "abc"],
+        vec!["report", "abc"],
+        vec!["watch", "abc"],
+        vec!["ack", "abc", "verify-health"],
+        vec!["retry", "abc", "x"],
+        vec!["skip", "abc", "x"],
+        vec!["cancel", "abc"],
+        vec!["cleanup", "abc", "--notes", "n"],
+        vec!["resume", "abc"],
+        vec!["commit", "abc"],
+        vec!["reprotect", "abc"],
+        vec!["rollback", "abc"],
+        vec!["change-recovery-point", "abc", "--recovery-point", "latest"],
+        vec!["graph", "--job", "abc"],
+    ] {
+        let o = drplan_in(tmp.path(), &args);
+        expect_code(&o, 2);
+        let text = all(&o);
+        assert!(
+            text.contains("`abc` is not a job id") && text.contains("drplan jobs"),
+            "{args:?}: {text}"
+        );
+    }
+    // Nothing was created to say so.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+/// A drill of the shipped plan, left waiting on its manual step.
+fn drill_waiting(dir: &Path) {
+    let p = plan();
+    let o = drplan_in(
+        dir,
+        &[
+            "run",
+            p.to_str().unwrap(),
+            "--failover",
+            "test",
+            "--time-scale",
+            "0.001",
+        ],
+    );
+    expect_code(&o, 0);
+    assert!(all(&o).contains("waits: manual step application/post/verify-health"));
+}
+
+fn step_state(dir: &Path, key: &str) -> String {
+    let v = json(&drplan_in(dir, &["show", "1", "--format", "json"]));
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == key)
+        .map(|s| s["state"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_else(|| panic!("no step {key} in {v}"))
+}
+
+#[test]
+fn ack_takes_a_unique_short_step_name_and_lists_ambiguous_ones() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    drill_waiting(dir);
+
+    // Ambiguous: every VM has a start-test-vm step; nothing is done.
+    let o = drplan_in(dir, &["ack", "1", "start-test-vm", "--time-scale", "0.001"]);
+    expect_code(&o, 2);
+    let text = all(&o);
+    assert!(
+        text.contains("`start-test-vm` names 7 steps of job 1"),
+        "{text}"
+    );
+    for k in [
+        "database/vm/sql-01/start-test-vm",
+        "web/vm/web-02/start-test-vm",
+    ] {
+        assert!(text.contains(k), "{k} in {text}");
+    }
+    assert_ne!(
+        step_state(dir, "application/post/verify-health"),
+        "succeeded"
+    );
+
+    // Unique: the short name answers the manual step.
+    let o = drplan_in(
+        dir,
+        &[
+            "ack",
+            "1",
+            "verify-health",
+            "--by",
+            "bob",
+            "--time-scale",
+            "0.001",
+        ],
+    );
+    expect_code(&o, 0);
+    assert_eq!(
+        step_state(dir, "application/post/verify-health"),
+        "succeeded"
+    );
+
+    // A short name of a step that does not wait is refused by the engine
+    // (1), after resolving: the message names the full key.
+    let o = drplan_in(
+        dir,
+        &[
+            "retry",
+            "1",
+            "web-01/start-test-vm",
+            "--time-scale",
+            "0.001",
+        ],
+    );
+    expect_code(&o, 1);
+}
+
+#[test]
+fn counted_nouns_are_singular_for_one() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    drill_waiting(dir);
+    let o = drplan_in(dir, &["store", "check"]);
+    expect_code(&o, 0);
+    let text = all(&o);
+    assert!(text.contains("1 job ("), "{text}");
+    assert!(!text.contains("(s)"), "{text}");
+    let o = drplan_in(dir, &["history", "orders"]);
+    expect_code(&o, 0);
+    let text = all(&o);
+    assert!(text.contains("plan orders: 1 run\n"), "{text}");
+    assert!(!text.contains("(s)"), "{text}");
+
+    // One VM to protect.
+    let fabric = shipped("fabric.yaml");
+    let o = drplan(&[
+        "capacity",
+        "rpt-01",
+        "--change-rate",
+        "5%",
+        "--bandwidth",
+        "200mbps",
+        "--fabric",
+        fabric.to_str().unwrap(),
+    ]);
+    expect_code(&o, 0);
+    let text = all(&o);
+    assert!(text.contains("capacity estimate for 1 VM ("), "{text}");
+}
