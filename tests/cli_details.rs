@@ -150,20 +150,24 @@ fn a_job_argument_that_is_not_a_number_is_named_as_such() {
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
 
+/// `drplan run` of the shipped plan at a fast time scale.
+fn run_plan(dir: &Path, failover: &str, extra: &[&str]) -> std::process::Output {
+    let p = plan();
+    let mut args = vec![
+        "run",
+        p.to_str().unwrap(),
+        "--failover",
+        failover,
+        "--time-scale",
+        "0.001",
+    ];
+    args.extend_from_slice(extra);
+    drplan_in(dir, &args)
+}
+
 /// A drill of the shipped plan, left waiting on its manual step.
 fn drill_waiting(dir: &Path) {
-    let p = plan();
-    let o = drplan_in(
-        dir,
-        &[
-            "run",
-            p.to_str().unwrap(),
-            "--failover",
-            "test",
-            "--time-scale",
-            "0.001",
-        ],
-    );
+    let o = run_plan(dir, "test", &[]);
     expect_code(&o, 0);
     assert!(all(&o).contains("waits: manual step application/post/verify-health"));
 }
@@ -271,4 +275,34 @@ fn counted_nouns_are_singular_for_one() {
     expect_code(&o, 0);
     let text = all(&o);
     assert!(text.contains("capacity estimate for 1 VM ("), "{text}");
+}
+
+#[test]
+fn a_refused_submission_does_not_use_up_a_job_id() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    drill_waiting(dir);
+    // The drill holds the plan's VMs: a planned failover is refused (1).
+    let o = run_plan(dir, "planned", &[]);
+    expect_code(&o, 1);
+    assert!(all(&o).contains("in use by job 1"), "{}", all(&o));
+    // A VM (in no job) that is already protected cannot be protected
+    // again (1).
+    let fabric = shipped("fabric.yaml");
+    let o = drplan_in(
+        dir,
+        &[
+            "protect",
+            "mon-01",
+            "--fabric",
+            fabric.to_str().unwrap(),
+            "--time-scale",
+            "0.001",
+        ],
+    );
+    expect_code(&o, 1);
+    // Neither used up an id: the store's next job is 2.
+    let v = json(&drplan_in(dir, &["store", "check", "--format", "json"]));
+    assert_eq!(v["next_job"], 2, "{v}");
 }

@@ -489,6 +489,15 @@ impl Journal {
         let plan = Arc::new(req.plan);
         let (model_key, model_text) = model_record(&plan)?;
 
+        // The refusals an operator can cause (a VM busy in another job, or
+        // not in the state the operation needs) are checked before a job id
+        // is allocated, so that a refused submission does not use one up and
+        // `drplan jobs` shows no gap. Both are checked again below under the
+        // leases: a concurrent submission that takes a VM in between still
+        // gets its refusal, at the cost of an unused id (the only way one is
+        // skipped, besides a crash between allocation and commit).
+        self.check_free(&vms)?;
+        self.check_items(&req.operation, &vms)?;
         let id = self.store.allocate_job_id()?;
         self.acquire(id, &vms)?;
         // From here the job holds leases: give them back on any refusal.
@@ -1118,21 +1127,39 @@ impl Journal {
     fn acquire(&self, job: JobId, vms: &[String]) -> Result<(), JournalError> {
         match self.store.acquire_leases(job, vms) {
             Ok(()) => Ok(()),
-            Err(StoreError::LeaseHeld { vm, holder }) => {
-                let meta = self
-                    .store
-                    .job_meta(holder)
-                    .ok()
-                    .flatten()
-                    .and_then(|b| codec::decode::<JobMeta>(&b).ok());
-                Err(JournalError::VmBusy {
-                    vm,
-                    holder,
-                    holder_operation: meta.as_ref().map(|m| m.operation),
-                    holder_plan: meta.map(|m| m.plan_name),
-                })
-            }
+            Err(StoreError::LeaseHeld { vm, holder }) => Err(self.busy(vm, holder)),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Refuses, as [`Journal::acquire`] would, when one of `vms` is leased
+    /// by a job: the check a new job makes before it has an id.
+    fn check_free(&self, vms: &[String]) -> Result<(), JournalError> {
+        let wanted: BTreeSet<&str> = vms.iter().map(String::as_str).collect();
+        match self
+            .store
+            .leases()?
+            .into_iter()
+            .find(|(vm, _)| wanted.contains(vm.as_str()))
+        {
+            Some((vm, holder)) => Err(self.busy(vm, holder)),
+            None => Ok(()),
+        }
+    }
+
+    /// "VM busy", with what the holder does when its record says.
+    fn busy(&self, vm: String, holder: JobId) -> JournalError {
+        let meta = self
+            .store
+            .job_meta(holder)
+            .ok()
+            .flatten()
+            .and_then(|b| codec::decode::<JobMeta>(&b).ok());
+        JournalError::VmBusy {
+            vm,
+            holder,
+            holder_operation: meta.as_ref().map(|m| m.operation),
+            holder_plan: meta.map(|m| m.plan_name),
         }
     }
 
