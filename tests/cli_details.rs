@@ -306,3 +306,126 @@ fn a_refused_submission_does_not_use_up_a_job_id() {
     let v = json(&drplan_in(dir, &["store", "check", "--format", "json"]));
     assert_eq!(v["next_job"], 2, "{v}");
 }
+
+/// drplan on a pseudo-terminal (util-linux `script` gives it a pty for
+/// stdin and stdout), `input` typed at once (the pty buffers it).
+fn on_terminal(dir: &Path, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line = quote(support::bin());
+    for a in args.iter().chain(&["--data-dir", dir.to_str().unwrap()]) {
+        line = format!("{line} {}", quote(a));
+    }
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("DRPLAN_DATA_DIR")
+        .env("USER", "alice")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs (Debian: bsdutils)");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+fn status(dir: &Path, job: &str) -> String {
+    let v = json(&drplan_in(dir, &["show", job, "--format", "json"]));
+    v["status"].as_str().unwrap_or_default().to_string()
+}
+
+/// A planned failover of the shipped plan waiting for an operator (its
+/// manual step), with the job id 1.
+fn planned_waiting(dir: &Path) {
+    let o = run_plan(dir, "planned", &["--no-prompt"]);
+    expect_code(&o, 0);
+    assert_eq!(status(dir, "1"), "waiting for operator");
+}
+
+#[test]
+fn cancelling_a_planned_failover_asks_on_a_terminal_only() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    planned_waiting(dir);
+
+    // On a terminal: asked; "n" (or just Enter) leaves the job alone (1).
+    let o = on_terminal(dir, &["cancel", "1", "--no-prompt"], "n\n");
+    let text = all(&o);
+    assert!(text.contains("Cancel job 1 (planned failover"), "{text}");
+    assert!(text.contains("[y/N]"), "{text}");
+    assert!(text.contains("not cancelled"), "{text}");
+    assert_eq!(status(dir, "1"), "waiting for operator");
+
+    // "y" cancels.
+    let o = on_terminal(dir, &["cancel", "1", "--no-prompt"], "y\n");
+    let text = all(&o);
+    assert!(text.contains("[y/N]"), "{text}");
+    assert_eq!(status(dir, "1"), "cancelled", "{text}");
+}
+
+#[test]
+fn cancel_with_yes_or_off_a_terminal_never_asks() {
+    let _s = serial();
+    // Piped: cancelled at once, nothing asked.
+    let tmp = tempfile::tempdir().unwrap();
+    planned_waiting(tmp.path());
+    let o = drplan_in(tmp.path(), &["cancel", "1", "--time-scale", "0.001"]);
+    assert!(!all(&o).contains("[y/N]"), "{}", all(&o));
+    assert_eq!(status(tmp.path(), "1"), "cancelled", "{}", all(&o));
+
+    // On a terminal with --yes: nothing asked either.
+    let tmp = tempfile::tempdir().unwrap();
+    planned_waiting(tmp.path());
+    let o = on_terminal(tmp.path(), &["cancel", "1", "--no-prompt", "--yes"], "");
+    assert!(!all(&o).contains("[y/N]"), "{}", all(&o));
+    assert_eq!(status(tmp.path(), "1"), "cancelled", "{}", all(&o));
+
+    // A drill on a terminal: nothing to confirm (its test VMs only).
+    let tmp = tempfile::tempdir().unwrap();
+    drill_waiting(tmp.path());
+    let o = on_terminal(tmp.path(), &["cancel", "1", "--no-prompt"], "");
+    assert!(!all(&o).contains("[y/N]"), "{}", all(&o));
+    assert_ne!(
+        status(tmp.path(), "1"),
+        "waiting for operator",
+        "{}",
+        all(&o)
+    );
+}
+
+#[test]
+fn deleting_replicas_asks_on_a_terminal() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fabric = shipped("fabric.yaml");
+    let f = fabric.to_str().unwrap();
+    let unprotect = ["unprotect", "mon-01", "--delete-replica", "--fabric", f];
+    let o = on_terminal(dir, &unprotect, "n\n");
+    let text = all(&o);
+    assert!(text.contains("DELETE its replica"), "{text}");
+    assert!(text.contains("nothing done"), "{text}");
+    let vms = json(&drplan_in(dir, &["vms", "--fabric", f, "--format", "json"]));
+    let mon = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["vm"] == "mon-01")
+            .map(|x| x["state"].as_str().unwrap_or_default().to_string())
+            .unwrap()
+    };
+    assert!(mon(&vms).starts_with("protected"), "{vms}");
+
+    // Piped: no question, the job runs.
+    let mut args = unprotect.to_vec();
+    args.extend(["--time-scale", "0.001"]);
+    let o = drplan_in(dir, &args);
+    expect_code(&o, 0);
+    assert!(!all(&o).contains("[y/N]"), "{}", all(&o));
+    let vms = json(&drplan_in(dir, &["vms", "--fabric", f, "--format", "json"]));
+    assert!(mon(&vms).starts_with("unprotected"), "{vms}");
+}

@@ -56,6 +56,10 @@ pub struct CancelArgs {
     /// The job id.
     #[arg(value_name = "JOB", value_parser = super::text::parse_job_id)]
     pub job: u64,
+    /// Do not ask for confirmation (cancelling a planned or unplanned
+    /// failover asks on a terminal; never elsewhere).
+    #[arg(long, short)]
+    pub yes: bool,
     /// Who acts (default: $USER).
     #[arg(long, value_name = "NAME")]
     pub by: Option<String>,
@@ -105,6 +109,7 @@ enum Action {
     },
     Cancel {
         by: String,
+        yes: bool,
     },
     Cleanup {
         notes: String,
@@ -152,6 +157,7 @@ pub fn skip(a: &StepArgs) -> Exit {
 pub fn cancel(a: &CancelArgs) -> Exit {
     let action = Action::Cancel {
         by: a.by.clone().unwrap_or_else(default_by),
+        yes: a.yes,
     };
     act(Some(JobId(a.job)), Some(action), &a.engine)
 }
@@ -272,6 +278,14 @@ fn act_inner(job: Option<JobId>, action: Option<Action>, opts: &EngineOpts) -> R
             }
             None => None,
         };
+        // A planned or unplanned failover asks first on a terminal.
+        if let Some(Action::Cancel { yes, .. }) = &action
+            && let Some(question) = super::prompt::cancel_question(&main)
+            && !super::prompt::confirm_async(question, *yes).await
+        {
+            eprintln!("drplan: job {} not cancelled", main.id);
+            return Ok(Exit::Problems);
+        }
         let (running, updates) = session
             .follow_engine(&dir, fabric.as_deref(), time_scale, &plan)
             .await?;
@@ -285,7 +299,7 @@ fn act_inner(job: Option<JobId>, action: Option<Action>, opts: &EngineOpts) -> R
             }
             (Some(Action::Retry { by, .. }), Some(s)) => e.retry(job_id, s, &by).await,
             (Some(Action::Skip { by, .. }), Some(s)) => e.skip(job_id, s, &by).await,
-            (Some(Action::Cancel { by }), _) => e.cancel(job_id, &by).await,
+            (Some(Action::Cancel { by, .. }), _) => e.cancel(job_id, &by).await,
             (Some(Action::Cleanup { notes, by }), _) => e.complete_test(job_id, &notes, &by).await,
             // Step actions resolved their step above; nothing else gets here.
             (Some(_), None) => Ok(()),

@@ -139,6 +139,10 @@ pub struct UnprotectArgs {
     /// Keep the replica VMs (default: the policy's `delete_replica_on_disable`).
     #[arg(long)]
     pub keep_replica: bool,
+    /// Do not ask for confirmation (deleting replicas asks on a terminal;
+    /// never elsewhere).
+    #[arg(long, short)]
+    pub yes: bool,
     /// Who requests the job (default: $USER).
     #[arg(long, value_name = "NAME")]
     pub by: Option<String>,
@@ -258,6 +262,12 @@ fn unprotect_inner(a: &UnprotectArgs) -> Result<Exit, Exit> {
             Exit::CouldNotRun
         },
     )?;
+    if let Some(question) = super::prompt::delete_replica_question(&job)
+        && !super::prompt::confirm(&question, a.yes)
+    {
+        eprintln!("drplan: nothing done: protection stays enabled");
+        return Err(Exit::Problems);
+    }
     let by = a.by.clone().unwrap_or_else(default_by);
     let dir = engine_host::data_dir(a.engine.data_dir.as_deref())?;
     let store = engine_host::open_store(&dir)?;
