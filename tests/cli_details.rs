@@ -429,3 +429,118 @@ fn deleting_replicas_asks_on_a_terminal() {
     let vms = json(&drplan_in(dir, &["vms", "--fabric", f, "--format", "json"]));
     assert!(mon(&vms).starts_with("unprotected"), "{vms}");
 }
+
+/// The `estimate --format json` of the shipped plan's test failover.
+fn estimate_json(dir: &Path, scale: &str) -> serde_json::Value {
+    let p = plan();
+    let o = drplan_in(
+        dir,
+        &[
+            "estimate",
+            p.to_str().unwrap(),
+            "--failover",
+            "test",
+            "--time-scale",
+            scale,
+            "--format",
+            "json",
+        ],
+    );
+    expect_code(&o, 0);
+    json(&o)
+}
+
+/// Answers job `job`'s manual step and closes its drill, at `scale`.
+fn finish_drill(dir: &Path, job: &str, scale: &str) {
+    for args in [
+        vec!["ack", job, "verify-health"],
+        vec!["cleanup", job, "--notes", "ok"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--time-scale", scale, "--no-prompt"]);
+        expect_code(&drplan_in(dir, &a), 0);
+    }
+}
+
+#[test]
+fn estimate_measures_only_runs_at_the_scale_it_reports() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Job 1 at 0.001 throughout; job 2 started at 0.001, finished at 0.002.
+    drill_waiting(dir);
+    finish_drill(dir, "1", "0.001");
+    drill_waiting(dir);
+    finish_drill(dir, "2", "0.002");
+    let jobs = json(&drplan_in(dir, &["jobs", "--format", "json"]));
+    assert_eq!(jobs[0]["labels"]["fabric.time_scale"], "0.001", "{jobs}");
+    assert_eq!(jobs[1]["labels"]["fabric.time_scale"], "0.001,0.002");
+
+    let v = estimate_json(dir, "0.001");
+    assert_eq!(v["time_scale"], 0.001);
+    assert_eq!(v["history"]["jobs"], serde_json::json!([1]), "{v}");
+    assert_eq!(
+        v["history"]["left_out"],
+        serde_json::json!([{"reason": "mixed_scales", "time_scales": [0.001, 0.002], "jobs": [2]}])
+    );
+    // No run at 0.002 alone: nothing measured, both runs counted out.
+    let v = estimate_json(dir, "0.002");
+    assert_eq!(v["history"]["jobs"], serde_json::json!([]), "{v}");
+    assert_eq!(v["estimates"][0]["measured"], 0, "{v}");
+    let left = v["history"]["left_out"].as_array().unwrap();
+    assert_eq!(left.len(), 2, "{v}");
+
+    // The human form says which scale it reports and what it left out.
+    let p = plan();
+    let o = drplan_in(
+        dir,
+        &["estimate", p.to_str().unwrap(), "--time-scale", "0.001"],
+    );
+    let text = all(&o);
+    assert!(
+        text.contains("time scale 0.001 of the simulated fabric"),
+        "{text}"
+    );
+    assert!(text.contains("1 finished run in"), "{text}");
+    assert!(
+        text.contains("left out 1 finished run that ran partly at each of the time scales 0.001, 0.002 (job 2)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn estimate_leaves_out_runs_of_unknown_scale() {
+    use drplan_engine::journal::JobMeta;
+    use drplan_engine::store::sled_store::SledStore;
+    use drplan_engine::store::{JobId, Store, Write, codec};
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    drill_waiting(dir);
+    finish_drill(dir, "1", "0.001");
+    // As a store written before drplan recorded time scales: no labels.
+    {
+        let s = SledStore::open(dir).unwrap();
+        let bytes = s.job_meta(JobId(1)).unwrap().unwrap();
+        let mut meta: JobMeta = codec::decode(&bytes).unwrap();
+        assert!(!meta.labels.is_empty());
+        meta.labels.clear();
+        let payload = codec::encode(&meta);
+        assert!(!String::from_utf8_lossy(&payload).contains("labels"));
+        s.apply(&[Write::JobMeta {
+            job: JobId(1),
+            payload,
+        }])
+        .unwrap();
+        s.flush().unwrap();
+    }
+    let v = estimate_json(dir, "0.001");
+    assert_eq!(v["history"]["jobs"], serde_json::json!([]), "{v}");
+    assert_eq!(
+        v["history"]["left_out"],
+        serde_json::json!([{"reason": "unknown_scale", "time_scales": [], "jobs": [1]}])
+    );
+    // The old record still reads everywhere else.
+    expect_code(&drplan_in(dir, &["show", "1"]), 0);
+    expect_code(&drplan_in(dir, &["store", "check"]), 0);
+}
