@@ -544,3 +544,60 @@ fn estimate_leaves_out_runs_of_unknown_scale() {
     expect_code(&drplan_in(dir, &["show", "1"]), 0);
     expect_code(&drplan_in(dir, &["store", "check"]), 0);
 }
+
+#[test]
+fn run_speaks_of_each_vms_current_protection_not_the_inventorys() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fabric = shipped("fabric.yaml");
+    let f = fabric.to_str().unwrap();
+    let reporting = shipped("reporting.yaml");
+    let r = reporting.to_str().unwrap();
+    let fast = ["--time-scale", "0.001", "--no-prompt"];
+    let run = |plan: &str| {
+        let mut a = vec!["run", plan, "--failover", "test"];
+        a.extend(fast);
+        drplan_in(dir, &a)
+    };
+    // Declared unprotected, and so they are: refused, naming each VM's
+    // state in the store; no warning about the declaration.
+    let o = run(r);
+    expect_code(&o, 1);
+    let text = all(&o);
+    assert!(text.contains("VM `rpt-01` is unprotected"), "{text}");
+    assert!(!text.contains("declared unprotected"), "{text}");
+    assert!(!text.contains("DP0603"), "{text}");
+
+    // Protected since: the drill runs, without the stale warning.
+    let mut a = vec![
+        "protect",
+        "rpt-01",
+        "rpt-02",
+        "legacy-01",
+        "--now",
+        "--fabric",
+        f,
+    ];
+    a.extend(fast);
+    expect_code(&drplan_in(dir, &a), 0);
+    let o = run(r);
+    expect_code(&o, 0);
+    let text = all(&o);
+    assert!(!text.contains("declared unprotected"), "{text}");
+    assert!(!text.contains("replicated outside drplan"), "{text}");
+    assert!(text.contains("test failover of plan reporting"), "{text}");
+
+    // Declared protected but unprotected since: refused with its state.
+    let mut a = vec!["unprotect", "web-01", "--keep-replica", "--fabric", f];
+    a.extend(fast);
+    expect_code(&drplan_in(dir, &a), 0);
+    let p = plan();
+    let o = run(p.to_str().unwrap());
+    expect_code(&o, 1);
+    assert!(
+        all(&o).contains("VM `web-01` is unprotected"),
+        "{}",
+        all(&o)
+    );
+}
