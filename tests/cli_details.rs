@@ -601,3 +601,80 @@ fn run_speaks_of_each_vms_current_protection_not_the_inventorys() {
         all(&o)
     );
 }
+
+/// Every time in a JSON record (`at`, `*_at`) moved `by` ms earlier.
+fn shift_times(v: &mut serde_json::Value, by: u64) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match x.as_u64() {
+                    Some(t) if k == "at" || k.ends_with("_at") => *x = (t - by).into(),
+                    _ => shift_times(x, by),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| shift_times(x, by)),
+        _ => {}
+    }
+}
+
+#[test]
+fn watch_of_a_finished_job_prints_when_things_happened() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let ran = tmp.path().join("ran");
+    let o = run_plan(&ran, "planned", &["--no-prompt"]);
+    expect_code(&o, 0);
+    let mut a = vec!["ack", "1", "verify-health", "--no-prompt"];
+    a.extend(["--time-scale", "0.001"]);
+    expect_code(&drplan_in(&ran, &a), 0);
+    assert_eq!(status(&ran, "1"), "succeeded");
+    // The job as if it had run three hours ago (no sleeping): every time
+    // its records hold moved back, through a re-sealed export.
+    const AGO: u64 = 3 * 3_600_000;
+    let export = tmp.path().join("export.jsonl");
+    let e = export.to_str().unwrap();
+    expect_code(&drplan_in(&ran, &["store", "export", "-o", e]), 0);
+    let mut body = String::new();
+    let mut records = 0;
+    for line in std::fs::read_to_string(&export).unwrap().lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        match v["t"].as_str() {
+            Some("end") => break,
+            Some("event" | "meta") => shift_times(&mut v["body"], AGO),
+            _ => {}
+        }
+        records += usize::from(v.get("t").is_some());
+        body.push_str(&v.to_string());
+        body.push('\n');
+    }
+    let seal = blake3::hash(body.as_bytes()).to_hex();
+    body.push_str(&format!(
+        "{{\"t\":\"end\",\"records\":{records},\"blake3\":\"{seal}\"}}\n"
+    ));
+    std::fs::write(&export, body).unwrap();
+    let dir = &tmp.path().join("old");
+    let o = drplan_in(dir, &["store", "import", e]);
+    expect_code(&o, 0);
+
+    let shown = json(&drplan_in(dir, &["show", "1", "--format", "json"]));
+    let o = drplan_in(dir, &["watch", "1", "--time-scale", "0.001"]);
+    expect_code(&o, 0);
+    let text = out(&o);
+    // The clock of each group's end, as `show` has it.
+    for g in shown["groups"].as_array().unwrap() {
+        let name = g["name"].as_str().unwrap();
+        let end = g["finished_at"].as_u64().unwrap_or_else(|| panic!("{g}"));
+        let secs = end / 1000 % 86_400;
+        let clock = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("group {name} ")))
+            .unwrap_or_else(|| panic!("no line of group {name} in:\n{text}"));
+        assert!(
+            line.starts_with(&clock),
+            "{line} (ended at {clock})\n{text}"
+        );
+    }
+    assert!(text.contains("started 3h"), "{text}");
+}

@@ -582,18 +582,24 @@ impl<'a> Follower<'a> {
                 let started = g.started_at.is_some() && old.is_none_or(|o| o.started_at.is_none());
                 // The first look at a job already under way shows where each
                 // group stands; afterwards only changes are news.
+                // Each line carries the time of what it reports (a group's
+                // end or start), not the time of looking: `watch` of a
+                // finished job prints when things happened.
                 if before.is_none() && g.started_at.is_some() || before.is_some() && ended {
-                    lines.push(group_line(g, now));
+                    lines.push((g.finished_at.unwrap_or(now), group_line(g, now)));
                 } else if before.is_some() && started {
-                    lines.push(format!(
-                        "group {:<14} started ({})",
-                        g.name,
-                        super::text::count(g.vms_total, "VM")
+                    lines.push((
+                        g.started_at.unwrap_or(now),
+                        format!(
+                            "group {:<14} started ({})",
+                            g.name,
+                            super::text::count(g.vms_total, "VM")
+                        ),
                     ));
                 }
             }
-            for l in lines {
-                self.printer.line(&format!("{}  {l}", clock(now)));
+            for (at, l) in lines {
+                self.printer.line(&format!("{}  {l}", clock(at)));
             }
         }
         self.groups.insert(job, stats);
