@@ -384,9 +384,10 @@ fn header(o: &mut String, plan: &Plan, source: &Source, hints: &[String], args: 
             let ids: Vec<String> = jobs.iter().map(u64::to_string).collect();
             let _ = writeln!(
                 o,
-                "  history:  {} in `{}` (jobs {})",
+                "  history:  {} in `{}` ({} {})",
                 super::text::count(jobs.len(), "finished run"),
                 source.data_dir.as_deref().unwrap_or("?"),
+                super::text::noun_for(jobs.len(), "job"),
                 ids.join(", ")
             );
         }

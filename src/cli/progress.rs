@@ -248,11 +248,13 @@ struct Bars {
     shown: HashMap<(JobId, usize), GroupStat>,
 }
 
-fn bar_style(active: bool) -> ProgressStyle {
-    let t = if active {
-        "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VMs {elapsed:>4}  {wide_msg}"
-    } else {
-        "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VMs       {wide_msg}"
+fn bar_style(active: bool, vms: usize) -> ProgressStyle {
+    // "1/1 VM ", "0/3 VMs": the noun agrees with the group's size.
+    let t = match (active, vms == 1) {
+        (true, false) => "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VMs {elapsed:>4}  {wide_msg}",
+        (true, true) => "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VM  {elapsed:>4}  {wide_msg}",
+        (false, false) => "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VMs       {wide_msg}",
+        (false, true) => "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VM        {wide_msg}",
     };
     ProgressStyle::with_template(t)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -289,7 +291,7 @@ impl Bars {
                     Some(g.vms_total as u64),
                     ProgressDrawTarget::hidden(),
                 )
-                .with_style(bar_style(g.started_at.is_some()))
+                .with_style(bar_style(g.started_at.is_some(), g.vms_total))
                 .with_prefix(g.name.clone())
                 .with_elapsed(elapsed);
                 self.multi.add(b)
@@ -303,11 +305,11 @@ impl Bars {
                 (!g.failed.is_empty()).then(|| alarm(&format!("FAILED: {}", g.failed.join(", "))));
             match (g.started_at, g.finished_at) {
                 (None, _) => {
-                    bar.set_style(bar_style(false));
+                    bar.set_style(bar_style(false, g.vms_total));
                     bar.set_message("pending");
                 }
                 (Some(a), Some(b)) => {
-                    bar.set_style(bar_style(false));
+                    bar.set_style(bar_style(false, g.vms_total));
                     bar.set_message(
                         failed.unwrap_or_else(|| {
                             format!("done in {}", duration(b.saturating_sub(a)))
@@ -316,7 +318,7 @@ impl Bars {
                     bar.tick();
                 }
                 (Some(_), None) => {
-                    bar.set_style(bar_style(true));
+                    bar.set_style(bar_style(true, g.vms_total));
                     bar.enable_steady_tick(Duration::from_millis(250));
                     let mut msg = g.current.clone().unwrap_or_default();
                     if let Some(f) = failed {
