@@ -170,8 +170,9 @@ fn after_a_drill_the_estimate_uses_measured_figures() {
     expect_code(&o, 0);
     let doc = json(&o);
     assert_eq!(doc["history"]["jobs"], serde_json::json!([1]));
-    // Runs at the same time scale: no "were they scaled?" note.
+    // Runs at the same time scale: nothing left out.
     assert_eq!(doc["notes"], serde_json::json!([]));
+    assert_eq!(doc["history"]["left_out"], serde_json::json!([]));
     let e = &doc["estimates"][0];
     // Every VM operation, script and manual step of the drill was measured;
     // only the wait is the plan's own.
@@ -192,7 +193,17 @@ fn after_a_drill_the_estimate_uses_measured_figures() {
     // A planned failover never ran: its VM operations fall back to the
     // fabric (or to other VMs' runs of the same operation: none here),
     // while the shared steps are measured.
-    let o = estimate(tmp.path(), &["--failover", "planned", "--format", "json"]);
+    let o = estimate(
+        tmp.path(),
+        &[
+            "--failover",
+            "planned",
+            "--time-scale",
+            "0.001",
+            "--format",
+            "json",
+        ],
+    );
     let doc = json(&o);
     let e = &doc["estimates"][0];
     assert_eq!(
@@ -200,13 +211,22 @@ fn after_a_drill_the_estimate_uses_measured_figures() {
         "fabric_latency"
     );
     assert_eq!(step(e, "web/post/smoke-test")["basis"], "measured_step");
-    // Measured figures from runs at time scale 0.001 next to unscaled
-    // assumptions: the estimate says so.
+    // At another time scale the drill is left out (counted, with how to
+    // use it), never mixed with figures on this scale.
+    let o = estimate(tmp.path(), &["--failover", "planned", "--format", "json"]);
+    let doc = json(&o);
+    let e = &doc["estimates"][0];
+    assert_eq!(step(e, "web/post/smoke-test")["basis"], "script_timeout");
+    assert_eq!(doc["history"]["jobs"], serde_json::json!([]));
+    assert_eq!(
+        doc["history"]["left_out"],
+        serde_json::json!([{"reason": "other_scale", "time_scales": [0.001], "jobs": [1]}])
+    );
     assert!(
         doc["notes"][0]
             .as_str()
             .unwrap_or("")
-            .contains("--time-scale"),
+            .contains("pass --time-scale 0.001"),
         "{}",
         doc["notes"]
     );
@@ -216,7 +236,7 @@ fn after_a_drill_the_estimate_uses_measured_figures() {
     expect_code(&o, 0);
     let text = String::from_utf8_lossy(&o.stdout);
     for want in [
-        "history:  1 finished run(s)",
+        "history:  1 finished run in",
         "measured: median of 1 run on this VM",
         "the plan's wait",
         "<- RTO",

@@ -63,7 +63,8 @@ fn protect_watch_progress_drill_then_unprotect_one() {
         "{text}"
     );
 
-    // A drill over unprotected VMs is refused, naming each and its state.
+    // A drill over unprotected VMs is refused, naming each and its state
+    // (and using up no job id: the protection below is job 1).
     let refused = drplan(dir, &["run", plan, "--failover", "test"]);
     expect_code(&refused, 1);
     let err = all(&refused);
@@ -88,7 +89,7 @@ fn protect_watch_progress_drill_then_unprotect_one() {
     let text = out(&p);
     assert!(
         text.contains(
-            "job 2: enable protection of 3 VMs (primary-vmm/gold -> secondary-vmm/gold-dr)"
+            "job 1: enable protection of 3 VMs (primary-vmm/gold -> secondary-vmm/gold-dr)"
         ),
         "{text}"
     );
@@ -108,7 +109,7 @@ fn protect_watch_progress_drill_then_unprotect_one() {
         text.contains("protect/vm/rpt-02/finalize-protection"),
         "{text}"
     );
-    assert!(text.contains("job 2 succeeded"), "{text}");
+    assert!(text.contains("job 1 succeeded"), "{text}");
 
     let rows = vms_json(dir);
     for vm in ["legacy-01", "rpt-01", "rpt-02"] {
@@ -127,13 +128,13 @@ fn protect_watch_progress_drill_then_unprotect_one() {
     );
     expect_code(&run, 0);
     assert!(
-        out(&run).contains("job 3: test failover of plan reporting"),
+        out(&run).contains("job 2: test failover of plan reporting"),
         "{}",
         all(&run)
     );
     let clean = drplan(
         dir,
-        &["cleanup", "3", "--notes", "ok", "--time-scale", "0.001"],
+        &["cleanup", "2", "--notes", "ok", "--time-scale", "0.001"],
     );
     expect_code(&clean, 0);
 
@@ -163,9 +164,10 @@ fn protect_watch_progress_drill_then_unprotect_one() {
     expect_code(&again, 1);
     let err = all(&again);
     assert!(err.contains("VM `rpt-02` is unprotected"), "{err}");
-    // (The validation warnings still mention rpt-01 as *declared*
-    // unprotected; the refusal names only rpt-02.)
+    // The refusal names only rpt-02, from its state in the store; nothing
+    // speaks of what the inventory declares.
     assert!(!err.contains("VM `rpt-01` is unprotected"), "{err}");
+    assert!(!err.contains("declared unprotected"), "{err}");
 }
 
 #[test]

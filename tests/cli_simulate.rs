@@ -278,7 +278,7 @@ fn the_human_timeline_shows_the_halt_and_the_rto() {
         "database/pre/quiesce [simulated script]",
         "error: start-replica of `web-01` failed",
         "halted:  the plan waits for an operator's decision on web/vm/web-01/start-replica",
-        "estimated RTO: not reached: required VMs not running: web-01",
+        "estimated RTO: not reached: required VM not running: web-01",
     ] {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }

@@ -138,6 +138,58 @@ pub struct JobMeta {
     pub start_at: Option<Millis>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Facts about how the job ran that are not part of its request, set
+    /// by the journal's host: [`TIME_SCALE_LABEL`]. Empty in stores written
+    /// before drplan recorded any (their time scale is unknown).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The label of the simulated fabric's time scale(s) a job ran at: one
+/// number (`0.01`), or several separated by `,` when processes at different
+/// `--time-scale`s ran parts of it (its durations then mix scales).
+pub const TIME_SCALE_LABEL: &str = "fabric.time_scale";
+
+impl JobMeta {
+    /// The time scales the job ran at, in the order first seen; empty when
+    /// unknown (a job recorded before drplan kept them, or a fabric that
+    /// does not scale time).
+    pub fn time_scales(&self) -> Vec<f64> {
+        self.labels
+            .get(TIME_SCALE_LABEL)
+            .map(|v| parse_scales(v))
+            .unwrap_or_default()
+    }
+
+    /// Adds `scale` to the job's time scales (nothing when already there).
+    pub fn add_time_scale(&mut self, scale: f64) {
+        add_time_scale(&mut self.labels, scale);
+    }
+}
+
+/// Adds `scale` to the [`TIME_SCALE_LABEL`] of `labels`, unless there.
+fn add_time_scale(labels: &mut BTreeMap<String, String>, scale: f64) {
+    let label = labels.entry(TIME_SCALE_LABEL.to_string()).or_default();
+    if !parse_scales(label).iter().any(|&s| same_scale(s, scale)) {
+        if !label.is_empty() {
+            label.push(',');
+        }
+        label.push_str(&scale.to_string());
+    }
+}
+
+/// The numbers of a [`TIME_SCALE_LABEL`] value (a damaged part is skipped).
+fn parse_scales(label: &str) -> Vec<f64> {
+    label
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// Whether two time scales are the same setting (`--time-scale 0.01`
+/// written twice), allowing for float formatting round trips.
+pub fn same_scale(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
 }
 
 /// The validated plan a job runs, as stored (codec-encoded JSON).
@@ -158,6 +210,10 @@ pub struct JournalOptions {
     pub snapshot_every: u64,
     /// The state of a VM without an item record (see the module docs).
     pub default_item: DefaultItem,
+    /// The simulated fabric's time scale of the process hosting this
+    /// journal, recorded on every job it submits or resumes
+    /// ([`TIME_SCALE_LABEL`]); `None` records nothing.
+    pub time_scale: Option<f64>,
 }
 
 impl Default for JournalOptions {
@@ -167,6 +223,7 @@ impl Default for JournalOptions {
             default_item: Arc::new(|_| ItemState::Protected {
                 direction: Direction::Forward,
             }),
+            time_scale: None,
         }
     }
 }
@@ -242,7 +299,8 @@ fn busy_message(
 
 fn not_ready_message(problems: &[NotReady]) -> String {
     let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-    format!("{} VM(s) not ready: {}", problems.len(), lines.join("; "))
+    let n = crate::text::count(problems.len(), "VM");
+    format!("{n} not ready: {}", lines.join("; "))
 }
 
 /// One live job in memory.
@@ -433,7 +491,13 @@ impl Journal {
             if meta.status.is_terminal() {
                 continue;
             }
-            let job = load(&*store, meta)?;
+            let mut job = load(&*store, meta)?;
+            // This process runs the rest of the job at its own scale: noted
+            // in memory, written with the job's next metadata (every job
+            // writes one when it ends, which is when it is measured).
+            if let Some(scale) = opts.time_scale {
+                job.meta.add_time_scale(scale);
+            }
             live.insert(id, Arc::new(Mutex::new(job)));
         }
         let orphans: BTreeSet<JobId> = store
@@ -488,6 +552,15 @@ impl Journal {
         let plan = Arc::new(req.plan);
         let (model_key, model_text) = model_record(&plan)?;
 
+        // The refusals an operator can cause (a VM busy in another job, or
+        // not in the state the operation needs) are checked before a job id
+        // is allocated, so that a refused submission does not use one up and
+        // `drplan jobs` shows no gap. Both are checked again below under the
+        // leases: a concurrent submission that takes a VM in between still
+        // gets its refusal, at the cost of an unused id (the only way one is
+        // skipped, besides a crash between allocation and commit).
+        self.check_free(&vms)?;
+        self.check_items(&req.operation, &vms)?;
         let id = self.store.allocate_job_id()?;
         self.acquire(id, &vms)?;
         // From here the job holds leases: give them back on any refusal.
@@ -517,6 +590,7 @@ impl Journal {
                 start_at: req.start_at,
                 created_at: req.at,
                 updated_at: req.at,
+                labels: self.new_labels(),
             };
             let mut writes = Vec::with_capacity(5 + fx.len());
             if self.store.text(&plan_hash)?.is_none() {
@@ -927,6 +1001,7 @@ impl Journal {
             start_at: Some(due),
             created_at: at,
             updated_at: at,
+            labels: self.new_labels(),
             ..parent.meta.clone()
         };
         writes.push(Write::JobMeta {
@@ -1117,21 +1192,48 @@ impl Journal {
     fn acquire(&self, job: JobId, vms: &[String]) -> Result<(), JournalError> {
         match self.store.acquire_leases(job, vms) {
             Ok(()) => Ok(()),
-            Err(StoreError::LeaseHeld { vm, holder }) => {
-                let meta = self
-                    .store
-                    .job_meta(holder)
-                    .ok()
-                    .flatten()
-                    .and_then(|b| codec::decode::<JobMeta>(&b).ok());
-                Err(JournalError::VmBusy {
-                    vm,
-                    holder,
-                    holder_operation: meta.as_ref().map(|m| m.operation),
-                    holder_plan: meta.map(|m| m.plan_name),
-                })
-            }
+            Err(StoreError::LeaseHeld { vm, holder }) => Err(self.busy(vm, holder)),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The labels of a job this journal creates: its host's time scale.
+    fn new_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        if let Some(scale) = self.opts.time_scale {
+            add_time_scale(&mut labels, scale);
+        }
+        labels
+    }
+
+    /// Refuses, as [`Journal::acquire`] would, when one of `vms` is leased
+    /// by a job: the check a new job makes before it has an id.
+    fn check_free(&self, vms: &[String]) -> Result<(), JournalError> {
+        let wanted: BTreeSet<&str> = vms.iter().map(String::as_str).collect();
+        match self
+            .store
+            .leases()?
+            .into_iter()
+            .find(|(vm, _)| wanted.contains(vm.as_str()))
+        {
+            Some((vm, holder)) => Err(self.busy(vm, holder)),
+            None => Ok(()),
+        }
+    }
+
+    /// "VM busy", with what the holder does when its record says.
+    fn busy(&self, vm: String, holder: JobId) -> JournalError {
+        let meta = self
+            .store
+            .job_meta(holder)
+            .ok()
+            .flatten()
+            .and_then(|b| codec::decode::<JobMeta>(&b).ok());
+        JournalError::VmBusy {
+            vm,
+            holder,
+            holder_operation: meta.as_ref().map(|m| m.operation),
+            holder_plan: meta.map(|m| m.plan_name),
         }
     }
 
@@ -1347,7 +1449,10 @@ fn snapshot_indexes_ok(state: &JobState) -> Result<(), String> {
         .chain(state.timers.keys().filter_map(timer_step))
         .find(|&s| s >= n);
     match bad {
-        Some(s) => Err(format!("it names step {s}, but the plan has {n} step(s)")),
+        Some(s) => Err(format!(
+            "it names step {s}, but the plan has {}",
+            crate::text::count(n, "step")
+        )),
         None => Ok(()),
     }
 }

@@ -47,6 +47,7 @@ pub mod runtime;
 pub mod script;
 pub mod store;
 pub mod store_check;
+pub mod text;
 
 /// Cases per property test of the unit tests: `PROPTEST_CASES` if set (the
 /// soak command raises it), else `default` (CI stays bounded).

@@ -275,8 +275,8 @@ pub fn check(store: &dyn Store) -> Result<Report, StoreError> {
                 format!("job {job} snapshot"),
                 Some(job),
                 format!(
-                    "it covers event {seq}, but the log has {} event(s)",
-                    facts.events
+                    "it covers event {seq}, but the log has {}",
+                    crate::text::count(facts.events, "event")
                 ),
             );
             continue;
@@ -372,7 +372,10 @@ pub fn check(store: &dyn Store) -> Result<Report, StoreError> {
             severity: Severity::Error,
             record: "store".into(),
             job: None,
-            message: format!("{} more problem(s) not listed", out.dropped),
+            message: format!(
+                "{} not listed",
+                crate::text::count(out.dropped, "more problem")
+            ),
         });
     }
     Ok(report)

@@ -30,6 +30,7 @@ fn options(op: Operation) -> JournalOptions {
         // Small, so that recovery goes through snapshots as well as logs.
         snapshot_every: 5,
         default_item: Arc::new(move |_| initial_item(&op)),
+        time_scale: None,
     }
 }
 

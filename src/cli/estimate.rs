@@ -10,8 +10,9 @@ use clap::Args;
 use drplan_engine::analysis::estimate::{
     DEFAULT_OPERATOR_DELAY, DurationModel, Estimate, estimate,
 };
-use drplan_engine::analysis::history::{Measurements, measurements_from_store};
-use drplan_engine::fabric::{OpKind, SimConfig};
+use drplan_engine::analysis::history::{Measurements, measurements_from_store_where};
+use drplan_engine::fabric::SimConfig;
+use drplan_engine::journal::{JobMeta, same_scale};
 use drplan_engine::plan::compile::{Operation, compile};
 use drplan_engine::plan::model::{FailoverKind, Inventory, Plan};
 use serde::Serialize;
@@ -51,14 +52,18 @@ pub struct EstimateArgs {
     /// was measured.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
     pub operator_delay: Duration,
-    /// Scale the assumed fabric latencies and the plan's waits like `drplan
-    /// run --time-scale` (to compare with runs made at that scale).
+    /// The simulated fabric's time scale the estimate reports at: assumed
+    /// latencies and the plan's waits are scaled by it, and only past runs
+    /// made at this `drplan run --time-scale` are measured (`run` defaults
+    /// to 0.01); the others are left out and counted.
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub time_scale: f64,
     /// List every step's figure, not just the critical path.
     #[arg(long)]
     pub all: bool,
-    /// Output format.
+    /// Output format: the critical path and RTO of each failover kind, or
+    /// JSON `{"plan","time_scale","estimates":[{"failover","rto_ms",
+    /// "critical_path","steps",...}],"history",...}`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
 }
@@ -116,6 +121,77 @@ struct Source {
     jobs: Vec<u64>,
     /// Why there is no history, when there is none.
     note: Option<String>,
+    /// Finished jobs of this plan that were not measured, by reason.
+    left_out: Vec<LeftOut>,
+}
+
+/// Finished runs of the plan left out of the measurements, and why: only
+/// runs made at the time scale the estimate reports are measured, since
+/// the simulated fabric's durations scale with it (a run at 0.01 is a
+/// hundred times faster than one at 1) and a median over several scales
+/// is no figure at all.
+#[derive(Debug, Serialize)]
+struct LeftOut {
+    /// `other_scale`, `mixed_scales` or `unknown_scale`.
+    reason: &'static str,
+    /// The time scale(s) they ran at (one for `other_scale`, several for
+    /// `mixed_scales`, none when unknown).
+    time_scales: Vec<f64>,
+    jobs: Vec<u64>,
+}
+
+impl LeftOut {
+    /// The reason for people, with what to do about it.
+    fn note(&self) -> String {
+        let runs = super::text::count(self.jobs.len(), "finished run");
+        let ids: Vec<String> = self.jobs.iter().map(u64::to_string).collect();
+        let jobs = format!(
+            "{} {}",
+            super::text::noun_for(self.jobs.len(), "job"),
+            ids.join(", ")
+        );
+        let scales: Vec<String> = self.time_scales.iter().map(f64::to_string).collect();
+        match self.reason {
+            "other_scale" => format!(
+                "left out {runs} at time scale {} ({jobs}): pass --time-scale {} to estimate \
+                 from them",
+                scales.join(""),
+                scales.join("")
+            ),
+            "mixed_scales" => format!(
+                "left out {runs} that ran partly at each of the time scales {} ({jobs}): \
+                 their durations mix scales",
+                scales.join(", ")
+            ),
+            _ => format!(
+                "left out {runs} of unknown time scale ({jobs}): recorded before drplan \
+                 kept the scale a job ran at"
+            ),
+        }
+    }
+}
+
+/// Sorts a finished job into the measured (`true`) or a [`LeftOut`] group.
+fn at_scale(meta: &JobMeta, scale: f64, left_out: &mut Vec<LeftOut>) -> bool {
+    let scales = meta.time_scales();
+    let reason = match scales.as_slice() {
+        [s] if same_scale(*s, scale) => return true,
+        [] => "unknown_scale",
+        [_] => "other_scale",
+        _ => "mixed_scales",
+    };
+    match left_out
+        .iter_mut()
+        .find(|l| l.reason == reason && l.time_scales == scales)
+    {
+        Some(l) => l.jobs.push(meta.id.0),
+        None => left_out.push(LeftOut {
+            reason,
+            time_scales: scales,
+            jobs: vec![meta.id.0],
+        }),
+    }
+    false
 }
 
 /// The measurements of `plan_name` in the data directory, without creating
@@ -129,6 +205,7 @@ fn history(args: &EstimateArgs, plan_name: &str) -> Result<(Measurements, Source
                 data_dir: None,
                 jobs: vec![],
                 note,
+                left_out: vec![],
             },
         ));
     }
@@ -147,6 +224,7 @@ fn history(args: &EstimateArgs, plan_name: &str) -> Result<(Measurements, Source
                 data_dir: shown,
                 jobs: vec![],
                 note,
+                left_out: vec![],
             },
         ));
     }
@@ -159,14 +237,20 @@ fn history(args: &EstimateArgs, plan_name: &str) -> Result<(Measurements, Source
             dir.display()
         );
     })?;
-    let m = measurements_from_store(store.as_ref(), plan_name).map_err(|e| {
+    let mut left_out = Vec::new();
+    let mut keep = |meta: &JobMeta| at_scale(meta, args.time_scale, &mut left_out);
+    let m = measurements_from_store_where(store.as_ref(), plan_name, &mut keep).map_err(|e| {
         eprintln!("drplan: {e}");
         Exit::CouldNotRun
     })?;
+    for l in &mut left_out {
+        l.jobs.sort_unstable();
+    }
     let jobs = m.jobs.iter().map(|j| j.0).collect::<Vec<_>>();
     let note = jobs.is_empty().then(|| {
         format!(
-            "no finished run of plan `{plan_name}` in `{}`",
+            "no finished run of plan `{plan_name}` at time scale {} in `{}`",
+            args.time_scale,
             dir.display()
         )
     });
@@ -176,6 +260,7 @@ fn history(args: &EstimateArgs, plan_name: &str) -> Result<(Measurements, Source
             data_dir: shown,
             jobs,
             note,
+            left_out,
         },
     ))
 }
@@ -231,32 +316,6 @@ fn peak_vm_ops(steps: &[drplan_engine::analysis::estimate::NodeEstimate]) -> usi
     peak.max(0) as usize
 }
 
-/// Measured fabric operations much faster than the configured latencies
-/// mean the runs were made with `drplan run --time-scale` (0.01 by
-/// default): say so, or the mix of measured and assumed figures misleads.
-fn scale_hint(m: &Measurements, time_scale: f64) -> Option<String> {
-    let config = SimConfig::default();
-    let mut ratios: Vec<f64> = m
-        .ops
-        .iter()
-        .filter_map(|(op, s)| {
-            let median = drplan_engine::analysis::history::median(s)? as f64;
-            let latency = config.latency(OpKind::parse(op)?).as_millis() as f64 * time_scale;
-            (latency > 0.0).then(|| median / latency)
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    let r = *ratios.get(ratios.len().checked_sub(1)? / 2)?;
-    (!(0.2..=5.0).contains(&r)).then(|| {
-        let guess = time_scale * r;
-        format!(
-            "measured fabric operations took about {r:.3}x the simulated fabric's latencies at \
-             this time scale: were those runs made with `drplan run --time-scale {guess:.2}`? \
-             Pass the same --time-scale here so assumed figures are on the same scale"
-        )
-    })
-}
-
 pub fn run(args: &EstimateArgs, global: &GlobalOpts) -> Exit {
     match run_inner(args, global) {
         Ok(e) | Err(e) => e,
@@ -267,7 +326,7 @@ fn run_inner(args: &EstimateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
     check_time_scale(args.time_scale)?;
     let (plan, _, _) = load_plan(&args.plan, args.fabric.as_deref(), global)?;
     let (measured, source) = history(args, &plan.name)?;
-    let mut hints: Vec<String> = scale_hint(&measured, args.time_scale).into_iter().collect();
+    let mut hints: Vec<String> = source.left_out.iter().map(LeftOut::note).collect();
     let model = DurationModel {
         measured,
         fabric: SimConfig::default(),
@@ -329,6 +388,17 @@ fn run_inner(args: &EstimateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
 fn header(o: &mut String, plan: &Plan, source: &Source, hints: &[String], args: &EstimateArgs) {
     use std::fmt::Write as _;
     let _ = writeln!(o, "estimate for plan {}", plan.name);
+    // Every figure, measured or assumed, is on this scale.
+    let _ = writeln!(
+        o,
+        "  scale:    time scale {} of the simulated fabric{}",
+        args.time_scale,
+        if args.time_scale == 1.0 {
+            " (realistic latencies)"
+        } else {
+            ""
+        }
+    );
     match (&source.note, source.jobs.as_slice()) {
         (Some(n), _) => {
             let _ = writeln!(o, "  history:  {n}");
@@ -337,19 +407,19 @@ fn header(o: &mut String, plan: &Plan, source: &Source, hints: &[String], args: 
             let ids: Vec<String> = jobs.iter().map(u64::to_string).collect();
             let _ = writeln!(
                 o,
-                "  history:  {} finished run(s) in `{}` (jobs {})",
-                jobs.len(),
+                "  history:  {} in `{}` ({} {})",
+                super::text::count(jobs.len(), "finished run"),
                 source.data_dir.as_deref().unwrap_or("?"),
+                super::text::noun_for(jobs.len(), "job"),
                 ids.join(", ")
             );
         }
     }
-    if args.operator_delay != DEFAULT_OPERATOR_DELAY || args.time_scale != 1.0 {
+    if args.operator_delay != DEFAULT_OPERATOR_DELAY {
         let _ = writeln!(
             o,
-            "  assuming: operator delay {}, time scale {}",
+            "  assuming: operator delay {}",
             duration(args.operator_delay.as_millis() as u64),
-            args.time_scale
         );
     }
     for h in hints {

@@ -23,7 +23,7 @@ use super::{Exit, GlobalOpts, emit};
 #[derive(Debug, Args)]
 pub struct JobArgs {
     /// The failover job's id (as `drplan jobs` lists it).
-    #[arg(value_name = "JOB")]
+    #[arg(value_name = "JOB", value_parser = super::text::parse_job_id)]
     pub job: u64,
     /// Who requests the job (default: $USER).
     #[arg(long, value_name = "NAME")]

@@ -23,7 +23,7 @@ pub struct GraphArgs {
     /// Draw the plan a job ran, each node coloured by its outcome in that
     /// job (green succeeded, red failed, amber waits for an operator, blue
     /// running, grey skipped), the critical path outlined.
-    #[arg(long, value_name = "JOB", conflicts_with_all = ["plan", "failover", "reverse"])]
+    #[arg(long, value_name = "JOB", value_parser = super::text::parse_job_id, conflicts_with_all = ["plan", "failover", "reverse"])]
     pub job: Option<u64>,
     /// The data directory of --job (default: $DRPLAN_DATA_DIR, else the
     /// user's data directory + `/drplan`).

@@ -23,6 +23,8 @@ pub struct PlansArgs {
     /// directory + `/drplan`).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Output format: a table of the plans, or a JSON array
+    /// `[{"plan","runs","last_test","last_failover","last_run"}]`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
 }
@@ -36,6 +38,9 @@ pub struct HistoryArgs {
     /// directory + `/drplan`).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Output format: the plan's runs and its RTO trend per failover kind,
+    /// or JSON `{"plan","runs":[{"job","operation","status","verdict",...}],
+    /// "trends":[...]}`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
 }
@@ -251,7 +256,12 @@ fn plans_human(dir: &Path, s: &[PlanSummary]) -> String {
 
 fn history_human(h: &History) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "plan {}: {} run(s)\n", h.plan, h.runs.len());
+    let _ = writeln!(
+        o,
+        "plan {}: {}\n",
+        h.plan,
+        super::text::count(h.runs.len(), "run")
+    );
     let _ = writeln!(
         o,
         "{:>5}  {:<16}  {:<30}  {:<11}  {:>8}  {:>8}  {:>8}  {:<12}  BY",
@@ -284,9 +294,10 @@ fn history_human(h: &History) -> String {
         for t in &h.trends {
             let _ = writeln!(
                 o,
-                "  {:<9} {:>3} run(s)  {}  last {}, median {}, best {}, worst {}",
+                "  {:<9} {:>3} {:<4}  {}  last {}, median {}, best {}, worst {}",
                 t.failover,
                 t.runs,
+                super::text::noun_for(t.runs, "run"),
                 sparkline(&t.series_ms),
                 rto(t.last_ms),
                 rto(t.median_ms),

@@ -19,7 +19,9 @@ pub struct JobsArgs {
     /// directory + `/drplan`).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Output format.
+    /// Output format: a table of the jobs, or a JSON array of job records
+    /// `[{"id","plan_name","operation","status","requested_by","parent",
+    /// "created_at","updated_at",...}]`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
 }

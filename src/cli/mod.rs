@@ -30,6 +30,7 @@ mod serve;
 mod show;
 mod simulate;
 mod store;
+mod text;
 mod validate;
 mod watch;
 

@@ -16,9 +16,10 @@ use super::run::{EngineOpts, default_by};
 #[derive(Debug, Args)]
 pub struct AckArgs {
     /// The job id (as `drplan jobs` lists it).
-    #[arg(value_name = "JOB")]
+    #[arg(value_name = "JOB", value_parser = super::text::parse_job_id)]
     pub job: u64,
-    /// The manual step's key, e.g. `application/post/verify-health`.
+    /// The manual step's key, e.g. `application/post/verify-health`, or a
+    /// unique short name (`verify-health`).
     #[arg(value_name = "STEP")]
     pub step: String,
     /// The step could not be done (the job treats it as failed).
@@ -37,9 +38,10 @@ pub struct AckArgs {
 #[derive(Debug, Args)]
 pub struct StepArgs {
     /// The job id.
-    #[arg(value_name = "JOB")]
+    #[arg(value_name = "JOB", value_parser = super::text::parse_job_id)]
     pub job: u64,
-    /// The failed step's key, e.g. `web/vm/web-01/start-replica`.
+    /// The failed step's key, e.g. `web/vm/web-01/start-replica`, or a
+    /// unique short name (`web-01/start-replica`).
     #[arg(value_name = "STEP")]
     pub step: String,
     /// Who acts (default: $USER).
@@ -52,8 +54,12 @@ pub struct StepArgs {
 #[derive(Debug, Args)]
 pub struct CancelArgs {
     /// The job id.
-    #[arg(value_name = "JOB")]
+    #[arg(value_name = "JOB", value_parser = super::text::parse_job_id)]
     pub job: u64,
+    /// Do not ask for confirmation (cancelling a planned or unplanned
+    /// failover asks on a terminal; never elsewhere).
+    #[arg(long, short)]
+    pub yes: bool,
     /// Who acts (default: $USER).
     #[arg(long, value_name = "NAME")]
     pub by: Option<String>,
@@ -64,7 +70,7 @@ pub struct CancelArgs {
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
     /// The test failover's job id.
-    #[arg(value_name = "JOB")]
+    #[arg(value_name = "JOB", value_parser = super::text::parse_job_id)]
     pub job: u64,
     /// What the drill showed (kept in the job's record).
     #[arg(long, value_name = "TEXT")]
@@ -79,7 +85,7 @@ pub struct CleanupArgs {
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
     /// The job to follow (default: every unfinished job).
-    #[arg(value_name = "JOB")]
+    #[arg(value_name = "JOB", value_parser = super::text::parse_job_id)]
     pub job: Option<u64>,
     #[command(flatten)]
     pub engine: EngineOpts,
@@ -103,6 +109,7 @@ enum Action {
     },
     Cancel {
         by: String,
+        yes: bool,
     },
     Cleanup {
         notes: String,
@@ -150,6 +157,7 @@ pub fn skip(a: &StepArgs) -> Exit {
 pub fn cancel(a: &CancelArgs) -> Exit {
     let action = Action::Cancel {
         by: a.by.clone().unwrap_or_else(default_by),
+        yes: a.yes,
     };
     act(Some(JobId(a.job)), Some(action), &a.engine)
 }
@@ -172,12 +180,30 @@ fn act(job: Option<JobId>, action: Option<Action>, opts: &EngineOpts) -> Exit {
     }
 }
 
-/// The step id of a key in a job, or exit 2 with the closest keys.
+/// The step id of a key (or a unique short name) in a job, or exit 2
+/// with the candidates or the closest keys.
 fn resolve_step(meta: &JobMeta, ctx: &JobContext, wanted: &str) -> Result<usize, Exit> {
-    if let Some(s) = (0..ctx.len()).find(|&s| ctx.node(s).is_some_and(|n| n.key == wanted)) {
-        return Ok(s);
-    }
     let keys = step_keys(ctx);
+    // The full key, or a unique short name (`verify-health`), as `simulate`.
+    match super::text::match_step(wanted, &keys) {
+        super::text::StepMatch::One(key) => {
+            if let Some(s) = (0..ctx.len()).find(|&s| ctx.node(s).is_some_and(|n| n.key == key)) {
+                return Ok(s);
+            }
+        }
+        super::text::StepMatch::Ambiguous(many) => {
+            eprintln!(
+                "drplan: `{wanted}` names {} of job {}; give one of their keys:",
+                super::text::count(many.len(), "step"),
+                meta.id
+            );
+            for k in many {
+                eprintln!("    {k}");
+            }
+            return Err(Exit::CouldNotRun);
+        }
+        super::text::StepMatch::None => {}
+    }
     let close = close_matches(wanted, &keys);
     eprintln!(
         "drplan: job {} ({} of plan {}) has no step `{wanted}`",
@@ -252,6 +278,14 @@ fn act_inner(job: Option<JobId>, action: Option<Action>, opts: &EngineOpts) -> R
             }
             None => None,
         };
+        // A planned or unplanned failover asks first on a terminal.
+        if let Some(Action::Cancel { yes, .. }) = &action
+            && let Some(question) = super::prompt::cancel_question(&main)
+            && !super::prompt::confirm_async(question, *yes).await
+        {
+            eprintln!("drplan: job {} not cancelled", main.id);
+            return Ok(Exit::Problems);
+        }
         let (running, updates) = session
             .follow_engine(&dir, fabric.as_deref(), time_scale, &plan)
             .await?;
@@ -265,7 +299,7 @@ fn act_inner(job: Option<JobId>, action: Option<Action>, opts: &EngineOpts) -> R
             }
             (Some(Action::Retry { by, .. }), Some(s)) => e.retry(job_id, s, &by).await,
             (Some(Action::Skip { by, .. }), Some(s)) => e.skip(job_id, s, &by).await,
-            (Some(Action::Cancel { by }), _) => e.cancel(job_id, &by).await,
+            (Some(Action::Cancel { by, .. }), _) => e.cancel(job_id, &by).await,
             (Some(Action::Cleanup { notes, by }), _) => e.complete_test(job_id, &notes, &by).await,
             // Step actions resolved their step above; nothing else gets here.
             (Some(_), None) => Ok(()),

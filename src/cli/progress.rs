@@ -211,7 +211,13 @@ pub fn group_stats(st: &JobState, ctx: &JobContext) -> Vec<GroupStat> {
 
 /// The plain line of a group: `web  1/2 VMs  3.2s  running web/vm/web-02/start-replica`.
 pub fn group_line(g: &GroupStat, now: u64) -> String {
-    let mut s = format!("group {:<14} {}/{} VMs", g.name, g.vms_done, g.vms_total);
+    let mut s = format!(
+        "group {:<14} {}/{} {}",
+        g.name,
+        g.vms_done,
+        g.vms_total,
+        super::text::noun_for(g.vms_total, "VM")
+    );
     match (g.started_at, g.finished_at) {
         (None, _) => s.push_str("  pending"),
         (Some(a), Some(b)) => {
@@ -242,11 +248,13 @@ struct Bars {
     shown: HashMap<(JobId, usize), GroupStat>,
 }
 
-fn bar_style(active: bool) -> ProgressStyle {
-    let t = if active {
-        "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VMs {elapsed:>4}  {wide_msg}"
-    } else {
-        "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VMs       {wide_msg}"
+fn bar_style(active: bool, vms: usize) -> ProgressStyle {
+    // "1/1 VM ", "0/3 VMs": the noun agrees with the group's size.
+    let t = match (active, vms == 1) {
+        (true, false) => "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VMs {elapsed:>4}  {wide_msg}",
+        (true, true) => "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VM  {elapsed:>4}  {wide_msg}",
+        (false, false) => "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VMs       {wide_msg}",
+        (false, true) => "{prefix:<16} [{bar:24}] {pos:>3}/{len:<3} VM        {wide_msg}",
     };
     ProgressStyle::with_template(t)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -283,7 +291,7 @@ impl Bars {
                     Some(g.vms_total as u64),
                     ProgressDrawTarget::hidden(),
                 )
-                .with_style(bar_style(g.started_at.is_some()))
+                .with_style(bar_style(g.started_at.is_some(), g.vms_total))
                 .with_prefix(g.name.clone())
                 .with_elapsed(elapsed);
                 self.multi.add(b)
@@ -297,11 +305,11 @@ impl Bars {
                 (!g.failed.is_empty()).then(|| alarm(&format!("FAILED: {}", g.failed.join(", "))));
             match (g.started_at, g.finished_at) {
                 (None, _) => {
-                    bar.set_style(bar_style(false));
+                    bar.set_style(bar_style(false, g.vms_total));
                     bar.set_message("pending");
                 }
                 (Some(a), Some(b)) => {
-                    bar.set_style(bar_style(false));
+                    bar.set_style(bar_style(false, g.vms_total));
                     bar.set_message(
                         failed.unwrap_or_else(|| {
                             format!("done in {}", duration(b.saturating_sub(a)))
@@ -310,7 +318,7 @@ impl Bars {
                     bar.tick();
                 }
                 (Some(_), None) => {
-                    bar.set_style(bar_style(true));
+                    bar.set_style(bar_style(true, g.vms_total));
                     bar.enable_steady_tick(Duration::from_millis(250));
                     let mut msg = g.current.clone().unwrap_or_default();
                     if let Some(f) = failed {
@@ -576,17 +584,24 @@ impl<'a> Follower<'a> {
                 let started = g.started_at.is_some() && old.is_none_or(|o| o.started_at.is_none());
                 // The first look at a job already under way shows where each
                 // group stands; afterwards only changes are news.
+                // Each line carries the time of what it reports (a group's
+                // end or start), not the time of looking: `watch` of a
+                // finished job prints when things happened.
                 if before.is_none() && g.started_at.is_some() || before.is_some() && ended {
-                    lines.push(group_line(g, now));
+                    lines.push((g.finished_at.unwrap_or(now), group_line(g, now)));
                 } else if before.is_some() && started {
-                    lines.push(format!(
-                        "group {:<14} started ({} VMs)",
-                        g.name, g.vms_total
+                    lines.push((
+                        g.started_at.unwrap_or(now),
+                        format!(
+                            "group {:<14} started ({})",
+                            g.name,
+                            super::text::count(g.vms_total, "VM")
+                        ),
                     ));
                 }
             }
-            for l in lines {
-                self.printer.line(&format!("{}  {l}", clock(now)));
+            for (at, l) in lines {
+                self.printer.line(&format!("{}  {l}", clock(at)));
             }
         }
         self.groups.insert(job, stats);

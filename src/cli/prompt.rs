@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use drplan_engine::api::{ApiError, Control, Updates};
 use drplan_engine::core::JobStatus;
+use drplan_engine::journal::JobMeta;
+use drplan_engine::plan::{FailoverKind, Operation};
+use drplan_engine::protect::ProtectJob;
 use drplan_engine::store::JobId;
 
 use super::Exit;
@@ -42,6 +45,106 @@ pub fn interactive(printer: &Printer) -> bool {
         && printer.format == FollowFormat::Human
         && std::io::stdin().is_terminal()
         && std::io::stdout().is_terminal()
+}
+
+/// Whether a destructive command (cancelling a planned or unplanned
+/// failover, deleting replicas) asks before it acts: only when both stdin
+/// and stdout are a terminal, and not with `--yes`. Anywhere else (a
+/// script, CI, a pipe) it acts at once, as it always did: a script cannot
+/// answer, and it chose the command. `--no-prompt` does not skip it: that
+/// flag is about answering waiting jobs in place, and a confirmation is
+/// the one question a person at a terminal should always see.
+pub fn must_confirm(yes: bool, stdin_terminal: bool, stdout_terminal: bool) -> bool {
+    !yes && stdin_terminal && stdout_terminal
+}
+
+/// Whether an answer to a `[y/N]` question goes ahead: `y` or `yes`, in
+/// any case; anything else (an empty line too) does not.
+pub fn confirms(answer: &str) -> bool {
+    let a = answer.trim();
+    a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes")
+}
+
+/// Ask `question` (the consequences, on lines of their own) with `[y/N]`
+/// when [`must_confirm`] says so; `true` to go ahead. The end of input
+/// declines. Blocking: call it before the runtime, or through
+/// [`confirm_async`].
+pub fn confirm(question: &str, yes: bool) -> bool {
+    if !must_confirm(
+        yes,
+        std::io::stdin().is_terminal(),
+        std::io::stdout().is_terminal(),
+    ) {
+        return true;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = write!(
+        out,
+        "{question}
+Go ahead? [y/N] "
+    );
+    let _ = out.flush();
+    drop(out);
+    let mut s = String::new();
+    match std::io::stdin().lock().read_line(&mut s) {
+        Ok(0) | Err(_) => false,
+        Ok(_) => confirms(&s),
+    }
+}
+
+/// What `drplan cancel` asks before cancelling an unfinished planned or
+/// unplanned failover (or failback): production is moving, and a cancel
+/// leaves it part-way. `None` for every other job (a drill, a protection
+/// job, a follow-up, a finished job the engine refuses anyway): nothing
+/// to confirm.
+pub fn cancel_question(meta: &JobMeta) -> Option<String> {
+    let kind = meta.operation.kind()?;
+    if !matches!(kind, FailoverKind::Planned | FailoverKind::Unplanned) || meta.status.is_terminal()
+    {
+        return None;
+    }
+    Some(format!(
+        "Cancel job {} ({} of plan {}, {})?\n  \
+         Running VM operations and scripts are stopped where they are; steps not \
+         yet started never run.\n  \
+         VMs already failed over stay failed over (`drplan rollback {}` returns \
+         them to the primary); the others stay where they are.",
+        meta.id, meta.operation, meta.plan_name, meta.status, meta.id
+    ))
+}
+
+/// What `drplan unprotect` asks before a job that deletes replicas (asked
+/// with `--delete-replica`, or the policy's default): the replicas and
+/// their recovery points are gone for good. `None` when it keeps them.
+pub fn delete_replica_question(job: &ProtectJob) -> Option<String> {
+    if !matches!(
+        job.operation,
+        Operation::DisableProtection {
+            delete_replica: true
+        }
+    ) {
+        return None;
+    }
+    let vms = job.plan.groups.iter().flat_map(|g| g.vms.iter());
+    let names: Vec<&str> = vms.map(|v| v.name.as_str()).collect();
+    let one = names.len() == 1;
+    Some(format!(
+        "Disable protection of {} ({}) and DELETE {}?\n  \
+         {} recovery points are lost: {} cannot fail over until protected \
+         again (a full initial replication).",
+        super::text::count(names.len(), "VM"),
+        names.join(", "),
+        if one { "its replica" } else { "their replicas" },
+        if one { "Its" } else { "Their" },
+        if one { "the VM" } else { "these VMs" },
+    ))
+}
+
+/// [`confirm`] on a blocking thread, for async code.
+pub async fn confirm_async(question: String, yes: bool) -> bool {
+    tokio::task::spawn_blocking(move || confirm(&question, yes))
+        .await
+        .unwrap_or(false)
 }
 
 /// Follow `jobs` like [`Follower::follow`]; on a terminal, ask the operator
@@ -205,7 +308,7 @@ async fn read_choice(job: JobId, status: JobStatus, reason: &str) -> Choice {
                 let Some(sure) = line(format!("   cancel job {job}? [y/N] ")).await else {
                     return Choice::Quit;
                 };
-                if sure.eq_ignore_ascii_case("y") || sure.eq_ignore_ascii_case("yes") {
+                if confirms(&sure) {
                     by().await.map(|by| Choice::Cancel { by })
                 } else {
                     continue;
@@ -225,5 +328,29 @@ async fn read_choice(job: JobId, status: JobStatus, reason: &str) -> Choice {
             }
         };
         return choice.unwrap_or(Choice::Quit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_terminal_without_yes_is_asked() {
+        assert!(must_confirm(false, true, true));
+        assert!(!must_confirm(true, true, true), "--yes skips the question");
+        assert!(!must_confirm(false, false, true), "stdin not a terminal");
+        assert!(!must_confirm(false, true, false), "stdout not a terminal");
+        assert!(!must_confirm(false, false, false));
+    }
+
+    #[test]
+    fn only_yes_goes_ahead() {
+        for a in ["y", "Y", "yes", "YES", " yes\n"] {
+            assert!(confirms(a), "{a:?}");
+        }
+        for a in ["", "n", "no", "yess", "sure", "\n"] {
+            assert!(!confirms(a), "{a:?}");
+        }
     }
 }

@@ -139,6 +139,10 @@ pub struct UnprotectArgs {
     /// Keep the replica VMs (default: the policy's `delete_replica_on_disable`).
     #[arg(long)]
     pub keep_replica: bool,
+    /// Do not ask for confirmation (deleting replicas asks on a terminal;
+    /// never elsewhere).
+    #[arg(long, short)]
+    pub yes: bool,
     /// Who requests the job (default: $USER).
     #[arg(long, value_name = "NAME")]
     pub by: Option<String>,
@@ -258,6 +262,12 @@ fn unprotect_inner(a: &UnprotectArgs) -> Result<Exit, Exit> {
             Exit::CouldNotRun
         },
     )?;
+    if let Some(question) = super::prompt::delete_replica_question(&job)
+        && !super::prompt::confirm(&question, a.yes)
+    {
+        eprintln!("drplan: nothing done: protection stays enabled");
+        return Err(Exit::Problems);
+    }
     let by = a.by.clone().unwrap_or_else(default_by);
     let dir = engine_host::data_dir(a.engine.data_dir.as_deref())?;
     let store = engine_host::open_store(&dir)?;
@@ -306,8 +316,8 @@ async fn submit_and_follow(
     match printer.format {
         FollowFormat::Human => {
             let mut out = format!(
-                "job {id}: {op} of {n} VM{} ({} -> {})\n",
-                if n == 1 { "" } else { "s" },
+                "job {id}: {op} of {} ({} -> {})\n",
+                super::text::count(n, "VM"),
                 job.plan.source,
                 job.plan.target
             );
@@ -426,18 +436,22 @@ pub struct ReadArgs {
     /// The inventory (default: $DRPLAN_FABRIC).
     #[arg(long, value_name = "FILE")]
     pub fabric: Option<PathBuf>,
-    /// Output format.
+    /// Output format (each command using these options describes its own).
     #[arg(long, value_enum, default_value_t = super::validate::OutputFormat::Human)]
     pub format: super::validate::OutputFormat,
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("format", |a| a.help("Output format: a table of the VMs, or a JSON array \
+    `[{\"vm\",\"cloud\",\"disk_gb\",\"declared\",\"state\",\"job\",\"replica\",\"health\",...}]`")))]
 pub struct VmsArgs {
     #[command(flatten)]
     pub read: ReadArgs,
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("format", |a| a.help("Output format: the VM's recovery points as text, or JSON \
+    `{\"vm\",\"state\",\"retention_hours\",\"health\",\"points\":[...]}`")))]
 pub struct RecoveryPointsArgs {
     /// The VM.
     #[arg(value_name = "VM")]
@@ -643,11 +657,10 @@ pub fn recovery_points(a: &RecoveryPointsArgs) -> Exit {
         return emit(&format!("{json:#}\n"));
     }
     let mut out = format!(
-        "{}: {} — {} recovery point{} kept",
+        "{}: {} — {} kept",
         a.vm,
         status.item,
-        points.len(),
-        if points.len() == 1 { "" } else { "s" }
+        super::text::count(points.len(), "recovery point")
     );
     if let Some(p) = policy {
         out.push_str(&format!(
@@ -733,7 +746,8 @@ pub struct CapacityArgs {
     /// Override the policy's copy frequency (30s, 5m or 15m).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub copy_frequency: Option<Duration>,
-    /// Output format.
+    /// Output format: the estimate as text, or JSON
+    /// `{"input","policy","estimate"}`.
     #[arg(long, value_enum, default_value_t = super::validate::OutputFormat::Human)]
     pub format: super::validate::OutputFormat,
 }
@@ -796,9 +810,8 @@ fn capacity_inner(a: &CapacityArgs) -> Result<Exit, Exit> {
     }
     let hd = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string();
     let mut out = format!(
-        "capacity estimate for {} VM{} ({} GB of disks), policy {}: copy every {}, {} h retention, compression {}\n",
-        e.vms,
-        if e.vms == 1 { "" } else { "s" },
+        "capacity estimate for {} ({} GB of disks), policy {}: copy every {}, {} h retention, compression {}\n",
+        super::text::count(e.vms, "VM"),
         e.total_disk_gb,
         policy.name,
         hd(input.copy_every),

@@ -30,12 +30,13 @@ pub enum ReportFormat {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// The job id (as `drplan jobs` lists it).
-    #[arg(value_name = "JOB")]
+    #[arg(value_name = "JOB", value_parser = super::text::parse_job_id)]
     pub job: u64,
     /// The data directory (default: $DRPLAN_DATA_DIR, else the user's data
     /// directory + `/drplan`).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Report format: Markdown, or one HTML page.
     #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
     pub format: ReportFormat,
     /// Write the report to FILE instead of stdout.
@@ -110,7 +111,11 @@ fn facts(t: &Timeline) -> Vec<(&'static str, String)> {
     if let Some(ms) = t.critical_path_ms {
         v.push((
             "Critical path",
-            format!("{} over {} steps", duration(ms), t.critical_path.len()),
+            format!(
+                "{} over {}",
+                duration(ms),
+                super::text::count(t.critical_path.len(), "step")
+            ),
         ));
     }
     if let Some(p) = t.parent {
@@ -618,10 +623,9 @@ pub fn html(t: &Timeline) -> String {
             "Failures",
             failed_final.to_string(),
             format!(
-                "{} recovered · {} warning{}",
+                "{} recovered · {}",
                 t.failures.len() - failed_final,
-                t.warnings.len(),
-                if t.warnings.len() == 1 { "" } else { "s" }
+                super::text::count(t.warnings.len(), "warning")
             ),
         ),
     ];

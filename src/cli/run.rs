@@ -181,7 +181,14 @@ fn run_inner(args: &RunArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
     // carries the progress).
     let fabric = args.engine.fabric.as_deref();
     let mut sources = Sources::default();
-    let loaded = load(&args.plan, fabric, &mut sources);
+    let mut loaded = load(&args.plan, fabric, &mut sources);
+    // The inventory's declared protection (DP0603) is only where drplan
+    // starts from: the submission checks each VM's current state in the
+    // store and names every VM not ready, so the declaration's warning
+    // would be stale here (after `protect` or `unprotect`).
+    loaded
+        .diagnostics
+        .retain(|d| d.code != drplan_engine::plan::diag::codes::VM_NOT_PROTECTED);
     let given: Vec<&Path> = std::iter::once(args.plan.as_path()).chain(fabric).collect();
     let report = judge(&args.plan, &loaded, &given, false);
     let (plan, text, inventory) = match (loaded.plan, loaded.plan_text, loaded.inventory) {

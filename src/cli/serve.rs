@@ -251,9 +251,11 @@ async fn serve(
                 Ok(())
             } else {
                 Err(format!(
-                    "VM(s) {} are not in the inventory this server runs; start `drplan serve` \
+                    "{} {} {} not in the inventory this server runs; start `drplan serve` \
                      with the plan's --fabric",
-                    missing.join(", ")
+                    super::text::noun_for(missing.len(), "VM"),
+                    missing.join(", "),
+                    if missing.len() == 1 { "is" } else { "are" }
                 ))
             }
         })),

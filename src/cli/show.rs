@@ -23,13 +23,15 @@ use super::{Exit, emit};
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// The job id (as `drplan jobs` lists it).
-    #[arg(value_name = "JOB")]
+    #[arg(value_name = "JOB", value_parser = super::text::parse_job_id)]
     pub job: u64,
     /// The data directory (default: $DRPLAN_DATA_DIR, else the user's data
     /// directory + `/drplan`).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Output format: a readable timeline, or one JSON document.
+    /// Output format: a readable timeline, or one JSON document
+    /// `{"job","plan","operation","status","verdict","rto","critical_path",
+    /// "groups","steps","failures","warnings",...}`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
 }
@@ -253,9 +255,9 @@ pub fn human(t: &Timeline) -> String {
     if let Some(ms) = t.critical_path_ms {
         let _ = writeln!(
             o,
-            "  critical path: {} over {} steps (marked *)",
+            "  critical path: {} over {} (marked *)",
             duration(ms),
-            t.critical_path.len()
+            super::text::count(t.critical_path.len(), "step")
         );
     }
     if let Some(c) = &t.test {
@@ -272,8 +274,11 @@ pub fn human(t: &Timeline) -> String {
         };
         let _ = writeln!(
             o,
-            "\ngroup {}: {}/{} VMs done{failed}, {took}",
-            g.name, g.vms_done, g.vms_total
+            "\ngroup {}: {}/{} {} done{failed}, {took}",
+            g.name,
+            g.vms_done,
+            g.vms_total,
+            super::text::noun_for(g.vms_total, "VM")
         );
         for &s in &g.steps {
             step_line(&mut o, t, &t.steps[s]);

@@ -62,7 +62,8 @@ pub struct SimulateArgs {
     /// Scale the fabric's latencies and the plan's waits (1 = realistic).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub time_scale: f64,
-    /// Output format.
+    /// Output format: the simulated timeline, outcome and RTO, or JSON
+    /// `{"plan","operation","faults","status","outcome","steps",...}`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
 }
@@ -337,7 +338,8 @@ fn human(
         None => {
             let _ = writeln!(
                 o,
-                "  estimated RTO: not reached: required VMs not running: {}",
+                "  estimated RTO: not reached: required {} not running: {}",
+                super::text::noun_for(outcome.vms_not_recovered.len(), "VM"),
                 outcome.vms_not_recovered.join(", ")
             );
         }

@@ -21,6 +21,7 @@ use drplan_engine::store::backup::{self, BackupError};
 use drplan_engine::store::sled_store::SledStore;
 use drplan_engine::store_check::{self, Severity};
 
+use super::text::count;
 use super::validate::OutputFormat;
 use super::{Exit, emit, engine_host};
 
@@ -66,7 +67,8 @@ pub struct CheckArgs {
     /// directory + `/drplan`).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Output format.
+    /// Output format: a summary line and the problems found, or JSON
+    /// `{"next_job","counts","jobs_replayed","live_jobs","problems"}`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
 }
@@ -162,19 +164,19 @@ fn render_check(dir: &Path, r: &store_check::Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "store `{}`: {} job(s) ({} replayed, {} unfinished), {} event(s), {} snapshot(s), \
-         {} timer(s), {} lease(s), {} item(s), {} text(s), {} blob(s); next job id {}",
+        "store `{}`: {} ({} replayed, {} unfinished), {}, {}, \
+         {}, {}, {}, {}, {}; next job id {}",
         dir.display(),
-        c.jobs,
+        count(c.jobs, "job"),
         r.jobs_replayed,
         r.live_jobs,
-        c.events,
-        c.snapshots,
-        c.timers,
-        c.leases,
-        c.items,
-        c.texts,
-        c.blobs,
+        count(c.events, "event"),
+        count(c.snapshots, "snapshot"),
+        count(c.timers, "timer"),
+        count(c.leases, "lease"),
+        count(c.items, "item"),
+        count(c.texts, "text"),
+        count(c.blobs, "blob"),
         r.next_job
     );
     for p in &r.problems {
@@ -187,11 +189,13 @@ fn render_check(dir: &Path, r: &store_check::Report) -> String {
         .count();
     let _ = match (r.errors(), warnings) {
         (0, 0) => writeln!(out, "ok: no problem found"),
-        (0, w) => writeln!(out, "ok: no error, {w} warning(s)"),
+        (0, w) => writeln!(out, "ok: no error, {}", count(w, "warning")),
         (e, w) => writeln!(
             out,
-            "{e} error(s), {w} warning(s): back the store up (`drplan store export`) before \
-             anything else touches it"
+            "{}, {}: back the store up (`drplan store export`) before \
+             anything else touches it",
+            count(e, "error"),
+            count(w, "warning")
         ),
     };
     out
@@ -220,11 +224,11 @@ fn export(args: &ExportArgs) -> Result<Exit, Exit> {
     };
     let h = &summary.header;
     eprintln!(
-        "drplan: exported {} record(s): {} job(s), {} event(s), {} snapshot(s); next job id {}{}",
-        h.counts.total(),
-        h.counts.jobs,
-        h.counts.events,
-        h.counts.snapshots,
+        "drplan: exported {}: {}, {}, {}; next job id {}{}",
+        count(h.counts.total(), "record"),
+        count(h.counts.jobs, "job"),
+        count(h.counts.events, "event"),
+        count(h.counts.snapshots, "snapshot"),
         h.next_job,
         args.output
             .as_ref()
@@ -235,9 +239,9 @@ fn export(args: &ExportArgs) -> Result<Exit, Exit> {
         Ok(Exit::Ok)
     } else {
         eprintln!(
-            "drplan: {} key(s) the store could not place were left out (first: {}); run \
+            "drplan: {} the store could not place left out (first: {}); run \
              `drplan store check`",
-            summary.skipped.len(),
+            count(summary.skipped.len(), "key"),
             summary.skipped[0]
         );
         Ok(Exit::Problems)
@@ -341,10 +345,10 @@ fn import(args: &ImportArgs) -> Result<Exit, Exit> {
     }
     sync_parent(&dir);
     eprintln!(
-        "drplan: restored {} record(s) ({} job(s), {} event(s)) into `{}`; next job id {}",
-        header.counts.total(),
-        header.counts.jobs,
-        header.counts.events,
+        "drplan: restored {} ({}, {}) into `{}`; next job id {}",
+        count(header.counts.total(), "record"),
+        count(header.counts.jobs, "job"),
+        count(header.counts.events, "event"),
         dir.display(),
         header.next_job
     );

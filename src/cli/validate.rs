@@ -19,7 +19,9 @@ pub struct ValidateArgs {
     pub plans: Vec<PathBuf>,
     #[command(flatten)]
     pub fabric: FabricArg,
-    /// Output format.
+    /// Output format: compiler-style reports with source snippets and a
+    /// summary per plan, or JSON
+    /// `{"plans":[{"file","valid","errors","warnings","diagnostics"}]}`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
     /// Treat warnings as problems (exit 1).
@@ -29,9 +31,11 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// Compiler-style reports with source snippets, then a summary per plan.
+    // Neutral wording: many commands share this enum, and each describes
+    // what it prints in its own `--format` field's doc.
+    /// Text for people (what it shows: see above).
     Human,
-    /// `{"plans":[{"file","valid","errors","warnings","diagnostics"}]}`.
+    /// One JSON document for scripts (its shape: see above).
     Json,
 }
 
@@ -119,11 +123,7 @@ fn count(diags: &[Diagnostic], severity: Severity) -> usize {
 }
 
 fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
+    super::text::count(n, word)
 }
 
 /// `plans/x.yaml: 2 errors, 1 warning` or

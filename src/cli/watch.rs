@@ -18,7 +18,7 @@ use super::{Exit, emit};
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// The job id (as `drplan jobs` lists it).
-    #[arg(value_name = "JOB")]
+    #[arg(value_name = "JOB", value_parser = super::text::parse_job_id)]
     pub job: u64,
     #[command(flatten)]
     pub engine: EngineOpts,

@@ -56,13 +56,7 @@ impl Basis {
 
     /// For people: "measured, median of 3 runs on this VM", "assumed: ...".
     pub fn describe(&self) -> String {
-        let runs = |n: &usize| {
-            if *n == 1 {
-                "1 run".to_string()
-            } else {
-                format!("{n} runs")
-            }
-        };
+        let runs = |n: &usize| crate::text::count(n, "run");
         match self {
             Basis::MeasuredVm { samples } => {
                 format!("measured: median of {} on this VM", runs(samples))

@@ -220,6 +220,17 @@ pub fn measurements_from_store(
     store: &dyn Store,
     plan_name: &str,
 ) -> Result<Measurements, HistoryError> {
+    measurements_from_store_where(store, plan_name, &mut |_| true)
+}
+
+/// [`measurements_from_store`] of the finished jobs `keep` accepts (say
+/// those run at one time scale); `keep` sees every finished job of the plan
+/// once, in no particular order.
+pub fn measurements_from_store_where(
+    store: &dyn Store,
+    plan_name: &str,
+    keep: &mut dyn FnMut(&JobMeta) -> bool,
+) -> Result<Measurements, HistoryError> {
     let mut m = Measurements::default();
     let mut metas: Vec<JobMeta> = Vec::new();
     for (id, bytes) in store.jobs()? {
@@ -227,7 +238,7 @@ pub fn measurements_from_store(
             job: id,
             detail: format!("job metadata: {e}"),
         })?;
-        if meta.plan_name == plan_name && measurable(meta.status) {
+        if meta.plan_name == plan_name && measurable(meta.status) && keep(&meta) {
             metas.push(meta);
         }
     }

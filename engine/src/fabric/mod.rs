@@ -495,6 +495,14 @@ pub trait Fabric: Send + Sync {
         Err(unsupported(vm, OpKind::FinalizeProtection))
     }
 
+    /// The simulated fabric's time scale (1 = realistic latencies), `None`
+    /// for a fabric that does not scale time (a real one). The runtime
+    /// records it on every job it submits or resumes, so that measurements
+    /// made at different scales are never mixed (`drplan estimate`).
+    fn time_scale(&self) -> Option<f64> {
+        None
+    }
+
     /// Perform a compiled [`VmOp`]: what the runtime calls for
     /// [`crate::core::Effect::RunVmOp`].
     async fn run(&self, key: &OpKey, vm: &str, op: &VmOp, ctx: &OpContext) -> OpResult {

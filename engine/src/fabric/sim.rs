@@ -2289,6 +2289,10 @@ struct ProtectionSetup<'a> {
 
 #[async_trait]
 impl Fabric for SimFabric {
+    fn time_scale(&self) -> Option<f64> {
+        Some(self.config.time_scale)
+    }
+
     async fn shutdown_primary(
         &self,
         key: &OpKey,

@@ -289,8 +289,9 @@ impl Plan {
         for (i, g) in self.groups.iter().enumerate() {
             if let Some(&d) = g.after.iter().find(|&&d| d >= n || d == i) {
                 return Err(format!(
-                    "group `{}` (index {i}) depends on group index {d}, but the plan has {n} group(s)",
-                    g.name
+                    "group `{}` (index {i}) depends on group index {d}, but the plan has {}",
+                    g.name,
+                    crate::text::count(n, "group")
                 ));
             }
         }

@@ -532,8 +532,9 @@ impl Timeline {
                 .count();
             match &v.detail {
                 StepState::Succeeded { attempt } if failed_attempts > 0 => warnings.push(format!(
-                    "{} succeeded on attempt {attempt} after {failed_attempts} failed attempt(s)",
-                    v.key
+                    "{} succeeded on attempt {attempt} after {}",
+                    v.key,
+                    crate::text::count(failed_attempts, "failed attempt")
                 )),
                 StepState::Skipped {
                     reason: SkipReason::Operator { by },

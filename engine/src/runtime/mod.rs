@@ -313,7 +313,7 @@ impl Engine {
         let store = config.store.clone();
         // A VM no job has touched yet has the protection the inventory
         // declares (protection management, docs/protection.md).
-        let journal_opts = match &config.inventory {
+        let mut journal_opts = match &config.inventory {
             Some(inv) => {
                 // Looked up for every VM a job starts or moves: an index,
                 // not a scan of the inventory's VM list each time.
@@ -333,6 +333,9 @@ impl Engine {
             }
             None => crate::journal::JournalOptions::default(),
         };
+        // Every job this engine submits or resumes records the fabric's time
+        // scale, so that durations measured at different scales never mix.
+        journal_opts.time_scale = config.fabric.time_scale();
         let journal = tokio::task::spawn_blocking(move || Journal::open_with(store, journal_opts))
             .await
             .map_err(task_error)??;
