@@ -234,6 +234,18 @@ async fn bad_requests_get_clear_errors_while_a_job_keeps_running() {
         .unwrap();
 
     let mut raw = Raw::new(&f.socket).await;
+    // An empty line is answered, not skipped in silence (the client waits).
+    for empty in ["", "   "] {
+        let v = raw.ask(empty).await;
+        assert_eq!(error_code(&v), codes::BAD_REQUEST, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("empty request line"),
+            "{v}"
+        );
+    }
     let v = raw.ask("{this is not json").await;
     assert_eq!(error_code(&v), codes::BAD_JSON);
     assert!(
