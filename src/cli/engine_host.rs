@@ -240,7 +240,18 @@ impl SimWorld {
         let tmp = self.file.with_extension("json.tmp");
         let result = serde_json::to_vec(&saved)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|bytes| {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                // Private from creation, like every file of the directory.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?
+                    .write_all(&bytes)
+            })
             .and_then(|()| std::fs::rename(&tmp, &self.file));
         if let Err(e) = result {
             eprintln!(
@@ -384,7 +395,14 @@ impl Host {
         world: SimWorld,
     ) -> Result<Host, Fail> {
         let scratch = dir.join(SCRIPTS_DIR);
-        if let Err(e) = std::fs::create_dir_all(&scratch) {
+        let private = {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&scratch)
+        };
+        if let Err(e) = private {
             eprintln!("drplan: cannot create `{}`: {e}", scratch.display());
             return Err(Exit::CouldNotRun);
         }
@@ -605,6 +623,21 @@ impl Session {
     /// locked by a process that serves nothing is "in use" (exit 2, naming
     /// the holder and what to do).
     pub async fn open(dir: &Path) -> Result<Session, Fail> {
+        Session::open_with(dir, SledStore::open).await
+    }
+
+    /// [`Session::open`] for the commands that only read (`show`, `jobs`,
+    /// `report`, ...): a store that cannot be opened in place because its
+    /// directory is read-only is read from a private copy
+    /// ([`SledStore::open_for_reading`]).
+    pub async fn open_reading(dir: &Path) -> Result<Session, Fail> {
+        Session::open_with(dir, SledStore::open_for_reading).await
+    }
+
+    async fn open_with(
+        dir: &Path,
+        open: fn(&Path) -> Result<SledStore, StoreError>,
+    ) -> Result<Session, Fail> {
         let deadline = tokio::time::Instant::now() + SERVER_START_GRACE;
         let mut busy_until = None;
         let mut backoff = Duration::from_millis(100);
@@ -651,7 +684,7 @@ impl Session {
                     Err(e) => tracing::info!(error = %e, "no holder answers; opening the store"),
                 }
             }
-            match SledStore::open(dir) {
+            match open(dir) {
                 Ok(s) => return Ok(Session::Local(Arc::new(s))),
                 Err(StoreError::Locked { .. }) => {
                     let holder = lock_holder(dir);
@@ -679,6 +712,15 @@ impl Session {
                             dir.display()
                         );
                     }
+                    return Err(Exit::CouldNotRun);
+                }
+                Err(e) if e.is_read_only() => {
+                    eprintln!(
+                        "drplan: {e}\ndrplan: the data directory {} cannot be written: this \
+                         command changes jobs and needs it writable (`show`, `jobs`, `report`, \
+                         `history`, `plans` and `store check` still read it)",
+                        dir.display()
+                    );
                     return Err(Exit::CouldNotRun);
                 }
                 Err(e) => {
