@@ -326,6 +326,10 @@ impl Drop for LocalApi {
     }
 }
 
+/// How long a command that ends waits for other terminals' connections to
+/// its local API to close.
+const API_DRAIN: Duration = Duration::from_secs(10);
+
 /// This process's command: `drplan run`.
 fn this_subcommand() -> String {
     let sub = std::env::args()
@@ -449,9 +453,18 @@ impl Host {
     /// Stop the engine (in-flight attempts are dropped and re-issued by the
     /// next command) and save the simulated world.
     pub async fn stop(mut self) {
-        if let Some(mut api) = self.api.take() {
+        if let Some(api) = self.api.take() {
+            // No new connections; those of other terminals still following
+            // a job (a `cancel` of this command's job settles with it) are
+            // answered until they close, for a bounded time, so they do not
+            // lose the engine mid-answer.
+            api.task.abort();
+            let _ = std::fs::remove_file(&api.socket);
+            let deadline = tokio::time::Instant::now() + API_DRAIN;
+            while api.server.active_connections() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             api.server.shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(2), &mut api.task).await;
         }
         // Bounded: a stuck script must not keep the prompt from returning.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.engine.shutdown()).await;

@@ -233,6 +233,15 @@ impl Server {
         &self.engine
     }
 
+    /// Connections being served now (not counting those queued or still
+    /// authenticating).
+    pub fn active_connections(&self) -> usize {
+        self.config
+            .max_connections
+            .max(1)
+            .saturating_sub(self.limits.served.available_permits())
+    }
+
     /// Stops accepting, ends every subscription with `shutdown` and closes
     /// every connection. The engine is left running (its owner stops it).
     pub fn shutdown(&self) {
