@@ -31,7 +31,10 @@ struct Serve {
 impl Serve {
     fn start(dir: &Path, extra: &[&str]) -> Serve {
         let fabric = fabric();
-        let mut args = vec!["serve", "--fabric", fabric.as_str()];
+        let mut args = vec!["serve"];
+        if !extra.contains(&"--fabric") {
+            args.extend(["--fabric", fabric.as_str()]);
+        }
         if !extra.contains(&"--time-scale") {
             args.extend(["--time-scale", "0.001"]);
         }
@@ -231,7 +234,7 @@ fn a_drill_runs_through_the_server_from_other_processes() {
 }
 
 #[test]
-fn a_store_held_by_a_run_is_reported_in_use_quickly_and_a_stale_socket_confuses_no_one() {
+fn a_store_held_by_a_run_serves_other_terminals_and_a_stale_socket_confuses_no_one() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -253,35 +256,53 @@ fn a_store_held_by_a_run_is_reported_in_use_quickly_and_a_stale_socket_confuses_
         assert!(Instant::now() < deadline, "the run never took the store");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The run offers the local API while it holds the store: other
+    // terminals' queries go through it (issue #15 item 7).
+    let holder = format!("`drplan run` (pid {})", run.id());
+    let jobs = drplan(dir, &["jobs"]);
+    expect_code(&jobs, 0);
+    assert!(out(&jobs).contains("in progress"), "{}", all(&jobs));
+    let show = show_json(dir, "1");
+    assert_eq!(show["status"], "in progress", "{show}");
     for args in [
-        &["jobs"][..],
-        &["show", "1"],
-        &["resume", "1"],
-        &["cancel", "1"],
+        &["report", "1"][..],
+        &["history", "orders"],
+        &["plans"],
+        &["estimate", &plan, "--failover", "test"],
     ] {
-        let started = Instant::now();
         let o = drplan(dir, args);
-        expect_code(&o, 2);
-        let text = all(&o);
-        assert!(
-            text.contains("is in use by another drplan process"),
-            "{args:?}: {text}"
-        );
-        assert!(
-            text.contains(&format!("pid {}", run.id())),
-            "{args:?}: {text}"
-        );
-        assert!(text.contains("run"), "{text}");
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{args:?} took {:?}",
-            started.elapsed()
-        );
+        expect_code(&o, 0);
     }
+    // A new job is refused with what to do: the run ends with its own job.
+    let diamond = shipped("diamond.yaml").display().to_string();
+    let started = Instant::now();
+    let other = drplan(dir, &["run", &diamond, "--failover", "test"]);
+    expect_code(&other, 1);
+    assert!(all(&other).contains(&holder), "{}", all(&other));
+    assert!(
+        all(&other).contains("wait for it to finish"),
+        "{}",
+        all(&other)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A command that needs the store itself says so, naming the holder.
+    let vms = drplan(dir, &["vms", "--fabric", &fabric()]);
+    expect_code(&vms, 2);
+    assert!(
+        all(&vms).contains(&format!("pid {}", run.id()))
+            && all(&vms).contains("wait for that process to finish"),
+        "{}",
+        all(&vms)
+    );
     // A server cannot start on it either.
     let o = drplan(dir, &["serve", "--fabric", &fabric()]);
     expect_code(&o, 2);
     assert!(all(&o).contains("in use"), "{}", all(&o));
+    // An operator action from another terminal reaches the run's job (the
+    // run may end right after: last, while it is sure to hold the store).
+    let cancel = drplan(dir, &["cancel", "1", "--by", "carol"]);
+    expect_code(&cancel, 0);
+    assert!(out(&cancel).contains("cancel"), "{}", all(&cancel));
     let _ = run.kill();
     let _ = run.wait();
 
@@ -593,4 +614,164 @@ fn a_command_that_hangs_fails_its_test_and_is_killed() {
     // Killed: the store is free again at once.
     let jobs = drplan(tmp.path(), &["jobs"]);
     expect_code(&jobs, 0);
+}
+
+/// 50 one-VM plans of the large inventory, each a plan file in `dir`.
+fn one_vm_plans(dir: &Path, n: usize) -> Vec<String> {
+    let fabric = shipped("large-fabric.yaml").display().to_string();
+    (1..=n)
+        .map(|i| {
+            let p = dir.join(format!("one-{i}.yaml"));
+            std::fs::write(
+                &p,
+                format!(
+                    "drplan: 1\nname: one-{i}\nsource: primary-vmm/bulk\n\
+                     target: secondary-vmm/bulk-dr\nfabric: {fabric}\ngroups:\n  - name: g\n    \
+                     vms: [bulk-{i:05}]\n"
+                ),
+            )
+            .unwrap();
+            p.display().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn fifty_runs_started_at_once_against_one_server_all_start_and_finish() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let large = shipped("large-fabric.yaml").display().to_string();
+    let serve = Serve::start(&dir, &["--fabric", &large]);
+    let plans = one_vm_plans(tmp.path(), 50);
+    let mut runs: Vec<Child> = plans
+        .iter()
+        .map(|p| {
+            cmd(&dir, &["run", p, "--failover", "planned"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for (i, r) in runs.iter_mut().enumerate() {
+        let status = loop {
+            if let Some(s) = r.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "run {i} did not finish in time");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let err = r.wait_with_output_ref();
+        assert!(status.success(), "run {i}: {status:?}: {err}");
+    }
+    let jobs = drplan(&dir, &["jobs", "--format", "json"]);
+    expect_code(&jobs, 0);
+    let v: Value = serde_json::from_slice(&jobs.stdout).unwrap();
+    let all_jobs = v.as_array().unwrap();
+    assert_eq!(all_jobs.len(), 50, "{v}");
+    assert!(all_jobs.iter().all(|j| j["status"] == "succeeded"), "{v}");
+    assert!(serve.stop().success());
+}
+
+#[test]
+fn idle_tcp_connections_never_lock_the_owner_out() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let token_file = tmp.path().join("token");
+    let token_s = token_file.display().to_string();
+    let serve = Serve::start(&dir, &["--listen", "127.0.0.1:0", "--token-file", &token_s]);
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let port = tcp_port(&serve);
+    // 70 connections that never say anything.
+    let idle: Vec<std::net::TcpStream> = (0..70)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // The owner on the Unix socket, at once.
+    let started = Instant::now();
+    let jobs = drplan(&dir, &["jobs"]);
+    expect_code(&jobs, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The owner over TCP, with the token, at once too.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        format!("{{\"v\":1,\"id\":1,\"op\":\"hello\",\"token\":\"{token}\"}}\n").as_bytes(),
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ok"]["server"], "drplan", "{v}");
+    // The idle ones are told why and closed at their deadline.
+    let mut first = &idle[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut first).read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["error"]["code"], "unauthorized", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("within"),
+        "{v}"
+    );
+    drop(idle);
+    assert!(serve.stop().success());
+}
+
+#[test]
+fn run_detach_without_a_server_starts_one_that_runs_the_job() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let plans = one_vm_plans(tmp.path(), 1);
+    let o = drplan(
+        &dir,
+        &[
+            "run",
+            &plans[0],
+            "--failover",
+            "planned",
+            "--detach",
+            "--time-scale",
+            "0.001",
+        ],
+    );
+    expect_code(&o, 0);
+    assert!(all(&o).contains("started `drplan serve`"), "{}", all(&o));
+    let holder = std::fs::read_to_string(dir.join("drplan.lock")).unwrap();
+    let pid: i32 = holder
+        .trim()
+        .strip_prefix("pid ")
+        .and_then(|r| r.split(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("lock holder: {holder}"));
+    assert!(holder.contains("serve"), "{holder}");
+    // The server runs the job to its end, while this terminal does nothing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = show_json(&dir, "1");
+        if v["status"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the detached job never ran: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill(2) on the server this test started.
+    unsafe { libc_kill(pid, 15) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dir.join("drplan.sock").exists() {
+        assert!(Instant::now() < deadline, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -502,3 +502,108 @@ fn timeless(out: &[u8]) -> serde_json::Value {
     strip(&mut v);
     v
 }
+
+/// Every file under `dir` (not into `scripts/`, whose files are the
+/// scripts' own), with its mode bits.
+fn modes(dir: &Path, out: &mut Vec<(PathBuf, u32, bool)>) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let meta = e.metadata().unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        out.push((e.path(), mode, meta.is_dir()));
+        if meta.is_dir() && e.file_name() != "scripts" {
+            modes(&e.path(), out);
+        }
+    }
+}
+
+#[test]
+fn files_inside_the_data_directory_are_created_private() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    // The test runs with the usual umask (022): drplan makes them private.
+    populated(&dir);
+    let mut found = Vec::new();
+    modes(&dir, &mut found);
+    for name in [
+        "db",
+        "conf",
+        "drplan.lock",
+        "drplan.store",
+        "sim-state.json",
+    ] {
+        assert!(
+            found.iter().any(|(p, _, _)| p.file_name().unwrap() == name),
+            "{name} missing: {found:?}"
+        );
+    }
+    for (path, mode, is_dir) in &found {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{} is {mode:o}", path.display());
+    }
+}
+
+#[test]
+fn a_read_only_data_directory_still_serves_reading_commands() {
+    let _g = serial();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc_geteuid() } != 0 {
+        eprintln!("not root: cannot run a command as another user here");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("data");
+    populated(&dir);
+    // The store belongs to `nobody` and nothing in it is writable: root
+    // ignores permissions, so the commands run as `nobody`, for whom the
+    // open fails the way read-only media make it fail.
+    let mut all_paths = Vec::new();
+    modes(&dir, &mut all_paths);
+    all_paths.push((dir.clone(), 0, true));
+    for (p, _, is_dir) in &all_paths {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+        let mode = if *is_dir { 0o500 } else { 0o400 };
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let exe = tmp.path().join("drplan");
+    std::fs::copy(support::bin(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        let mut c = support::cmd_of(&exe, args);
+        c.arg("--data-dir").arg(&dir).uid(65534).gid(65534);
+        c.env("HOME", "/tmp");
+        support::output(c)
+    };
+    let before = std::fs::read(dir.join("db")).unwrap();
+    let jobs = as_nobody(&["jobs"]);
+    expect_code(&jobs, 0);
+    assert!(
+        all(&jobs).contains("waiting for operator"),
+        "{}",
+        all(&jobs)
+    );
+    let show = as_nobody(&["show", "3"]);
+    expect_code(&show, 0);
+    assert!(all(&show).contains("test failover"), "{}", all(&show));
+    let report = as_nobody(&["report", "1"]);
+    expect_code(&report, 0);
+    let check = as_nobody(&["store", "check"]);
+    expect_code(&check, 0);
+    assert!(all(&check).contains("no problem found"), "{}", all(&check));
+    // A command that changes jobs says why it cannot.
+    let ack = as_nobody(&["ack", "3", "application/post/verify-health"]);
+    expect_code(&ack, 2);
+    assert!(all(&ack).contains("cannot be written"), "{}", all(&ack));
+    // Nothing changed in place.
+    assert_eq!(std::fs::read(dir.join("db")).unwrap(), before);
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

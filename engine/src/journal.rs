@@ -278,6 +278,13 @@ pub enum JournalError {
          restart drplan to resume from the durable state"
     )]
     Poisoned { detail: String },
+    /// [`Journal::begin_record`] met a job whose cached state an earlier
+    /// failure left ahead of the store. Rebuilding it waits for the group
+    /// committer, which `begin_record` never does (it runs on async
+    /// workers): the caller runs [`Journal::resync_job`] where blocking is
+    /// allowed and tries again. Callers of the blocking API never see it.
+    #[error("job {job}: its cached state must be rebuilt from the store first")]
+    Stale { job: JobId },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -671,7 +678,27 @@ impl Journal {
         event: JobEvent,
         extra: &mut ExtraWrites<'_>,
     ) -> Result<Vec<Effect>, JournalError> {
-        Ok(self.begin_record(job, event, extra)?.wait(self)?.effects)
+        let pending = match self.begin_record(job, event.clone(), extra) {
+            Err(JournalError::Stale { .. }) => {
+                self.resync_job(job)?;
+                self.begin_record(job, event, extra)?
+            }
+            other => other?,
+        };
+        Ok(pending.wait(self)?.effects)
+    }
+
+    /// Rebuilds the cached state of a job that an earlier failure left
+    /// ahead of the store (see [`JournalError::Stale`]). Blocks until every
+    /// batch queued before is durable: never call it on an async worker.
+    pub fn resync_job(&self, job: JobId) -> Result<(), JournalError> {
+        self.check_poison()?;
+        let cell = self.cell(job)?;
+        let mut live = lock_job(&cell, job)?;
+        if live.stale {
+            self.resync(&mut live)?;
+        }
+        Ok(())
     }
 
     /// The first half of [`Journal::record_then`]: applies the event to the
@@ -696,6 +723,12 @@ impl Journal {
     ///
     /// A dropped event (repeat, late outcome) gives a pending record with no
     /// batch and no effects.
+    ///
+    /// Never waits for the store (it runs on async workers): a failure
+    /// after the event was applied to the cache (a follow-up whose VMs were
+    /// taken meanwhile, say) marks the job stale and returns that failure;
+    /// the job's next `begin_record` then answers [`JournalError::Stale`]
+    /// until [`Journal::resync_job`] rebuilt it.
     pub fn begin_record(
         &self,
         job: JobId,
@@ -719,8 +752,9 @@ impl Journal {
         self.check_poison()?;
         if live.stale {
             // An earlier failure before its commit left the cache ahead of
-            // the store: rebuild it once every batch queued before is in.
-            self.resync(&mut live)?;
+            // the store: it must be rebuilt once every batch queued before
+            // is in, a wait this call never does.
+            return Err(JournalError::Stale { job });
         }
         let before = live.state.status();
         let was_not_started = live.state.mode == Mode::NotStarted;
@@ -761,7 +795,7 @@ impl Journal {
         ) {
             Ok(b) => b,
             Err(e) => {
-                self.resync(l)?;
+                l.stale = true;
                 return Err(e);
             }
         };
@@ -784,8 +818,7 @@ impl Journal {
             match extra() {
                 Ok(more) => writes.extend(more),
                 Err(e) => {
-                    drop(_order);
-                    self.resync(l)?;
+                    l.stale = true;
                     return Err(e);
                 }
             }
@@ -1066,7 +1099,12 @@ impl Journal {
     /// from the store.
     pub fn job(&self, id: JobId) -> Result<Option<JobState>, JournalError> {
         if let Some(cell) = self.read_live().get(&id).cloned() {
-            return Ok(Some(lock_job(&cell, id)?.state.clone()));
+            let live = lock_job(&cell, id)?;
+            // A stale cache is ahead of the store (an event that failed
+            // before its commit): answer what is durable.
+            if !live.stale {
+                return Ok(Some(live.state.clone()));
+            }
         }
         let Some(bytes) = self.store.job_meta(id)? else {
             return Ok(None);

@@ -234,6 +234,18 @@ async fn bad_requests_get_clear_errors_while_a_job_keeps_running() {
         .unwrap();
 
     let mut raw = Raw::new(&f.socket).await;
+    // An empty line is answered, not skipped in silence (the client waits).
+    for empty in ["", "   "] {
+        let v = raw.ask(empty).await;
+        assert_eq!(error_code(&v), codes::BAD_REQUEST, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("empty request line"),
+            "{v}"
+        );
+    }
     let v = raw.ask("{this is not json").await;
     assert_eq!(error_code(&v), codes::BAD_JSON);
     assert!(
@@ -475,4 +487,60 @@ async fn a_stale_socket_is_replaced_and_a_missing_server_is_reported_fast() {
     std::fs::write(&socket, "precious").unwrap();
     assert!(bind_unix(&socket).is_err());
     assert_eq!(std::fs::read_to_string(&socket).unwrap(), "precious");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_queue_and_only_then_are_told_busy() {
+    let config = ServerConfig {
+        max_connections: 1,
+        max_queued: 1,
+        queue_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    };
+    let f = fixture(config).await;
+    let patient = Timeouts {
+        connect: Duration::from_secs(10),
+        answer: Duration::from_secs(10),
+    };
+    let endpoint = Endpoint::Unix(f.socket.clone());
+    // The one slot is taken.
+    let first = client(&f.socket).await;
+    assert!(first.jobs().await.unwrap().is_empty());
+    // A second connection waits in the queue (not refused) and is served
+    // as soon as the first one closes.
+    let queued = tokio::spawn({
+        let endpoint = endpoint.clone();
+        async move { Client::connect(endpoint, patient).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !queued.is_finished(),
+        "the second connection was not queued"
+    );
+    // A third finds the queue full: `busy`, with the server's reason.
+    let third = Client::connect(endpoint.clone(), patient).await;
+    match third {
+        Err(ConnectError::Busy { message, .. }) => {
+            assert!(message.contains("serves 1 connections"), "{message}")
+        }
+        other => panic!("expected busy, got {other:?}"),
+    }
+    drop(first);
+    let second = tokio::time::timeout(LIMIT, queued)
+        .await
+        .expect("served in time")
+        .unwrap()
+        .expect("the queued connection is served");
+    assert!(second.jobs().await.unwrap().is_empty());
+    // Held past the queue's time limit: a waiting connection is told
+    // `busy` (after the limit, not before).
+    let started = tokio::time::Instant::now();
+    let late = Client::connect(endpoint, patient).await;
+    assert!(matches!(late, Err(ConnectError::Busy { .. })), "{late:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    f.server.shutdown();
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drplan_engine::api::client::{Client, ConnectError, Timeouts};
+use drplan_engine::api::server::{self, Server, ServerConfig};
 use drplan_engine::api::{ApiError, Control, SOCKET_FILE, Updates};
 use drplan_engine::fabric::{
     FabricState, FabricStateError, FaultSet, SimConfig, SimFabric, SimState,
@@ -239,7 +240,18 @@ impl SimWorld {
         let tmp = self.file.with_extension("json.tmp");
         let result = serde_json::to_vec(&saved)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|bytes| {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                // Private from creation, like every file of the directory.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?
+                    .write_all(&bytes)
+            })
             .and_then(|()| std::fs::rename(&tmp, &self.file));
         if let Err(e) = result {
             eprintln!(
@@ -290,20 +302,111 @@ impl FabricState for KeepOpKeys {
 
 /// A running engine over a data directory.
 pub struct Host {
-    pub engine: Engine,
+    pub engine: Arc<Engine>,
     pub world: SimWorld,
+    /// The local API this process offers while it holds the store (see
+    /// [`Host::start`]); `None` for `drplan serve`, which runs its own.
+    api: Option<LocalApi>,
+}
+
+/// The local API of a command that holds the data directory: other
+/// terminals' `show`, `jobs`, `report`, `ack`, `cancel`, ... reach this
+/// process's engine through `<dir>/drplan.sock` instead of being refused.
+struct LocalApi {
+    server: Arc<Server>,
+    task: tokio::task::JoinHandle<()>,
+    socket: PathBuf,
+}
+
+impl Drop for LocalApi {
+    fn drop(&mut self) {
+        self.server.shutdown();
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// How long a command that ends waits for other terminals' connections to
+/// its local API to close.
+const API_DRAIN: Duration = Duration::from_secs(10);
+
+/// This process's command: `drplan run`.
+fn this_subcommand() -> String {
+    let sub = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    format!("`drplan {sub}`")
+}
+
+/// How this process names itself to other terminals: `drplan run` (pid N).
+fn this_command() -> String {
+    format!("{} (pid {})", this_subcommand(), std::process::id())
 }
 
 impl Host {
-    /// Start the engine: it resumes every unfinished job of the store.
+    /// Start the engine: it resumes every unfinished job of the store. While
+    /// it runs, it offers the local API on `<dir>/drplan.sock` to the other
+    /// commands of this user (queries and operator actions; a submission
+    /// is refused with what to do instead, since this process ends with
+    /// its own job and would leave a new one unexecuted until the next
+    /// command).
     pub async fn start(
         dir: &Path,
         store: Arc<SledStore>,
         inventory: Inventory,
         world: SimWorld,
     ) -> Result<Host, Fail> {
+        let mut host = Host::start_bare(dir, store, inventory, world).await?;
+        let socket = dir.join(SOCKET_FILE);
+        let config = ServerConfig {
+            data_dir: Some(dir.to_path_buf()),
+            refuse_submit: Some(format!(
+                "the data directory is held by {}, which ends with its own job and takes no \
+                 new one; wait for it to finish and run the command again (a `drplan serve` on \
+                 the data directory takes jobs from every terminal)",
+                this_command()
+            )),
+            ..ServerConfig::default()
+        };
+        match server::bind_unix(&socket) {
+            Ok(listener) => {
+                let server = Arc::new(Server::new(host.engine.clone(), config));
+                let s = server.clone();
+                let task = tokio::spawn(async move { s.serve_unix(listener).await });
+                host.api = Some(LocalApi {
+                    server,
+                    task,
+                    socket,
+                });
+            }
+            // Not fatal: this command still does its work; other terminals
+            // are told the store is in use.
+            Err(e) => tracing::warn!(
+                error = %e,
+                socket = %socket.display(),
+                "cannot offer the local API to other terminals"
+            ),
+        }
+        Ok(host)
+    }
+
+    /// [`Host::start`] without the local API (`drplan serve` runs its own).
+    pub async fn start_bare(
+        dir: &Path,
+        store: Arc<SledStore>,
+        inventory: Inventory,
+        world: SimWorld,
+    ) -> Result<Host, Fail> {
         let scratch = dir.join(SCRIPTS_DIR);
-        if let Err(e) = std::fs::create_dir_all(&scratch) {
+        let private = {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&scratch)
+        };
+        if let Err(e) = private {
             eprintln!("drplan: cannot create `{}`: {e}", scratch.display());
             return Err(Exit::CouldNotRun);
         }
@@ -334,12 +437,35 @@ impl Host {
             eprintln!("drplan: cannot start the engine: {e}");
             Exit::CouldNotRun
         })?;
-        Ok(Host { engine, world })
+        Ok(Host {
+            engine: Arc::new(engine),
+            world,
+            api: None,
+        })
+    }
+
+    /// The engine and the world, for a host that serves them its own way.
+    pub fn into_parts(mut self) -> (Arc<Engine>, SimWorld) {
+        drop(self.api.take());
+        (self.engine, self.world)
     }
 
     /// Stop the engine (in-flight attempts are dropped and re-issued by the
     /// next command) and save the simulated world.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        if let Some(api) = self.api.take() {
+            // No new connections; those of other terminals still following
+            // a job (a `cancel` of this command's job settles with it) are
+            // answered until they close, for a bounded time, so they do not
+            // lose the engine mid-answer.
+            api.task.abort();
+            let _ = std::fs::remove_file(&api.socket);
+            let deadline = tokio::time::Instant::now() + API_DRAIN;
+            while api.server.active_connections() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            api.server.shutdown();
+        }
         // Bounded: a stuck script must not keep the prompt from returning.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.engine.shutdown()).await;
         self.world.save();
@@ -360,26 +486,33 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
 }
 
 /// Open the store of `dir` in this process, for the commands that need the
-/// simulated world itself (protection management). The local API does not
-/// carry them yet, so with a server running they say so and exit 2; a
-/// store in use otherwise is "could not run" too, naming the holder.
+/// store or the simulated world itself (protection management, `vms`,
+/// `recovery-points`, `estimate`). The local API does not carry them yet,
+/// so while another process holds the data directory they exit 2 naming
+/// the holder and exactly what to do: a command that ends by itself is
+/// waited for; a `drplan serve` is stopped (its unfinished jobs resume at
+/// the next start) and started again afterwards.
 pub fn open_store(dir: &Path) -> Result<Arc<SledStore>, Fail> {
     SledStore::open(dir).map(Arc::new).map_err(|e| {
         match e {
             StoreError::Locked { .. } => {
                 let holder = lock_holder(dir);
-                let serving = holder.as_deref().is_some_and(held_by_server);
+                let serving = holder.as_deref().is_some_and(held_by_serve);
                 let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
+                let this = this_subcommand();
                 if serving {
                     eprintln!(
-                        "drplan: the data directory {} is held by a `drplan serve`{who}; protection \
-                         commands do not go through the server yet: stop it and try again",
+                        "drplan: the data directory {} is held by a `drplan serve`{who}; {this} \
+                         does not go through it yet: stop the server (Ctrl-C or SIGTERM; its \
+                         unfinished jobs resume when it starts again), run this command, then \
+                         start the server again",
                         dir.display()
                     );
                 } else {
                     eprintln!(
                         "drplan: the data directory {} is in use by another drplan process{who}; \
-                         wait for it to finish and try again",
+                         {this} needs the store itself: wait for that process to finish and try \
+                         again",
                         dir.display()
                     );
                 }
@@ -390,9 +523,102 @@ pub fn open_store(dir: &Path) -> Result<Arc<SledStore>, Fail> {
     })
 }
 
-/// How long a command waits for a server that is starting (it holds the
+/// The log of a `drplan serve` that `run --detach` started, in the data
+/// directory.
+pub const DETACHED_LOG: &str = "serve.log";
+/// How long `run --detach` waits for the server it started to answer.
+const DETACHED_START: Duration = Duration::from_secs(30);
+
+/// For `run --detach`: make sure an engine that outlives this command
+/// holds `dir`. A process already answering on the socket is used as it is
+/// (a `drplan serve` takes the job; a command hosting the engine refuses a
+/// submission and says what to do). Otherwise a `drplan serve` is started
+/// in the background (its own process group, so the terminal's Ctrl-C does
+/// not stop it; output appended to `<dir>/serve.log`) and awaited until it
+/// answers. If it cannot start (the store is in use by a command that
+/// serves nothing, say), the caller's [`Session::open`] tells why.
+pub async fn ensure_server(dir: &Path, fabric: &Path, time_scale: f64) -> Result<(), Fail> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::process::CommandExt;
+    if dir.join(SOCKET_FILE).exists() && Client::connect_dir(dir, Timeouts::default()).await.is_ok()
+    {
+        return Ok(());
+    }
+    let fail = |what: String| {
+        eprintln!("drplan: cannot start `drplan serve` for --detach: {what}");
+        Exit::CouldNotRun
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail(format!("cannot create `{}`: {e}", dir.display())))?;
+    let log_path = dir.join(DETACHED_LOG);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .map_err(|e| fail(format!("cannot open `{}`: {e}", log_path.display())))?;
+    let exe = std::env::current_exe().map_err(|e| fail(e.to_string()))?;
+    let err_log = log
+        .try_clone()
+        .map_err(|e| fail(format!("cannot open `{}`: {e}", log_path.display())))?;
+    let mut child = std::process::Command::new(exe)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--fabric")
+        .arg(fabric)
+        .arg("--time-scale")
+        .arg(time_scale.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(err_log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + DETACHED_START;
+    loop {
+        if dir.join(SOCKET_FILE).exists()
+            && let Ok(c) = Client::connect_dir(dir, Timeouts::default()).await
+        {
+            eprintln!(
+                "drplan: started `drplan serve` (pid {}) on {} to run the job; it keeps running                  (log: {}; stop it with `kill {}`)",
+                c.hello().pid,
+                dir.display(),
+                log_path.display(),
+                c.hello().pid
+            );
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // It could not start; what it said is in the log, and the
+            // session's open says who holds the store.
+            tracing::info!(%status, log = %log_path.display(), "the detached server ended at once");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(fail(format!(
+                "it did not answer within {} s (see {})",
+                DETACHED_START.as_secs(),
+                log_path.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether a lock holder's text names a `drplan serve`.
+fn held_by_serve(holder: &str) -> bool {
+    held_by_drplan(holder) && holder.split_whitespace().skip(3).any(|w| w == "serve")
+}
+
+/// How long a command waits for a holder that is starting (it holds the
 /// store but has not bound its socket yet) before saying the store is busy.
 const SERVER_START_GRACE: Duration = Duration::from_secs(3);
+/// How long a command keeps trying a server that answers `busy`.
+const BUSY_RETRY: Duration = Duration::from_secs(30);
 
 /// Where a command's engine is: a `drplan serve` on the data directory
 /// (reached through its socket), or this process with the store opened.
@@ -402,19 +628,39 @@ pub enum Session {
 }
 
 impl Session {
-    /// Reach the data directory's server, else open its store. Never waits
-    /// long: a socket that nobody answers on is stale (a killed server),
-    /// a store locked by a process that serves nothing is "in use" (exit 2,
-    /// naming the holder).
+    /// Reach the process that holds the data directory (a `drplan serve`,
+    /// or any command hosting the engine: each offers the local API while
+    /// it runs), else open the store here. Never waits long: a socket that
+    /// nobody answers on is stale (a killed holder); a busy server is tried
+    /// again with back-off for at most [`BUSY_RETRY`], saying why; a store
+    /// locked by a process that serves nothing is "in use" (exit 2, naming
+    /// the holder and what to do).
     pub async fn open(dir: &Path) -> Result<Session, Fail> {
+        Session::open_with(dir, SledStore::open).await
+    }
+
+    /// [`Session::open`] for the commands that only read (`show`, `jobs`,
+    /// `report`, ...): a store that cannot be opened in place because its
+    /// directory is read-only is read from a private copy
+    /// ([`SledStore::open_for_reading`]).
+    pub async fn open_reading(dir: &Path) -> Result<Session, Fail> {
+        Session::open_with(dir, SledStore::open_for_reading).await
+    }
+
+    async fn open_with(
+        dir: &Path,
+        open: fn(&Path) -> Result<SledStore, StoreError>,
+    ) -> Result<Session, Fail> {
         let deadline = tokio::time::Instant::now() + SERVER_START_GRACE;
+        let mut busy_until = None;
+        let mut backoff = Duration::from_millis(100);
         loop {
             if dir.join(SOCKET_FILE).exists() {
                 match Client::connect_dir(dir, Timeouts::default()).await {
                     Ok(c) => {
                         tracing::info!(
                             pid = c.hello().pid,
-                            "talking to the data directory's server"
+                            "talking to the process that holds the data directory"
                         );
                         return Ok(Session::Remote(Box::new(c)));
                     }
@@ -422,38 +668,72 @@ impl Session {
                         eprintln!("drplan: {e}");
                         return Err(Exit::CouldNotRun);
                     }
-                    // A socket left by a killed server, or a server that
-                    // hangs: the store's lock says which.
-                    Err(e) => tracing::info!(error = %e, "no server answers; opening the store"),
+                    Err(ConnectError::Busy { message, .. }) => {
+                        let now = tokio::time::Instant::now();
+                        let until = *busy_until.get_or_insert_with(|| {
+                            eprintln!(
+                                "drplan: the engine holding {} is busy ({message}); trying again \
+                                 for up to {} s",
+                                dir.display(),
+                                BUSY_RETRY.as_secs()
+                            );
+                            now + BUSY_RETRY
+                        });
+                        if now >= until {
+                            eprintln!(
+                                "drplan: the engine holding {} is still busy after {} s \
+                                 ({message}); try again when its load is lower",
+                                dir.display(),
+                                BUSY_RETRY.as_secs()
+                            );
+                            return Err(Exit::CouldNotRun);
+                        }
+                        tokio::time::sleep(backoff.min(until - now)).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                    // A socket left by a killed holder, or one that hangs:
+                    // the store's lock says which.
+                    Err(e) => tracing::info!(error = %e, "no holder answers; opening the store"),
                 }
             }
-            match SledStore::open(dir) {
+            match open(dir) {
                 Ok(s) => return Ok(Session::Local(Arc::new(s))),
                 Err(StoreError::Locked { .. }) => {
                     let holder = lock_holder(dir);
-                    let serving = holder.as_deref().is_some_and(held_by_server);
-                    if serving && tokio::time::Instant::now() < deadline {
-                        // A server between taking the lock and binding its
+                    let drplan = holder.as_deref().is_some_and(held_by_drplan);
+                    if drplan && tokio::time::Instant::now() < deadline {
+                        // A holder between taking the lock and binding its
                         // socket: give it a moment.
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                     let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
-                    if serving {
+                    if dir.join(SOCKET_FILE).exists() {
                         eprintln!(
-                            "drplan: the data directory {} is held by a `drplan serve`{who} that does \
-                             not answer on {}; stop it (or wait for it to start) and try again",
+                            "drplan: the data directory {} is held by a drplan process{who} that \
+                             does not answer on {}; wait for it (or stop it: unfinished jobs \
+                             resume at the next command) and try again",
                             dir.display(),
                             dir.join(SOCKET_FILE).display()
                         );
                     } else {
                         eprintln!(
                             "drplan: the data directory {} is in use by another drplan process{who}, \
-                             which does not serve the local API; wait for it to finish, or run \
-                             `drplan serve` so that commands can share the engine",
+                             which does not serve other commands; wait for it to finish and try \
+                             again",
                             dir.display()
                         );
                     }
+                    return Err(Exit::CouldNotRun);
+                }
+                Err(e) if e.is_read_only() => {
+                    eprintln!(
+                        "drplan: {e}\ndrplan: the data directory {} cannot be written: this \
+                         command changes jobs and needs it writable (`show`, `jobs`, `report`, \
+                         `history`, `plans` and `store check` still read it)",
+                        dir.display()
+                    );
                     return Err(Exit::CouldNotRun);
                 }
                 Err(e) => {
@@ -562,14 +842,12 @@ impl Session {
 }
 
 /// Whether a lock holder's text (`pid N: /path/drplan [opts] serve ...`)
-/// names a `drplan serve`.
-fn held_by_server(holder: &str) -> bool {
-    let mut words = holder.split_whitespace().skip(2);
-    let program = words.next().unwrap_or_default();
+/// names a drplan process.
+fn held_by_drplan(holder: &str) -> bool {
+    let program = holder.split_whitespace().nth(2).unwrap_or_default();
     Path::new(program)
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with("drplan"))
-        && words.any(|w| w == "serve")
 }
 
 /// A failed API call: its message, and exit 2 (the caller maps refusals).
@@ -587,7 +865,7 @@ pub enum Running {
 impl Running {
     pub fn api(&self) -> &dyn Control {
         match self {
-            Running::Local(h) => &h.engine,
+            Running::Local(h) => h.engine.as_ref(),
             Running::Remote(c) => c.as_ref(),
         }
     }

@@ -194,6 +194,38 @@ fn at_scale(meta: &JobMeta, scale: f64, left_out: &mut Vec<LeftOut>) -> bool {
     false
 }
 
+/// [`measurements_from_store_where`] through the local API of the process that
+/// holds the data directory.
+async fn remote_measurements(
+    c: &drplan_engine::api::client::Client,
+    plan_name: &str,
+    keep: &mut dyn FnMut(&JobMeta) -> bool,
+) -> Result<Measurements, Exit> {
+    use drplan_engine::api::Control;
+    use drplan_engine::core::JobContext;
+    let mut m = Measurements::default();
+    let mut metas = c.jobs().await.map_err(engine_host::api_fail)?;
+    metas.retain(|meta| {
+        meta.plan_name == plan_name && drplan_engine::analysis::history::measurable(meta.status)
+    });
+    // The same order and filter as `measurements_from_store_where`.
+    metas.sort_by_key(|meta| meta.id);
+    metas.retain(|meta| keep(meta));
+    metas.sort_by_key(|meta| meta.id);
+    for meta in metas {
+        let Some(plan) = c.plan(meta.id).await.map_err(engine_host::api_fail)? else {
+            continue;
+        };
+        let events = c.events(meta.id).await.map_err(engine_host::api_fail)?;
+        let ctx = JobContext::new(&plan.plan, meta.operation);
+        m.add_job(meta.id, &ctx, &events).map_err(|e| {
+            eprintln!("drplan: job {}: its log does not replay: {e}", meta.id);
+            Exit::CouldNotRun
+        })?;
+    }
+    Ok(m)
+}
+
 /// The measurements of `plan_name` in the data directory, without creating
 /// anything: a directory without a store has no history.
 fn history(args: &EstimateArgs, plan_name: &str) -> Result<(Measurements, Source), Exit> {
@@ -228,21 +260,31 @@ fn history(args: &EstimateArgs, plan_name: &str) -> Result<(Measurements, Source
             },
         ));
     }
-    // A store held by a running drplan is refused at once (exit 2), never
-    // waited on.
-    let store = engine_host::open_store(&dir).inspect_err(|_| {
-        eprintln!(
-            "drplan: cannot read past runs from `{}` (if a drplan command is using it, wait \
-             until it ends); --no-history estimates without them",
-            dir.display()
-        );
-    })?;
+    // A store held by a running drplan is read through that process (its
+    // local API); one held by a process that serves nothing is refused at
+    // once (exit 2), never waited on.
+    let rt = engine_host::runtime()?;
+    let session = rt
+        .block_on(engine_host::Session::open_reading(&dir))
+        .inspect_err(|_| {
+            eprintln!(
+                "drplan: cannot read past runs from `{}`; --no-history estimates without them",
+                dir.display()
+            );
+        })?;
     let mut left_out = Vec::new();
     let mut keep = |meta: &JobMeta| at_scale(meta, args.time_scale, &mut left_out);
-    let m = measurements_from_store_where(store.as_ref(), plan_name, &mut keep).map_err(|e| {
-        eprintln!("drplan: {e}");
-        Exit::CouldNotRun
-    })?;
+    let m = match &session {
+        engine_host::Session::Local(store) => {
+            measurements_from_store_where(store.as_ref(), plan_name, &mut keep).map_err(|e| {
+                eprintln!("drplan: {e}");
+                Exit::CouldNotRun
+            })?
+        }
+        engine_host::Session::Remote(c) => {
+            rt.block_on(remote_measurements(c, plan_name, &mut keep))?
+        }
+    };
     for l in &mut left_out {
         l.jobs.sort_unstable();
     }

@@ -63,7 +63,7 @@ pub fn run(args: &JobsArgs) -> Exit {
 fn read_jobs(dir: &std::path::Path) -> Result<Vec<JobMeta>, Exit> {
     let rt = engine_host::runtime()?;
     rt.block_on(async {
-        match engine_host::Session::open(dir).await? {
+        match engine_host::Session::open_reading(dir).await? {
             engine_host::Session::Local(store) => engine_host::all_jobs(store.as_ref()),
             engine_host::Session::Remote(c) => c.jobs().await.map_err(engine_host::api_fail),
         }

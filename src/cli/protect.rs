@@ -400,7 +400,7 @@ async fn submit_and_follow(
         }
     });
     let world = &host.world;
-    let exit = Follower::new(&host.engine, printer.clone())
+    let exit = Follower::new(host.engine.as_ref(), printer.clone())
         .follow(&[id], drplan_engine::api::Updates::Local(updates), &|| {
             world.save()
         })

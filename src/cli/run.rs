@@ -243,11 +243,32 @@ fn run_inner(args: &RunArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
     let detach = args.detach;
     let explicit_rp = args.recovery_point;
     let plan_name = plan.name.clone();
+    // `--detach`: an engine that outlives this command must run the job.
+    let serve_fabric = fabric
+        .and_then(|f| std::path::absolute(f).ok())
+        .or_else(|| plan.fabric_path.clone());
+    let time_scale = args.engine.time_scale;
     Ok(rt.block_on(async move {
+        if let (true, Some(f)) = (detach, &serve_fabric)
+            && let Err(e) = engine_host::ensure_server(&dir, f, time_scale).await
+        {
+            return e;
+        }
         let session = match Session::open(&dir).await {
             Ok(s) => s,
             Err(e) => return e,
         };
+        // Never a detached job that nothing executes.
+        if detach && !session.is_remote() {
+            eprintln!(
+                "drplan: --detach needs an engine that outlives this command, and `drplan serve` \
+                 could not start on {} (see {}); run without --detach, or start `drplan serve` \
+                 first",
+                dir.display(),
+                dir.join(engine_host::DETACHED_LOG).display()
+            );
+            return Exit::CouldNotRun;
+        }
         // A server gets the faults as text (those of a fault file too) and
         // puts them in force on its own fabric, replacing the previous ones
         // as a hosted run does.
@@ -334,8 +355,8 @@ fn run_inner(args: &RunArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
             }
         }
         if detach {
-            // The job is durable and started; the next command that opens
-            // the store resumes it (a server runs it on).
+            // The job is durable and started, and a server runs it on (one
+            // was started above when none answered).
             running.stop().await;
             return Exit::Ok;
         }

@@ -206,9 +206,8 @@ async fn serve(
     };
     let fabric = world.fabric.clone();
     let checked_inventory = inventory.clone();
-    let host = Host::start(&dir, store, inventory, world).await?;
-    let Host { engine, world } = host;
-    let engine = Arc::new(engine);
+    let host = Host::start_bare(&dir, store, inventory, world).await?;
+    let (engine, world) = host.into_parts();
     let world = Arc::new(world);
 
     let faults_world = world.clone();

@@ -58,7 +58,7 @@ impl Reader {
             return Err(Exit::CouldNotRun);
         }
         let rt = engine_host::runtime()?;
-        let session = rt.block_on(engine_host::Session::open(&dir))?;
+        let session = rt.block_on(engine_host::Session::open_reading(&dir))?;
         let journal = match &session {
             engine_host::Session::Local(store) => {
                 let dynstore: Arc<dyn Store> = store.clone();

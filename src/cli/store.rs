@@ -119,7 +119,7 @@ fn open_existing(dir: &Path, damaged_exit: Exit) -> Result<SledStore, Exit> {
         );
         return Err(Exit::CouldNotRun);
     }
-    SledStore::open(dir).map_err(|e| {
+    SledStore::open_for_reading(dir).map_err(|e| {
         eprintln!("drplan: {e}");
         match e {
             StoreError::Corrupt { .. } => damaged_exit,

@@ -75,6 +75,10 @@ pub enum ConnectError {
     /// The server refused this client (another user, a wrong token).
     #[error("the server on {endpoint} refused this client: {message}")]
     Unauthorized { endpoint: String, message: String },
+    /// The server serves as many connections as it takes and none freed
+    /// in time (`busy`): worth trying again a little later.
+    #[error("the server on {endpoint} is busy: {message}")]
+    Busy { endpoint: String, message: String },
     /// Something listens but did not answer in time or spoke something else.
     #[error("the server on {endpoint} does not answer: {message}")]
     NoAnswer { endpoint: String, message: String },
@@ -236,6 +240,12 @@ impl Client {
             })?,
             Err(ApiError::Refused { code, message }) if code == codes::UNAUTHORIZED => {
                 return Err(ConnectError::Unauthorized {
+                    endpoint: name,
+                    message,
+                });
+            }
+            Err(ApiError::Refused { code, message }) if code == codes::BUSY => {
+                return Err(ConnectError::Busy {
                     endpoint: name,
                     message,
                 });

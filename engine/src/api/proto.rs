@@ -401,6 +401,16 @@ const ENVELOPE: &[&str] = &["v", "id", "op", "args", "token"];
 /// is named: which field, what was expected.
 pub fn parse_request(line: &[u8]) -> Result<Parsed, Invalid> {
     let bad = |id, code, message: String| Invalid { id, code, message };
+    // An empty line is answered like any other bad request: a client that
+    // sent one waits for an answer, and silence would hang it.
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad(
+            None,
+            codes::BAD_REQUEST,
+            "empty request line: a request is a JSON object like {\"v\":1,\"id\":1,\"op\":\"jobs\"}"
+                .into(),
+        ));
+    }
     let value: Value = serde_json::from_slice(line).map_err(|e| {
         bad(
             None,

@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -42,8 +43,27 @@ pub type AdmitHook = Arc<dyn Fn(&Plan) -> Result<(), String> + Send + Sync>;
 pub struct ServerConfig {
     /// The longest request line accepted (bytes, without the newline).
     pub max_line: usize,
-    /// Connections served at once; more are answered `busy` and closed.
+    /// Authenticated connections served at once (Unix peers of this user,
+    /// TCP clients that sent the token). More wait in a queue, first come
+    /// first served, for at most [`ServerConfig::queue_timeout`]; only a
+    /// connection that waited that long, or one beyond
+    /// [`ServerConfig::max_queued`], is answered `busy`.
     pub max_connections: usize,
+    /// Connections waiting for a slot at once.
+    pub max_queued: usize,
+    /// How long a connection waits in the queue before `busy`.
+    pub queue_timeout: Duration,
+    /// TCP connections that have not yet proved the token, at once. They
+    /// never take a slot of [`ServerConfig::max_connections`], so idle or
+    /// slow strangers cannot lock the owner out; beyond this they are
+    /// answered `busy` at once.
+    pub max_unauthenticated: usize,
+    /// A TCP connection must send its first request, with the token,
+    /// within this; else it is answered `unauthorized` and closed.
+    pub auth_timeout: Duration,
+    /// Refuses `submit` with this reason (an engine hosted by a command
+    /// that ends with its own job, not a `drplan serve`).
+    pub refuse_submit: Option<String>,
     /// Subscriptions per connection.
     pub max_subscriptions: usize,
     /// Lines queued for one connection before its writers wait.
@@ -62,7 +82,12 @@ impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
             max_line: proto::MAX_LINE,
-            max_connections: 64,
+            max_connections: 512,
+            max_queued: 4096,
+            queue_timeout: Duration::from_secs(30),
+            max_unauthenticated: 256,
+            auth_timeout: Duration::from_secs(5),
+            refuse_submit: None,
             max_subscriptions: 16,
             outgoing_buffer: 256,
             write_timeout: Duration::from_secs(10),
@@ -97,7 +122,17 @@ pub struct Server {
     engine: Arc<Engine>,
     config: Arc<ServerConfig>,
     shutdown: watch::Sender<bool>,
-    connections: Arc<Semaphore>,
+    limits: Arc<Limits>,
+}
+
+/// The server's connection slots (see [`ServerConfig`]).
+struct Limits {
+    /// Authenticated connections being served.
+    served: Arc<Semaphore>,
+    /// TCP connections still proving the token.
+    unauthenticated: Arc<Semaphore>,
+    /// Connections waiting for a `served` slot.
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Server {
@@ -181,17 +216,30 @@ fn same_token(given: &str, expected: &str) -> bool {
 impl Server {
     pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Server {
         let (shutdown, _) = watch::channel(false);
-        let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let limits = Arc::new(Limits {
+            served: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            unauthenticated: Arc::new(Semaphore::new(config.max_unauthenticated.max(1))),
+            queued: std::sync::atomic::AtomicUsize::new(0),
+        });
         Server {
             engine,
             config: Arc::new(config),
             shutdown,
-            connections,
+            limits,
         }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Connections being served now (not counting those queued or still
+    /// authenticating).
+    pub fn active_connections(&self) -> usize {
+        self.config
+            .max_connections
+            .max(1)
+            .saturating_sub(self.limits.served.available_permits())
     }
 
     /// Stops accepting, ends every subscription with `shutdown` and closes
@@ -263,48 +311,118 @@ impl Server {
             auth,
             stop: self.shutdown.subscribe(),
         };
-        let permit = self.connections.clone().try_acquire_owned();
+        let limits = self.limits.clone();
+        let is_tcp = matches!(conn.auth, Auth::Token(_));
         tokio::spawn(async move {
-            let (read, mut write) = tokio::io::split(stream);
-            let refusal = match (&permit, refusal) {
-                (_, Some(r)) => Some((codes::UNAUTHORIZED, r)),
-                (Err(_), None) => Some((
-                    codes::BUSY,
-                    format!(
-                        "the server serves {} connections at once; try again later",
-                        conn.config.max_connections
-                    ),
-                )),
-                (Ok(_), None) => None,
-            };
+            let (read, write) = tokio::io::split(stream);
             let mut read = BufReader::new(read);
-            if let Some((code, message)) = refusal {
-                tracing::warn!(code, %message, "connection refused");
-                // Read the client's first request (bounded in size and
-                // time) before answering: closing a socket with unread
-                // input resets it, and the client would see a reset
-                // instead of the reason.
-                let mut buf = Vec::new();
-                let first = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    read_line_limited(&mut read, &mut buf, conn.config.max_line),
-                )
-                .await;
-                let id = match first {
-                    Ok(Ok(Line::Full)) => proto::parse_request(&buf).ok().map(|p| p.id),
-                    _ => None,
-                };
-                let line = Response::error(id, code, message).to_line();
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), write.write_all(line.as_bytes()))
-                        .await;
-                let _ = write.shutdown().await;
-                return;
+            if let Some(r) = refusal {
+                return refuse(read, write, &conn.config, codes::UNAUTHORIZED, r).await;
             }
-            conn.run(read, write).await;
-            drop(permit);
+            // TCP: the first request must come, with the token, within the
+            // authentication deadline, on a slot of its own.
+            let mut first = None;
+            if is_tcp {
+                // The deadline runs from the accept, for every connection
+                // alike: the owner's first request is read at once however
+                // many strangers sit idle; the cap only bounds the
+                // descriptors they hold meanwhile.
+                let waited = limits.unauthenticated.clone().try_acquire_owned().ok();
+                let Some(slot) = waited else {
+                    let message = format!(
+                        "the server has {} connections waiting to authenticate; try again later",
+                        conn.config.max_unauthenticated
+                    );
+                    return refuse(read, write, &conn.config, codes::BUSY, message).await;
+                };
+                let Auth::Token(expected) = &conn.auth else {
+                    return;
+                };
+                match conn.authenticate(&mut read, expected).await {
+                    Ok(line) => first = Some(line),
+                    Err((id, code, message)) => {
+                        tracing::warn!(code, %message, "TCP connection not authenticated");
+                        return answer_and_close(write, id, code, message).await;
+                    }
+                }
+                drop(slot);
+            }
+            // Queue (first come, first served) for a slot to be served.
+            let slot = match limits.served.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    let waiting = limits.queued.fetch_add(1, Ordering::SeqCst);
+                    let got = if waiting >= conn.config.max_queued {
+                        None
+                    } else {
+                        tracing::info!(waiting, "all connection slots busy; queueing");
+                        tokio::time::timeout(
+                            conn.config.queue_timeout,
+                            limits.served.clone().acquire_owned(),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                    };
+                    limits.queued.fetch_sub(1, Ordering::SeqCst);
+                    match got {
+                        Some(slot) => slot,
+                        None => {
+                            let message = format!(
+                                "the server serves {} connections at once and {} more are \
+                                 waiting; none freed within {:?}",
+                                conn.config.max_connections,
+                                conn.config.max_queued.min(waiting),
+                                conn.config.queue_timeout
+                            );
+                            return refuse(read, write, &conn.config, codes::BUSY, message).await;
+                        }
+                    }
+                }
+            };
+            conn.run(read, write, first).await;
+            drop(slot);
         });
     }
+}
+
+/// Answers a connection's first request with an error and closes it.
+async fn refuse<R, W>(
+    mut read: BufReader<R>,
+    write: W,
+    config: &ServerConfig,
+    code: &'static str,
+    message: String,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    tracing::warn!(code, %message, "connection refused");
+    // Read the client's first request (bounded in size and time) before
+    // answering: closing a socket with unread input resets it, and the
+    // client would see a reset instead of the reason.
+    let mut buf = Vec::new();
+    let first = tokio::time::timeout(
+        Duration::from_secs(1),
+        read_line_limited(&mut read, &mut buf, config.max_line),
+    )
+    .await;
+    let id = match first {
+        Ok(Ok(Line::Full)) => proto::parse_request(&buf).ok().map(|p| p.id),
+        _ => None,
+    };
+    answer_and_close(write, id, code, message).await;
+}
+
+async fn answer_and_close<W: AsyncWrite + Unpin>(
+    mut write: W,
+    id: Option<u64>,
+    code: &'static str,
+    message: String,
+) {
+    let line = Response::error(id, code, message).to_line();
+    let _ = tokio::time::timeout(Duration::from_secs(1), write.write_all(line.as_bytes())).await;
+    let _ = write.shutdown().await;
 }
 
 impl Drop for Server {
@@ -373,7 +491,63 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<R, W>(mut self, mut read: BufReader<R>, write: W)
+    /// Reads a TCP connection's first request within the authentication
+    /// deadline and checks its token: the line to serve, or the error to
+    /// answer before closing.
+    async fn authenticate<R: AsyncRead + Unpin>(
+        &self,
+        read: &mut BufReader<R>,
+        expected: &str,
+    ) -> Result<Vec<u8>, (Option<u64>, &'static str, String)> {
+        let mut buf = Vec::new();
+        let deadline = self.config.auth_timeout;
+        let got = tokio::time::timeout(
+            deadline,
+            read_line_limited(read, &mut buf, self.config.max_line),
+        )
+        .await;
+        match got {
+            Err(_) => Err((
+                None,
+                codes::UNAUTHORIZED,
+                format!("no request with the token within {deadline:?}; closing"),
+            )),
+            Ok(Err(_) | Ok(Line::Eof)) => Err((
+                None,
+                codes::UNAUTHORIZED,
+                "the connection ended before its first request".into(),
+            )),
+            Ok(Ok(Line::TooLong)) => Err((
+                None,
+                codes::LINE_TOO_LONG,
+                format!("the request is longer than {} bytes", self.config.max_line),
+            )),
+            Ok(Ok(Line::Full)) => match proto::parse_request(&buf) {
+                Ok(req)
+                    if req
+                        .token
+                        .as_deref()
+                        .is_some_and(|t| same_token(t, expected)) =>
+                {
+                    Ok(buf)
+                }
+                Ok(req) => Err((
+                    Some(req.id),
+                    codes::UNAUTHORIZED,
+                    if req.token.is_some() {
+                        "wrong token".into()
+                    } else {
+                        "this server needs a token on every request (`token`)".into()
+                    },
+                )),
+                Err(e) => Err((e.id, e.code, e.message)),
+            },
+        }
+    }
+
+    /// Serves the connection; `first` is a request line already read (the
+    /// one that authenticated a TCP connection).
+    async fn run<R, W>(mut self, mut read: BufReader<R>, write: W, first: Option<Vec<u8>>)
     where
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
@@ -382,12 +556,18 @@ impl Connection {
         let writer = tokio::spawn(write_lines(write, rx, self.config.write_timeout));
         let mut subscriptions: Vec<JoinHandle<()>> = Vec::new();
         let mut buf = Vec::new();
+        let mut first = first;
         loop {
-            let got = tokio::select! {
-                _ = stopped(&mut self.stop) => break,
-                // The writer ended: the peer stopped reading or went away.
-                _ = tx.closed() => break,
-                got = read_line_limited(&mut read, &mut buf, self.config.max_line) => got,
+            let got = if let Some(line) = first.take() {
+                buf = line;
+                Ok(Line::Full)
+            } else {
+                tokio::select! {
+                    _ = stopped(&mut self.stop) => break,
+                    // The writer ended: the peer stopped reading or went away.
+                    _ = tx.closed() => break,
+                    got = read_line_limited(&mut read, &mut buf, self.config.max_line) => got,
+                }
             };
             let answer = match got {
                 Err(_) | Ok(Line::Eof) => break,
@@ -399,7 +579,6 @@ impl Connection {
                         self.config.max_line
                     ),
                 ),
-                Ok(Line::Full) if buf.iter().all(u8::is_ascii_whitespace) => continue,
                 Ok(Line::Full) => match proto::parse_request(&buf) {
                     Err(e) => Response::error(e.id, e.code, e.message),
                     Ok(req) => {
@@ -597,6 +776,9 @@ async fn handle(engine: &Engine, config: &ServerConfig, op: Op) -> Result<Value,
             start_at,
             faults,
         } => {
+            if let Some(why) = &config.refuse_submit {
+                return Err(ApiError::refused(codes::REFUSED, why.clone()));
+            }
             if let Some(admit) = &config.admit {
                 admit(&plan).map_err(|e| ApiError::refused(codes::REFUSED, e))?;
             }

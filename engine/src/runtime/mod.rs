@@ -763,11 +763,36 @@ impl Inner {
     async fn record(self: &Arc<Self>, job: JobId, event: JobEvent) -> Result<(), EngineError> {
         self.check_halted()?;
         let j = &self.journal;
-        let begun = match &self.persister {
+        let begin = || match &self.persister {
             Some(p) => j.begin_record(job, event.clone(), &mut || p.writes()),
             None => j.begin_record(job, event.clone(), &mut || Ok(Vec::new())),
         };
-        let pending = begun.map_err(|e| self.failed(e.into()))?;
+        let begun = match begin() {
+            // An earlier failure left the job's cache ahead of the store:
+            // rebuilding it waits for the committer, so it runs on the
+            // blocking pool, never here on a worker (a blocking wait here
+            // would stall, or on a current-thread runtime panic, the task:
+            // the timer loop, say).
+            Err(JournalError::Stale { .. }) => {
+                self.blocking(move |j| j.resync_job(job))
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                begin()
+            }
+            other => other,
+        };
+        let pending = match begun {
+            Ok(p) => p,
+            Err(e) => {
+                // A failure after the event was applied to the job's cache
+                // left it stale: rebuild it now, off the worker, so that
+                // queries and the next event meet the durable state.
+                if !matches!(e, JournalError::Poisoned { .. }) {
+                    let _ = self.blocking(move |j| j.resync_job(job)).await;
+                }
+                return Err(self.failed(e.into()));
+            }
+        };
         let recorded = {
             let _waiting = CommitWait::begin(&self.commit_waits);
             pending.wait_async(j).await

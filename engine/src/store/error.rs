@@ -82,6 +82,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this is a failure to write the store's directory (read-only
+    /// media or mount, no write permission).
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+            ),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         StoreError::Io {
             context: context.into(),

@@ -211,6 +211,107 @@ pub struct SledStore {
     /// read and decompress its last run again. Events are written only by
     /// `apply_group`, under the writer lock, which keeps this in step.
     last_seqs: Mutex<HashMap<JobId, u64>>,
+    /// Set when this is a private copy of a store that could not be opened
+    /// in place ([`SledStore::open_for_reading`]): removed after the rest
+    /// (fields drop in order, so the database is closed first).
+    read_copy: Option<ReadCopy>,
+}
+
+/// A private copy of a store, removed when dropped.
+struct ReadCopy(PathBuf);
+
+impl Drop for ReadCopy {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// While alive, files this process creates are private (umask 077): the
+/// store's own files (`conf`, `db`, `blobs/`, the lock and marker files)
+/// are created 0600 and its directories 0700, not only the data directory.
+/// Process-wide, so it is held only while a store opens (before any
+/// script runs); files sled creates later (`snap.*`) are tightened by
+/// [`tighten`] at the next open.
+struct PrivateUmask(libc::mode_t);
+
+impl PrivateUmask {
+    fn set() -> PrivateUmask {
+        // SAFETY: umask has no preconditions and cannot fail.
+        PrivateUmask(unsafe { libc::umask(0o077) })
+    }
+}
+
+impl Drop for PrivateUmask {
+    fn drop(&mut self) {
+        // SAFETY: as above; restores the mask found at `set`.
+        unsafe { libc::umask(self.0) };
+    }
+}
+
+/// Makes the files of a store directory private (0600, directories 0700),
+/// one level into its subdirectories (`blobs/`): a store written by an
+/// older drplan, or a snapshot file sled created since. Best effort: a
+/// file of another owner or on read-only media is left as it is.
+fn tighten(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let path = entry.path();
+        if meta.is_dir() {
+            if meta.permissions().mode() & 0o077 != 0 {
+                let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o700));
+            }
+            if entry.file_name() == "blobs" {
+                tighten(&path);
+            }
+        } else if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+/// Copies a store's files (`db`, `conf`, `blobs/`, `snap.*`, the marker)
+/// into a new private directory under the temporary directory.
+fn copy_store(dir: &Path) -> Result<ReadCopy, StoreError> {
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let to = base.join(format!("drplan-read-{}-{nanos}", std::process::id()));
+    let copy = ReadCopy(to.clone());
+    let io = |what: &str, p: &Path, e| StoreError::io(format!("{what} {}", p.display()), e);
+    private_dir_builder()
+        .create(&to)
+        .map_err(|e| io("creating", &to, e))?;
+    let copy_dir = |from: &Path, to: &Path| -> Result<(), StoreError> {
+        for entry in fs::read_dir(from).map_err(|e| io("reading", from, e))? {
+            let entry = entry.map_err(|e| io("reading", from, e))?;
+            let path = entry.path();
+            if path.is_file() && entry.file_name() != LOCK_FILE {
+                let dest = to.join(entry.file_name());
+                fs::copy(&path, &dest).map_err(|e| io("copying", &path, e))?;
+                // The copy must be writable (sled opens it for writing);
+                // `fs::copy` kept the read-only source's mode.
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&dest, fs::Permissions::from_mode(0o600))
+                    .map_err(|e| io("copying", &path, e))?;
+            }
+        }
+        Ok(())
+    };
+    copy_dir(dir, &to)?;
+    let blobs = dir.join("blobs");
+    if blobs.is_dir() {
+        let dest = to.join("blobs");
+        private_dir_builder()
+            .create(&dest)
+            .map_err(|e| io("creating", &dest, e))?;
+        copy_dir(&blobs, &dest)?;
+    }
+    Ok(copy)
 }
 
 /// Jobs [`SledStore`] remembers the last event of; past this the memory
@@ -242,12 +343,54 @@ impl SledStore {
     /// Opens (creating if needed) the store in `dir`. Directories it
     /// creates are private to the user (0700 on Unix): a store holds plans,
     /// job histories and script output. An existing directory keeps its
-    /// permissions (`drplan serve` tightens its own, for its socket).
+    /// permissions (`drplan serve` tightens its own, for its socket); the
+    /// files inside are created private (0600, umask 077 while opening)
+    /// and tightened at each open (see docs/store.md).
     ///
     /// Errors: [`StoreError::Locked`] when another process (or another handle
     /// in this one) has it open, [`StoreError::NewerFormat`] when a newer
     /// drplan wrote it, [`StoreError::Corrupt`] when it is damaged.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let umask = PrivateUmask::set();
+        let store = SledStore::open_private(dir);
+        drop(umask);
+        if store.is_ok() {
+            tighten(dir);
+        }
+        store
+    }
+
+    /// Opens the store in `dir` for reading only (`show`, `jobs`, `report`,
+    /// `store check`). When it cannot be opened in place because its
+    /// directory cannot be written (read-only media or mount, no write
+    /// permission: the store's lock and log need writes), a private copy in
+    /// the temporary directory is opened instead and removed when closed:
+    /// the reader sees the store as it is, and whatever the open writes
+    /// (sled's recovery, the lock) goes to the copy. Never use it to run
+    /// jobs: their events would be lost with the copy.
+    pub fn open_for_reading(dir: &Path) -> Result<SledStore, StoreError> {
+        match SledStore::open(dir) {
+            Err(e) if e.is_read_only() && dir.join("db").is_file() => {
+                tracing::info!(dir = %dir.display(), error = %e, "the store is read-only; reading a private copy");
+                let copy = copy_store(dir)?;
+                let umask = PrivateUmask::set();
+                let store = SledStore::open_private(&copy.0);
+                drop(umask);
+                let mut store = store?;
+                store.read_copy = Some(copy);
+                Ok(store)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether this is a private copy of a read-only store
+    /// ([`SledStore::open_for_reading`]).
+    pub fn is_read_copy(&self) -> bool {
+        self.read_copy.is_some()
+    }
+
+    fn open_private(dir: &Path) -> Result<SledStore, StoreError> {
         let created_dir = !dir.exists();
         private_dir_builder()
             .create(dir)
@@ -278,6 +421,7 @@ impl SledStore {
             format_on_disk: AtomicU16::new(STORE_FORMAT),
             leases: Mutex::new(LeaseIndex::default()),
             last_seqs: Mutex::new(HashMap::new()),
+            read_copy: None,
         };
         let format = store.check_format(marked)?;
         store.format_on_disk.store(format, Ordering::SeqCst);
@@ -392,7 +536,17 @@ impl SledStore {
         let path = self.dir.join(MARKER_FILE);
         let tmp = self.dir.join(format!("{MARKER_FILE}.tmp"));
         let write = || -> std::io::Result<()> {
-            let f = File::create(&tmp)?;
+            // Private from creation (written at close, outside the
+            // umask of `open`).
+            let f = {
+                use std::os::unix::fs::OpenOptionsExt;
+                File::options()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?
+            };
             std::io::Write::write_all(
                 &mut &f,
                 format!("drplan store, format {STORE_FORMAT}\ngeneration {generation}\n")
