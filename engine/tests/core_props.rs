@@ -587,6 +587,8 @@ impl Sut {
                         0..=5 => Outcome::Succeeded,
                         6 | 7 => Outcome::Failed {
                             error: "boom".into(),
+                            error_kind: None,
+                            retryable: true,
                         },
                         8 => Outcome::TimedOut,
                         _ => Outcome::Cancelled,
@@ -598,6 +600,8 @@ impl Sut {
                         output_tail: Some("out".into()),
                         values: Default::default(),
                         at,
+                        warnings: Vec::new(),
+                        recovery_point: None,
                     };
                     self.send(ev.clone())
                         .expect("an outcome of a running step is accepted");
@@ -749,6 +753,8 @@ impl Sut {
                     output_tail: None,
                     values: Default::default(),
                     at,
+                    warnings: Vec::new(),
+                    recovery_point: None,
                 });
                 assert!(r.is_err(), "a stale outcome was accepted");
             }
@@ -837,6 +843,8 @@ impl Sut {
                     output_tail: None,
                     values: Default::default(),
                     at,
+                    warnings: Vec::new(),
+                    recovery_point: None,
                 })
                 .unwrap();
                 continue;

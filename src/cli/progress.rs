@@ -374,14 +374,6 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
-/// The warning lines of an output tail (the fabric's "attached to no
-/// network", "primary unreachable", a runner's warnings).
-pub fn warnings(tail: &str) -> impl Iterator<Item = &str> {
-    tail.lines()
-        .map(str::trim)
-        .filter(|l| l.to_ascii_lowercase().starts_with("warning:"))
-}
-
 fn key(ctx: &JobContext, step: usize) -> String {
     ctx.node(step)
         .map(|n| n.key.clone())
@@ -657,8 +649,8 @@ impl<'a> Follower<'a> {
                         // On a terminal the bars carry the routine progress:
                         // only what an operator must notice scrolls above.
                         let routine = self.bars.is_some()
-                            && matches!(ev, JobEvent::StepFinished { outcome: Outcome::Succeeded, output_tail, .. }
-                                if output_tail.as_deref().is_none_or(|t| warnings(t).next().is_none()));
+                            && matches!(ev, JobEvent::StepFinished { outcome: Outcome::Succeeded, warnings, .. }
+                                if warnings.is_empty());
                         if let Some(text) = human_event(&ctx, ev, took)
                             && !routine
                         {
@@ -908,6 +900,7 @@ fn human_event(ctx: &JobContext, ev: &JobEvent, took: Option<u64>) -> Option<Str
             attempt,
             outcome,
             output_tail,
+            warnings,
             ..
         } => {
             let k = key(ctx, *step);
@@ -918,23 +911,23 @@ fn human_event(ctx: &JobContext, ev: &JobEvent, took: Option<u64>) -> Option<Str
             };
             let mut s = match outcome {
                 Outcome::Succeeded => format!("{at}  ok        {k}{again}{took}"),
-                Outcome::Failed { error } => {
+                Outcome::Failed { error, .. } => {
                     format!("{at}  {} {k}{again}{took}: {error}", alarm("FAILED   "))
                 }
                 Outcome::TimedOut => format!("{at}  {} {k}{again}{took}", alarm("TIMED OUT")),
                 Outcome::Cancelled => format!("{at}  cancelled {k}{again}{took}"),
             };
-            if let Some(tail) = output_tail {
-                if matches!(outcome, Outcome::Succeeded) {
-                    for w in warnings(tail) {
-                        let _ = write!(s, "\n          {w}");
-                    }
-                } else {
-                    // A failure: its last lines say why.
-                    let lines: Vec<&str> = tail.lines().collect();
-                    for l in &lines[lines.len().saturating_sub(8)..] {
-                        let _ = write!(s, "\n          | {l}");
-                    }
+            // Warnings are data on the event, never read out of the output.
+            for w in warnings {
+                let _ = write!(s, "\n          warning: {w}");
+            }
+            // A failure: its last lines say why.
+            if let Some(tail) = output_tail
+                && !matches!(outcome, Outcome::Succeeded)
+            {
+                let lines: Vec<&str> = tail.lines().collect();
+                for l in &lines[lines.len().saturating_sub(8)..] {
+                    let _ = write!(s, "\n          | {l}");
                 }
             }
             Some(s)
@@ -1028,15 +1021,6 @@ mod tests {
         assert_eq!(duration(3_240), "3.2s");
         assert_eq!(duration(125_000), "2m05s");
         assert_eq!(duration(3_720_000), "1h02m");
-    }
-
-    #[test]
-    fn warnings_are_picked_from_a_tail() {
-        let tail = "started web-01 on host-b\nwarning: attached to no network\nok";
-        assert_eq!(
-            warnings(tail).collect::<Vec<_>>(),
-            ["warning: attached to no network"]
-        );
     }
 
     #[test]

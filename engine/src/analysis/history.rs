@@ -282,6 +282,8 @@ mod tests {
             output_tail: None,
             values: Default::default(),
             at,
+            warnings: Vec::new(),
+            recovery_point: None,
         }
     }
 
@@ -311,6 +313,8 @@ mod tests {
                 1,
                 Outcome::Failed {
                     error: "boom".into(),
+                    error_kind: None,
+                    retryable: true,
                 },
                 3_000,
             ),

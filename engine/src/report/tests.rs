@@ -29,6 +29,10 @@ struct Script<'a> {
     skip_halted: bool,
     /// Manual steps nobody answers.
     unanswered: &'a [&'a str],
+    /// An operator cancels the job as this step starts.
+    cancel_at: Option<&'a str>,
+    /// Output tails of successful steps, by key (plain output).
+    tails: &'a [(&'a str, &'a str)],
 }
 
 /// Run a job through the core until nothing is left to do. Returns its
@@ -83,17 +87,46 @@ fn drive(plan: &Plan, op: Operation, how: &Script) -> (JobContext, JobState, Vec
                     let outcome = if fails {
                         Outcome::Failed {
                             error: format!("{key} broke"),
+                            error_kind: None,
+                            retryable: true,
                         }
                     } else {
                         Outcome::Succeeded
                     };
                     let tail = if fails {
                         Some(format!("line 1\n{key}: exit 3"))
-                    } else if key == "web/vm/web-02/start-test-vm" {
-                        Some("started\nwarning: attached to no network".into())
                     } else {
-                        None
+                        how.tails
+                            .iter()
+                            .find(|(k, _)| *k == key)
+                            .map(|(_, t)| t.to_string())
                     };
+                    let warnings = if !fails && key == "web/vm/web-02/start-test-vm" {
+                        vec!["attached to no network".to_string()]
+                    } else {
+                        Vec::new()
+                    };
+                    let recovery_point =
+                        (!fails && key.ends_with("/failover")).then(|| crate::core::PointRecord {
+                            at: T0 - 120_000,
+                            kind: if op == planned() {
+                                crate::core::PointKind::FinalSync
+                            } else {
+                                crate::core::PointKind::CrashConsistent
+                            },
+                        });
+                    if how.cancel_at == Some(key.as_str()) {
+                        push(
+                            &mut queue,
+                            &mut pending,
+                            now + 1,
+                            JobEvent::OperatorAction {
+                                action: crate::core::OperatorAction::Cancel,
+                                by: "dave".into(),
+                                at: now + 1,
+                            },
+                        );
+                    }
                     push(
                         &mut queue,
                         &mut pending,
@@ -105,6 +138,8 @@ fn drive(plan: &Plan, op: Operation, how: &Script) -> (JobContext, JobState, Vec
                             output_tail: tail,
                             values: Default::default(),
                             at: now + took,
+                            warnings,
+                            recovery_point,
                         },
                     );
                 }
@@ -188,6 +223,8 @@ const PLAIN: Script = Script {
     fail: &[],
     skip_halted: false,
     unanswered: &[],
+    cancel_at: None,
+    tails: &[],
 };
 
 fn planned() -> Operation {
@@ -408,4 +445,136 @@ fn a_manual_step_nobody_answered_is_a_failure_of_the_record() {
         .expect("listed as a failure");
     assert!(f.error.contains("timed out"));
     assert!(!f.recovered);
+}
+
+#[test]
+fn a_test_where_a_required_vm_never_started_is_errors_whatever_its_status() {
+    let how = Script {
+        fail: &["database/vm/sql-01/start-test-vm"],
+        ..PLAIN
+    };
+    let t = timeline(Operation::failover(FailoverKind::Test), &how);
+    // The core closes the test normally; the record still has an error.
+    assert_eq!(t.status, "test completed");
+    assert_eq!(t.verdict, Verdict::Errors, "{:?}", t.errors);
+    assert!(
+        t.errors
+            .iter()
+            .any(|e| e.contains("sql-01/start-test-vm failed"))
+    );
+    assert!(t.errors.iter().any(|e| e.contains("not running: sql-01")));
+    assert_eq!((t.counts.failed_steps, t.counts.failed_required), (1, 1));
+    assert_eq!((t.counts.vms_recovered, t.counts.vms_required), (5, 6));
+}
+
+#[test]
+fn a_skipped_required_vm_is_an_error_the_operator_accepted() {
+    let how = Script {
+        fail: &["web/vm/web-01/start-replica"],
+        skip_halted: true,
+        ..PLAIN
+    };
+    let t = timeline(planned(), &how);
+    assert_eq!(t.verdict, Verdict::Errors, "{:?}", t.errors);
+    assert!(
+        t.errors
+            .iter()
+            .any(|e| e.contains("skipped by bob") && e.contains("start-replica broke")),
+        "{:?}",
+        t.errors
+    );
+    let f = &t.failures[0];
+    assert!(f.skipped && !f.recovered, "{f:?}");
+    assert_eq!(t.counts.skipped_steps, 1);
+    assert_eq!(t.counts.failed_required, 1);
+    // 6 required VMs (app-03 is optional); web-01 never started.
+    assert_eq!((t.counts.vms_recovered, t.counts.vms_required), (5, 6));
+    let skip = t
+        .operator_actions
+        .iter()
+        .find(|a| a.action == "skip")
+        .unwrap();
+    assert_eq!(skip.step.as_deref(), Some("web/vm/web-01/start-replica"));
+    assert_eq!(skip.by, "bob");
+}
+
+#[test]
+fn a_cancelled_test_stays_cancelled_after_its_cleanup_and_its_clock_stops() {
+    let how = Script {
+        cancel_at: Some("application/vm/app-01/create-test-vm"),
+        ..PLAIN
+    };
+    let test = Operation::failover(FailoverKind::Test);
+    let plan = three_tier();
+    let (ctx, st, events) = drive(&plan, test, &how);
+    assert!(st.status().is_terminal(), "{}", st.status());
+    let t = Timeline::build(&plan, &st, &ctx, &events, T0 + 10_000_000);
+    assert_eq!(t.verdict, Verdict::Cancelled, "{} {:?}", t.status, t.errors);
+    assert!(t.cancelled);
+    // Later readings show the same durations: nothing grows after the end.
+    let later = Timeline::build(&plan, &st, &ctx, &events, T0 + 90_000_000);
+    let d = |t: &Timeline| {
+        (
+            t.duration_ms,
+            t.groups.iter().map(|g| g.duration_ms).collect::<Vec<_>>(),
+            t.groups
+                .iter()
+                .flat_map(|g| g.vms.iter().map(|v| (v.state, v.duration_ms)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(d(&t), d(&later));
+    let web = t.groups.iter().find(|g| g.name == "web").unwrap();
+    assert!(web.vms.is_empty() || web.vms.iter().all(|v| v.state != "running"));
+    let cancel = t
+        .operator_actions
+        .iter()
+        .find(|a| a.action == "cancel")
+        .unwrap();
+    assert_eq!(cancel.by, "dave");
+    assert!(
+        t.operator_actions
+            .iter()
+            .any(|a| a.action == "complete-test")
+    );
+}
+
+#[test]
+fn a_warning_line_in_a_script_output_is_only_output() {
+    let how = Script {
+        tails: &[("web/post/update-dns", "warning: this is just text")],
+        ..PLAIN
+    };
+    let t = timeline(Operation::failover(FailoverKind::Unplanned), &how);
+    assert_eq!(t.verdict, Verdict::Success, "{:?}", t.warnings);
+    // A VM operation's record written before warnings were typed: drplan
+    // appended them to its one-line summary, and they still count.
+    let how = Script {
+        tails: &[(
+            "web/vm/web-01/start-replica",
+            "started web-01\nwarning: attached to no network",
+        )],
+        ..PLAIN
+    };
+    let t = timeline(Operation::failover(FailoverKind::Unplanned), &how);
+    assert_eq!(t.verdict, Verdict::Warnings);
+    assert_eq!(
+        t.warnings,
+        ["web/vm/web-01/start-replica: attached to no network"]
+    );
+}
+
+#[test]
+fn recovery_points_give_the_data_lost() {
+    let t = timeline(Operation::failover(FailoverKind::Unplanned), &PLAIN);
+    assert_eq!(t.recovery_points.len(), 7, "{:?}", t.recovery_points);
+    assert!(
+        t.recovery_points
+            .iter()
+            .all(|p| p.data_loss_ms == 120_000 && p.kind == PointKind::CrashConsistent)
+    );
+    assert_eq!(t.achieved_rpo_ms, Some(120_000));
+    let t = timeline(planned(), &PLAIN);
+    assert!(t.recovery_points.iter().all(|p| p.data_loss_ms == 0));
+    assert_eq!(t.achieved_rpo_ms, Some(0));
 }
