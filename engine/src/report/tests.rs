@@ -33,6 +33,8 @@ struct Script<'a> {
     cancel_at: Option<&'a str>,
     /// Output tails of successful steps, by key (plain output).
     tails: &'a [(&'a str, &'a str)],
+    /// Steps that always fail with an error no retry can fix.
+    fail_hard: &'a [&'a str],
 }
 
 /// Run a job through the core until nothing is left to do. Returns its
@@ -82,13 +84,15 @@ fn drive(plan: &Plan, op: Operation, how: &Script) -> (JobContext, JobState, Vec
                         .find(|(k, _)| *k == key)
                         .map(|(_, d)| *d)
                         .unwrap_or(1_000);
-                    let fails = how.fail.contains(&key.as_str())
+                    let hard = how.fail_hard.contains(&key.as_str());
+                    let fails = hard
+                        || how.fail.contains(&key.as_str())
                         || (attempt == 1 && how.fail_once.contains(&key.as_str()));
                     let outcome = if fails {
                         Outcome::Failed {
                             error: format!("{key} broke"),
                             error_kind: None,
-                            retryable: true,
+                            retryable: !hard,
                         }
                     } else {
                         Outcome::Succeeded
@@ -225,6 +229,7 @@ const PLAIN: Script = Script {
     unanswered: &[],
     cancel_at: None,
     tails: &[],
+    fail_hard: &[],
 };
 
 fn planned() -> Operation {
@@ -577,4 +582,70 @@ fn recovery_points_give_the_data_lost() {
     let t = timeline(planned(), &PLAIN);
     assert!(t.recovery_points.iter().all(|p| p.data_loss_ms == 0));
     assert_eq!(t.achieved_rpo_ms, Some(0));
+}
+
+/// Records written before warnings, recovery points and error kinds were
+/// typed still read: no warnings, no point, a failure without a kind that
+/// counts as retryable (how it was treated when it was recorded).
+#[test]
+fn step_records_of_older_drplan_still_read() {
+    let old = r#"{"type":"step_finished","step":4,"attempt":1,
+        "outcome":{"kind":"failed","error":"start-replica of `web-01` failed"},
+        "output_tail":null,"at":1700000000000}"#;
+    let ev: JobEvent = serde_json::from_str(old).expect("an old record reads");
+    let JobEvent::StepFinished {
+        outcome,
+        warnings,
+        recovery_point,
+        values,
+        ..
+    } = &ev
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        outcome,
+        &Outcome::Failed {
+            error: "start-replica of `web-01` failed".into(),
+            error_kind: None,
+            retryable: true,
+        }
+    );
+    assert!(warnings.is_empty() && values.is_empty() && recovery_point.is_none());
+    // What this version writes for the same record: nothing new appears.
+    let again = serde_json::to_value(&ev).unwrap();
+    assert!(again.get("warnings").is_none() && again.get("recovery_point").is_none());
+    assert!(again["outcome"].get("retryable").is_none(), "{again}");
+    // A new record says what is new.
+    let typed = Outcome::Failed {
+        error: "x".into(),
+        error_kind: Some(ErrorKind::Injected),
+        retryable: false,
+    };
+    let v = serde_json::to_value(&typed).unwrap();
+    assert_eq!(v["error_kind"], "injected");
+    assert_eq!(v["retryable"], false);
+    assert_eq!(serde_json::from_value::<Outcome>(v).unwrap(), typed);
+}
+
+/// A script's retry policy applies to a retryable failure only.
+#[test]
+fn a_failure_no_retry_can_fix_is_not_retried() {
+    let unplanned = Operation::failover(FailoverKind::Unplanned);
+    // update-dns: `retries: 2` in the shipped plan.
+    let how = Script {
+        fail: &["web/post/update-dns"],
+        ..PLAIN
+    };
+    let t = timeline(unplanned, &how);
+    assert_eq!(t.step("web/post/update-dns").unwrap().attempts, 3);
+    let how = Script {
+        fail_hard: &["web/post/update-dns"],
+        ..PLAIN
+    };
+    let t = timeline(unplanned, &how);
+    let s = t.step("web/post/update-dns").unwrap();
+    assert_eq!((s.attempts, s.state), (1, "failed"));
+    assert!(!t.failures[0].retryable);
+    assert_eq!(t.verdict, Verdict::Errors);
 }
