@@ -222,3 +222,59 @@ fn an_unplanned_failover_shows_the_recovery_point_and_the_data_lost() {
     assert!(md.contains("## Recovery points used"), "{md}");
     assert!(md.contains("crash-consistent"), "{md}");
 }
+
+/// A plan of one VM and `post` steps, beside a copy of nothing else.
+fn script_plan(dir: &Path, post: &str) -> std::path::PathBuf {
+    let fabric = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/fabric.yaml");
+    let text = format!(
+        "drplan: 1\nname: signals\nsource: primary-vmm/gold\ntarget: secondary-vmm/gold-dr\n\
+         fabric: {}\ngroups:\n  - name: db\n    vms: [sql-01]\n    post:\n{post}",
+        fabric.display()
+    );
+    let path = dir.join("plan.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_script_printing_warning_is_output_and_a_warning_line_of_drplan_output_is_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, dir2) = (tmp.path().join("1"), tmp.path().join("2"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir2).unwrap();
+    let dir = dir.as_path();
+    // A script that prints `warning:` lines only: SUCCESS.
+    let p = script_plan(
+        dir,
+        "      - name: chatty\n        shell: \"echo 'warning: this is only text'\"\n",
+    );
+    let args = ["run", p.to_str().unwrap(), "--failover", "unplanned", "-q"];
+    ok(drplan(dir, &args));
+    let v = show(dir, "1");
+    assert_eq!(v["verdict"], "SUCCESS", "{:#}", v["warnings"]);
+    let step = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "db/post/chatty")
+        .unwrap();
+    assert!(
+        step["output_tail"]
+            .as_str()
+            .unwrap()
+            .contains("warning: this is only text")
+    );
+    // The explicit channel: a `warning=` line of DRPLAN_OUTPUT.
+    let dir = dir2.as_path();
+    let p = script_plan(
+        dir,
+        "      - name: lag\n        shell: \"echo 'warning=replica lag 40s' >> $DRPLAN_OUTPUT; echo 'zone=a' >> $DRPLAN_OUTPUT\"\n",
+    );
+    let args = ["run", p.to_str().unwrap(), "--failover", "unplanned", "-q"];
+    ok(drplan(dir, &args));
+    let v = show(dir, "1");
+    assert_eq!(v["verdict"], "WARNINGS", "{v:#}");
+    assert_eq!(v["warnings"][0], "db/post/lag: replica lag 40s");
+    let human = out(&ok(drplan(dir, &["show", "1"])));
+    assert!(human.contains("replica lag 40s"), "{human}");
+}
