@@ -91,7 +91,12 @@ fn a_drill_whose_required_vm_never_started_is_errors_everywhere() {
         dir,
         &["ack", "1", "application/post/verify-health", "-q"],
     ));
-    ok(drplan(dir, &["cleanup", "1", "--notes", "done", "-q"]));
+    // The cleanup ends the job: its last line names the verdict, and the
+    // exit code says it ended badly.
+    let end = drplan(dir, &["cleanup", "1", "--notes", "done"]);
+    assert_eq!(end.status.code(), Some(1), "{}", all(&end));
+    assert!(all(&end).contains("test completed in"), "{}", all(&end));
+    assert!(all(&end).contains(": ERRORS"), "{}", all(&end));
     let v = show(dir, "1");
     assert_eq!(v["status"], "test completed");
     assert_eq!(v["verdict"], "ERRORS", "{}", v["errors"]);
@@ -117,7 +122,9 @@ fn a_drill_cancelled_before_its_web_tier_stays_cancelled_after_cleanup() {
     // It waits at the application tier's manual step: web has not started.
     run(dir, "test", &[]);
     drplan(dir, &["cancel", "1", "--by", "carol", "-q"]);
-    ok(drplan(dir, &["cleanup", "1", "--notes", "aborted", "-q"]));
+    let end = drplan(dir, &["cleanup", "1", "--notes", "aborted"]);
+    assert_eq!(end.status.code(), Some(1), "{}", all(&end));
+    assert!(all(&end).contains(": CANCELLED"), "{}", all(&end));
     let v = show(dir, "1");
     assert_eq!(v["verdict"], "CANCELLED", "{v:#}");
     assert_eq!(v["cancelled"], true);

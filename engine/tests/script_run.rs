@@ -51,7 +51,7 @@ async fn failure_to_core_outcome_keeps_the_message() {
         r.outcome.to_core(),
         drplan_engine::core::Outcome::Failed {
             error: "`sh` exited with status 7".to_string(),
-            error_kind: None,
+            error_kind: Some(drplan_engine::core::ErrorKind::ScriptFailed),
             retryable: true,
         }
     );
@@ -170,8 +170,9 @@ async fn a_missing_plan_directory_could_not_start() {
         r.outcome.to_core(),
         drplan_engine::core::Outcome::Failed {
             error: format!("could not start: {msg}"),
-            error_kind: None,
-            retryable: true,
+            // A missing folder: no retry can fix it.
+            error_kind: Some(drplan_engine::core::ErrorKind::ScriptCouldNotStart),
+            retryable: false,
         }
     );
 }

@@ -675,22 +675,40 @@ impl<'a> Follower<'a> {
         let p = self.printer.clone();
         match stop {
             Stop::Ended(status) => {
-                let good = matches!(status, JobStatus::Succeeded | JobStatus::TestCompleted);
-                let took = self
-                    .state(job)
-                    .await
-                    .ok()
+                let st = self.state(job).await.ok();
+                let took = st
+                    .as_ref()
                     .and_then(|st| Some(st.finished_at?.saturating_sub(st.started_at?)));
+                // The verdict `show` and `report` give (docs/operator.md,
+                // "Outcome"): a test the core closed normally can still have
+                // had a required VM that never ran.
+                let verdict = match (st, self.ctx(job).await) {
+                    (Some(st), Some(ctx)) => {
+                        let events = self.engine.events(job).await.unwrap_or_default();
+                        Some(drplan_engine::report::Timeline::verdict(&st, &ctx, &events).0)
+                    }
+                    _ => None,
+                };
+                let good = matches!(status, JobStatus::Succeeded | JobStatus::TestCompleted)
+                    && verdict.is_none_or(|v| {
+                        matches!(
+                            v,
+                            drplan_engine::report::Verdict::Success
+                                | drplan_engine::report::Verdict::Warnings
+                        )
+                    });
+                let verdict = verdict.map(|v| v.as_str());
                 match p.format {
                     FollowFormat::Json => p.json(json!({
                         "job": job, "event": "ended", "status": status.as_str(),
-                        "duration_ms": took,
+                        "verdict": verdict, "duration_ms": took,
                     })),
                     FollowFormat::Human => {
                         let took = took.map(|t| format!(" in {}", duration(t)));
                         let mark = if good { "" } else { "!! " };
+                        let verdict = verdict.map(|v| format!(": {v}")).unwrap_or_default();
                         p.line(&format!(
-                            "{mark}job {job} {}{}",
+                            "{mark}job {job} {}{}{verdict}",
                             status.as_str(),
                             took.unwrap_or_default()
                         ));

@@ -336,6 +336,18 @@ impl Timeline {
         events: &[JobEvent],
         now: Millis,
     ) -> Timeline {
+        Timeline::build_for(&plan.groups, st, ctx, events, now)
+    }
+
+    /// [`Timeline::build`] with the plan's groups only (what it needs of
+    /// the plan: their names and VMs, for the group views).
+    fn build_for(
+        plan_groups: &[crate::plan::model::Group],
+        st: &JobState,
+        ctx: &JobContext,
+        events: &[JobEvent],
+        now: Millis,
+    ) -> Timeline {
         let status = st.status();
         // Nothing is measured past the job's end.
         let now = match (status.is_terminal(), st.finished_at) {
@@ -444,7 +456,7 @@ impl Timeline {
                 key: key_of(s),
                 group: node
                     .and_then(|n| n.group)
-                    .and_then(|g| plan.groups.get(g))
+                    .and_then(|g| plan_groups.get(g))
                     .map(|g| g.name.clone()),
                 phase: node.map(|n| n.phase).unwrap_or(Phase::Cleanup),
                 what,
@@ -504,8 +516,7 @@ impl Timeline {
         };
 
         // Groups and their VMs.
-        let mut groups: Vec<GroupView> = plan
-            .groups
+        let mut groups: Vec<GroupView> = plan_groups
             .iter()
             .map(|g| GroupView {
                 name: g.name.clone(),
@@ -562,6 +573,17 @@ impl Timeline {
                     },
                 });
             }
+            // Required VMs and when each ran, from the compiled nodes alone.
+            let up_at = matches!(v.detail, StepState::Succeeded { .. })
+                .then_some(v.finished_at)
+                .flatten();
+            if let NodeKind::Vm { vm, op } = &node.kind
+                && is_up_op(op)
+                && !node.optional
+            {
+                required.push(vm.clone());
+                up.insert(vm.clone(), up_at);
+            }
             let Some(g) = node.group.and_then(|g| groups.get_mut(g)) else {
                 continue;
             };
@@ -578,14 +600,7 @@ impl Timeline {
                 view.started_at = min_opt(view.started_at, v.started_at);
                 view.finished_at = max_opt(view.finished_at, v.finished_at);
                 if is_up_op(op) {
-                    let at = matches!(v.detail, StepState::Succeeded { .. })
-                        .then_some(v.finished_at)
-                        .flatten();
-                    view.up_at = at;
-                    if !node.optional {
-                        required.push(vm.clone());
-                        up.insert(vm.clone(), at);
-                    }
+                    view.up_at = up_at;
                 }
             }
         }
@@ -895,6 +910,16 @@ impl Timeline {
             achieved_rpo_ms,
             operator_actions,
         }
+    }
+
+    /// The verdict of a job and the figures behind it, from its record
+    /// alone (no plan needed): what a command that follows a job reports
+    /// when the job ends, so that its last line and exit code agree with
+    /// `show` and `report`.
+    pub fn verdict(st: &JobState, ctx: &JobContext, events: &[JobEvent]) -> (Verdict, Counts) {
+        // The clock is irrelevant to the verdict and the counts.
+        let t = Timeline::build_for(&[], st, ctx, events, st.finished_at.unwrap_or(0));
+        (t.verdict, t.counts)
     }
 
     /// The step with this key.

@@ -649,3 +649,40 @@ fn a_failure_no_retry_can_fix_is_not_retried() {
     assert!(!t.failures[0].retryable);
     assert_eq!(t.verdict, Verdict::Errors);
 }
+
+/// The verdict without the plan agrees with the timeline's.
+#[test]
+fn the_verdict_alone_agrees_with_the_timeline() {
+    let plan = three_tier();
+    for (op, how) in [
+        (planned(), PLAIN),
+        (
+            Operation::failover(FailoverKind::Test),
+            Script {
+                fail: &["database/vm/sql-01/start-test-vm"],
+                ..PLAIN
+            },
+        ),
+        (
+            planned(),
+            Script {
+                fail: &["web/vm/web-01/start-replica"],
+                skip_halted: true,
+                ..PLAIN
+            },
+        ),
+    ] {
+        let (ctx, st, events) = drive(&plan, op, &how);
+        let t = Timeline::build(&plan, &st, &ctx, &events, T0 + 10_000_000);
+        let (v, c) = Timeline::verdict(&st, &ctx, &events);
+        assert_eq!(v, t.verdict);
+        assert_eq!(
+            (c.vms_recovered, c.vms_required, c.failed_steps),
+            (
+                t.counts.vms_recovered,
+                t.counts.vms_required,
+                t.counts.failed_steps
+            )
+        );
+    }
+}
