@@ -801,6 +801,7 @@ pub fn html(t: &Timeline) -> String {
                 "done" => "ok",
                 "failed" => "err",
                 "running" => "run",
+                "stopped" => "skip",
                 _ => "pending",
             };
             let _ = write!(
