@@ -44,6 +44,8 @@ fn run(ctx: &JobContext, mut state: JobState) -> (JobState, u64) {
                         output_tail: None,
                         values: Default::default(),
                         at: now,
+                        warnings: Vec::new(),
+                        recovery_point: None,
                     },
                 )
                 .unwrap(),
@@ -101,6 +103,8 @@ fn bench(c: &mut Criterion) {
         output_tail: None,
         values: Default::default(),
         at: T0 + 1,
+        warnings: Vec::new(),
+        recovery_point: None,
     };
     g.throughput(Throughput::Elements(1));
     g.bench_function("transition (copying) on a 1,000-VM job", |b| {

@@ -154,10 +154,14 @@ impl RetryLoop {
                 attempt: self.attempt,
                 outcome: Outcome::Failed {
                     error: "flaky".into(),
+                    error_kind: None,
+                    retryable: true,
                 },
                 output_tail: Some("exit status 1".into()),
                 values: Default::default(),
                 at: self.at,
+                warnings: Vec::new(),
+                recovery_point: None,
             }
         };
         j.record(self.job, ev).unwrap();
@@ -216,6 +220,8 @@ fn build_large_job(dir: &Path) -> u64 {
                         output_tail: None,
                         values: Default::default(),
                         at,
+                        warnings: Vec::new(),
+                        recovery_point: None,
                     },
                     Effect::AwaitOperator { step } => JobEvent::ManualAnswered {
                         step,
@@ -418,6 +424,8 @@ fn chain_1000(c: &mut Criterion) {
                                 output_tail: None,
                                 values: Default::default(),
                                 at,
+                                warnings: Vec::new(),
+                                recovery_point: None,
                             },
                         )
                         .unwrap();

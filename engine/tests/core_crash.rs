@@ -183,6 +183,8 @@ impl World {
                     match hash(seed, &key) % 8 {
                         0 => Outcome::Failed {
                             error: format!("fabric error on {key}"),
+                            error_kind: None,
+                            retryable: true,
                         },
                         1 => Outcome::TimedOut,
                         _ => Outcome::Succeeded,
@@ -197,6 +199,8 @@ impl World {
                     output_tail: None,
                     values: Default::default(),
                     at,
+                    warnings: Vec::new(),
+                    recovery_point: None,
                 }
             }
             Cand::Prompt(step) => {

@@ -95,6 +95,8 @@ fn measure(op: drplan_engine::plan::compile::Operation) -> (isize, isize, isize,
                     output_tail: Some("ok\n".into()),
                     values: Default::default(),
                     at: now,
+                    warnings: Vec::new(),
+                    recovery_point: None,
                 },
             )
             .unwrap();

@@ -592,6 +592,8 @@ impl Sut {
                         0..=5 => Outcome::Succeeded,
                         6 | 7 => Outcome::Failed {
                             error: "boom".into(),
+                            error_kind: None,
+                            retryable: true,
                         },
                         8 => Outcome::TimedOut,
                         _ => Outcome::Cancelled,
@@ -603,6 +605,8 @@ impl Sut {
                         output_tail: Some("out".into()),
                         values: Default::default(),
                         at,
+                        warnings: Vec::new(),
+                        recovery_point: None,
                     };
                     self.send(ev.clone())
                         .expect("an outcome of a running step is accepted");
@@ -754,6 +758,8 @@ impl Sut {
                     output_tail: None,
                     values: Default::default(),
                     at,
+                    warnings: Vec::new(),
+                    recovery_point: None,
                 });
                 assert!(r.is_err(), "a stale outcome was accepted");
             }
@@ -842,6 +848,8 @@ impl Sut {
                     output_tail: None,
                     values: Default::default(),
                     at,
+                    warnings: Vec::new(),
+                    recovery_point: None,
                 })
                 .unwrap();
                 continue;

@@ -21,6 +21,8 @@ fn finish(job: &mut Job, step: usize, outcome: Outcome) -> Result<Vec<Effect>, R
         output_tail: None,
         values: Default::default(),
         at,
+        warnings: Vec::new(),
+        recovery_point: None,
     })
 }
 
@@ -36,6 +38,8 @@ fn operator(job: &mut Job, action: OperatorAction) -> Result<Vec<Effect>, Reject
 fn fail() -> Outcome {
     Outcome::Failed {
         error: "host unreachable".into(),
+        error_kind: None,
+        retryable: true,
     }
 }
 
@@ -618,6 +622,8 @@ fn every_illegal_event_is_rejected_with_a_readable_reason_and_no_change() {
                 output_tail: None,
                 values: Default::default(),
                 at,
+                warnings: Vec::new(),
+                recovery_point: None,
             },
             "step `web/vm/a/shutdown-primary` attempt 1 is not running (the step is pending): a stale or duplicate outcome",
         ),
@@ -879,10 +885,16 @@ fn persisted_records_have_a_stable_shape() {
     let ev = JobEvent::StepFinished {
         step: 3,
         attempt: 1,
-        outcome: Outcome::Failed { error: "e".into() },
+        outcome: Outcome::Failed {
+            error: "e".into(),
+            error_kind: None,
+            retryable: true,
+        },
         output_tail: Some("tail".into()),
         values: Default::default(),
         at: 9,
+        warnings: Vec::new(),
+        recovery_point: None,
     };
     let json = serde_json::to_string(&ev).unwrap();
     assert_eq!(

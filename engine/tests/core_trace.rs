@@ -69,6 +69,8 @@ impl Trace {
                 output_tail: None,
                 values: Default::default(),
                 at,
+                warnings: Vec::new(),
+                recovery_point: None,
             },
         );
     }
@@ -102,6 +104,8 @@ fn trace_of_a_test_failover_with_a_failure_and_an_incomplete_cleanup() {
         "app/vm/db/create-test-vm",
         Outcome::Failed {
             error: "no capacity".into(),
+            error_kind: None,
+            retryable: true,
         },
     );
     let at = t.job.tick(5_000);
@@ -151,6 +155,8 @@ fn trace_of_a_test_failover_with_a_failure_and_an_incomplete_cleanup() {
         "app/vm/web/delete-test-vm",
         Outcome::Failed {
             error: "locked".into(),
+            error_kind: None,
+            retryable: true,
         },
     );
     t.outcome("app/vm/db/delete-test-vm", Outcome::Succeeded);
@@ -192,6 +198,8 @@ fn trace_of_a_planned_failover_halted_then_cancelled() {
         "db/vm/db/sync-final-delta",
         Outcome::Failed {
             error: "replication broken".into(),
+            error_kind: None,
+            retryable: true,
         },
     );
     let at = t.job.tick(60_000);

@@ -68,6 +68,8 @@ fn outcome_of(e: &Effect, at: u64) -> Option<JobEvent> {
                 output_tail: None,
                 values: Default::default(),
                 at,
+                warnings: Vec::new(),
+                recovery_point: None,
             })
         }
         _ => None,

@@ -160,6 +160,8 @@ fn drive(
                         output_tail: None,
                         values: Default::default(),
                         at: clock.fetch_add(1, Ordering::SeqCst),
+                        warnings: Vec::new(),
+                        recovery_point: None,
                     };
                     match journal.record(job, event.clone()) {
                         Ok(fx) => {
@@ -290,6 +292,8 @@ fn a_failed_flush_among_concurrent_outcomes_stops_everything_after_it() {
             output_tail: None,
             values: Default::default(),
             at: T0 + 999,
+            warnings: Vec::new(),
+            recovery_point: None,
         },
     );
     assert!(
@@ -349,6 +353,8 @@ fn a_late_delivery_is_dropped_and_not_reported_as_stored() {
                 output_tail: None,
                 values: Default::default(),
                 at: T0 + 999,
+                warnings: Vec::new(),
+                recovery_point: None,
             },
             &mut || Ok(Vec::new()),
         )

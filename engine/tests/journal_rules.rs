@@ -334,6 +334,8 @@ fn a_repeated_outcome_is_acknowledged_without_a_second_record() {
         output_tail: None,
         values: Default::default(),
         at: T0 + 2,
+        warnings: Vec::new(),
+        recovery_point: None,
     };
     let first = sim.journal.record(job, outcome.clone()).unwrap();
     assert!(

@@ -503,6 +503,8 @@ fn journal_extras_go_with_their_event_and_only_with_it() {
         output_tail: None,
         values: Default::default(),
         at: T0 + 2,
+        warnings: Vec::new(),
+        recovery_point: None,
     };
     j.record_with(job, done.clone(), vec![marker("done")])
         .unwrap();

@@ -127,6 +127,8 @@ fn step_finished_without_values_keeps_its_old_shape_and_old_records_decode() {
         output_tail: None,
         values: Default::default(),
         at: 7,
+        warnings: Vec::new(),
+        recovery_point: None,
     };
     let json = serde_json::to_string(&ev).unwrap();
     assert!(!json.contains("values"), "{json}");

@@ -50,7 +50,9 @@ async fn failure_to_core_outcome_keeps_the_message() {
     assert_eq!(
         r.outcome.to_core(),
         drplan_engine::core::Outcome::Failed {
-            error: "`sh` exited with status 7".to_string()
+            error: "`sh` exited with status 7".to_string(),
+            error_kind: Some(drplan_engine::core::ErrorKind::ScriptFailed),
+            retryable: true,
         }
     );
 }
@@ -86,7 +88,7 @@ async fn runs_in_the_plan_directory_and_finds_relative_programs_there() {
 
 fn could_not_start(outcome: &ScriptOutcome) -> &str {
     match outcome {
-        ScriptOutcome::CouldNotStart { message } => message,
+        ScriptOutcome::CouldNotStart { message, .. } => message,
         other => panic!("expected CouldNotStart, got {other:?}"),
     }
 }
@@ -167,7 +169,10 @@ async fn a_missing_plan_directory_could_not_start() {
     assert_eq!(
         r.outcome.to_core(),
         drplan_engine::core::Outcome::Failed {
-            error: format!("could not start: {msg}")
+            error: format!("could not start: {msg}"),
+            // A missing folder: no retry can fix it.
+            error_kind: Some(drplan_engine::core::ErrorKind::ScriptCouldNotStart),
+            retryable: false,
         }
     );
 }

@@ -382,14 +382,6 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
-/// The warning lines of an output tail (the fabric's "attached to no
-/// network", "primary unreachable", a runner's warnings).
-pub fn warnings(tail: &str) -> impl Iterator<Item = &str> {
-    tail.lines()
-        .map(str::trim)
-        .filter(|l| l.to_ascii_lowercase().starts_with("warning:"))
-}
-
 fn key(ctx: &JobContext, step: usize) -> String {
     ctx.node(step)
         .map(|n| n.key.clone())
@@ -672,8 +664,8 @@ impl<'a> Follower<'a> {
                         // On a terminal the bars carry the routine progress:
                         // only what an operator must notice scrolls above.
                         let routine = self.bars.is_some()
-                            && matches!(ev, JobEvent::StepFinished { outcome: Outcome::Succeeded, output_tail, .. }
-                                if output_tail.as_deref().is_none_or(|t| warnings(t).next().is_none()));
+                            && matches!(ev, JobEvent::StepFinished { outcome: Outcome::Succeeded, warnings, .. }
+                                if warnings.is_empty());
                         if let Some(text) = human_event(&ctx, ev, took)
                             && !routine
                         {
@@ -698,22 +690,40 @@ impl<'a> Follower<'a> {
         let p = self.printer.clone();
         match stop {
             Stop::Ended(status) => {
-                let good = matches!(status, JobStatus::Succeeded | JobStatus::TestCompleted);
-                let took = self
-                    .state(job)
-                    .await
-                    .ok()
+                let st = self.state(job).await.ok();
+                let took = st
+                    .as_ref()
                     .and_then(|st| Some(st.finished_at?.saturating_sub(st.started_at?)));
+                // The verdict `show` and `report` give (docs/operator.md,
+                // "Outcome"): a test the core closed normally can still have
+                // had a required VM that never ran.
+                let verdict = match (st, self.ctx(job).await) {
+                    (Some(st), Some(ctx)) => {
+                        let events = self.engine.events(job).await.unwrap_or_default();
+                        Some(drplan_engine::report::Timeline::verdict(&st, &ctx, &events).0)
+                    }
+                    _ => None,
+                };
+                let good = matches!(status, JobStatus::Succeeded | JobStatus::TestCompleted)
+                    && verdict.is_none_or(|v| {
+                        matches!(
+                            v,
+                            drplan_engine::report::Verdict::Success
+                                | drplan_engine::report::Verdict::Warnings
+                        )
+                    });
+                let verdict = verdict.map(|v| v.as_str());
                 match p.format {
                     FollowFormat::Json => p.json(json!({
                         "job": job, "event": "ended", "status": status.as_str(),
-                        "duration_ms": took,
+                        "verdict": verdict, "duration_ms": took,
                     })),
                     FollowFormat::Human => {
                         let took = took.map(|t| format!(" in {}", duration(t)));
                         let mark = if good { "" } else { "!! " };
+                        let verdict = verdict.map(|v| format!(": {v}")).unwrap_or_default();
                         p.line(&format!(
-                            "{mark}job {job} {}{}",
+                            "{mark}job {job} {}{}{verdict}",
                             status.as_str(),
                             took.unwrap_or_default()
                         ));
@@ -923,6 +933,7 @@ fn human_event(ctx: &JobContext, ev: &JobEvent, took: Option<u64>) -> Option<Str
             attempt,
             outcome,
             output_tail,
+            warnings,
             ..
         } => {
             let k = key(ctx, *step);
@@ -933,23 +944,23 @@ fn human_event(ctx: &JobContext, ev: &JobEvent, took: Option<u64>) -> Option<Str
             };
             let mut s = match outcome {
                 Outcome::Succeeded => format!("{at}  ok        {k}{again}{took}"),
-                Outcome::Failed { error } => {
+                Outcome::Failed { error, .. } => {
                     format!("{at}  {} {k}{again}{took}: {error}", alarm("FAILED   "))
                 }
                 Outcome::TimedOut => format!("{at}  {} {k}{again}{took}", alarm("TIMED OUT")),
                 Outcome::Cancelled => format!("{at}  cancelled {k}{again}{took}"),
             };
-            if let Some(tail) = output_tail {
-                if matches!(outcome, Outcome::Succeeded) {
-                    for w in warnings(tail) {
-                        let _ = write!(s, "\n          {w}");
-                    }
-                } else {
-                    // A failure: its last lines say why.
-                    let lines: Vec<&str> = tail.lines().collect();
-                    for l in &lines[lines.len().saturating_sub(8)..] {
-                        let _ = write!(s, "\n          | {l}");
-                    }
+            // Warnings are data on the event, never read out of the output.
+            for w in warnings {
+                let _ = write!(s, "\n          warning: {w}");
+            }
+            // A failure: its last lines say why.
+            if let Some(tail) = output_tail
+                && !matches!(outcome, Outcome::Succeeded)
+            {
+                let lines: Vec<&str> = tail.lines().collect();
+                for l in &lines[lines.len().saturating_sub(8)..] {
+                    let _ = write!(s, "\n          | {l}");
                 }
             }
             Some(s)
@@ -1043,15 +1054,6 @@ mod tests {
         assert_eq!(duration(3_240), "3.2s");
         assert_eq!(duration(125_000), "2m05s");
         assert_eq!(duration(3_720_000), "1h02m");
-    }
-
-    #[test]
-    fn warnings_are_picked_from_a_tail() {
-        let tail = "started web-01 on host-b\nwarning: attached to no network\nok";
-        assert_eq!(
-            warnings(tail).collect::<Vec<_>>(),
-            ["warning: attached to no network"]
-        );
     }
 
     #[test]

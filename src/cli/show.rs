@@ -132,6 +132,31 @@ pub fn time(ms: Option<u64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// The wall-clock time of an instant, to the second: `HH:MM:SS` on the day
+/// the job started, the whole date otherwise.
+pub fn clock(t: &Timeline, at: Option<u64>) -> String {
+    let Some(at) = at else { return "-".into() };
+    let full = time(Some(at)).replace('T', " ").replace('Z', "");
+    let day = |ms: u64| ms / 86_400_000;
+    match t.started_at {
+        Some(s) if day(s) == day(at) => full.get(11..).unwrap_or(&full).to_string(),
+        _ => full,
+    }
+}
+
+/// The kind of a failed attempt's error and whether a retry can help.
+pub fn error_class(kind: Option<drplan_engine::core::ErrorKind>, retryable: bool) -> String {
+    let how = if retryable {
+        "retryable"
+    } else {
+        "not retryable: fix the cause first"
+    };
+    match kind {
+        Some(k) => format!("{}, {how}", k.as_str()),
+        None => how.to_string(),
+    }
+}
+
 /// `+1.2s` from the job's start.
 fn offset(t: &Timeline, at: Option<u64>) -> String {
     match (t.started_at, at) {
@@ -164,15 +189,21 @@ fn step_line(o: &mut String, t: &Timeline, s: &StepView) {
     let took = s.duration_ms.map(duration).unwrap_or_else(|| "-".into());
     let _ = writeln!(
         o,
-        "  {mark} {:>8} {:>8}  {:<18} {}{attempts}",
+        "  {mark} {:>8} {:>8}  {:>8} {:>8}  {:<18} {}{attempts}",
         offset(t, s.started_at),
         took,
+        clock(t, s.started_at),
+        clock(t, s.finished_at),
         s.state,
         s.key
     );
     for out in &s.attempt_log {
         let what = match &out.outcome {
-            drplan_engine::core::Outcome::Failed { error } => format!("error: {error}"),
+            drplan_engine::core::Outcome::Failed {
+                error,
+                error_kind,
+                retryable,
+            } => format!("error: {error} ({})", error_class(*error_kind, *retryable)),
             drplan_engine::core::Outcome::TimedOut => "timed out".into(),
             _ => continue,
         };
@@ -182,7 +213,7 @@ fn step_line(o: &mut String, t: &Timeline, s: &StepView) {
     // done", a timed-out manual step) carries its error in the state.
     if let StepState::Failed { error, .. } = &s.detail
         && !s.attempt_log.iter().any(|a| {
-            matches!(&a.outcome, drplan_engine::core::Outcome::Failed { error: e } if e == error)
+            matches!(&a.outcome, drplan_engine::core::Outcome::Failed { error: e, .. } if e == error)
         })
     {
         let _ = writeln!(o, "      error: {error}");
@@ -199,19 +230,57 @@ fn step_line(o: &mut String, t: &Timeline, s: &StepView) {
             .unwrap_or_default();
         let _ = writeln!(o, "      answered {what} by {}{note}", a.by);
     }
-    if let Some(tail) = &s.output_tail {
-        // A script's last lines say what it did; a VM operation's summary
-        // only matters when it failed or warns.
-        let lines: Vec<&str> = if s.vm.is_none() || s.detail.is_failure() {
-            let all: Vec<&str> = tail.lines().collect();
-            all[all.len().saturating_sub(10)..].to_vec()
-        } else {
-            drplan_engine::report::warning_lines(tail).collect()
-        };
-        for l in lines {
-            let _ = writeln!(o, "      | {l}");
+    for a in &s.attempt_log {
+        for w in &a.warnings {
+            let _ = writeln!(o, "      warning (attempt {}): {w}", a.attempt);
+        }
+        if let Some(p) = &a.recovery_point {
+            let _ = writeln!(
+                o,
+                "      recovery point: {} ({})",
+                time(Some(p.at)),
+                p.kind.as_str()
+            );
         }
     }
+    if let Some(tail) = &s.output_tail {
+        // A script's last lines say what it did; a VM operation's summary
+        // only matters when it failed.
+        if s.vm.is_none() || s.detail.is_failure() {
+            let all: Vec<&str> = tail.lines().collect();
+            for l in &all[all.len().saturating_sub(10)..] {
+                let _ = writeln!(o, "      | {l}");
+            }
+        }
+    }
+}
+
+/// The figures of the verdict: VMs recovered, failures, errors.
+pub fn counts_text(t: &Timeline) -> (String, String) {
+    let c = &t.counts;
+    let vms = format!("{} / {} required", c.vms_recovered, c.vms_required);
+    let failures = format!(
+        "{} failed step{} ({} required), {} skipped after failing, {} failed attempt{} recovered by a retry",
+        c.failed_steps,
+        if c.failed_steps == 1 { "" } else { "s" },
+        c.failed_required,
+        c.skipped_steps,
+        c.recovered_attempts,
+        if c.recovered_attempts == 1 { "" } else { "s" },
+    );
+    (vms, failures)
+}
+
+/// The data-loss line: the worst achieved RPO, or why there is none.
+pub fn rpo_text(t: &Timeline) -> Option<String> {
+    let worst = t.recovery_points.iter().max_by_key(|p| p.data_loss_ms)?;
+    Some(format!(
+        "{} (worst: {}, {} point of {})",
+        duration(worst.data_loss_ms),
+        worst.vm,
+        worst.kind.as_str(),
+        time(Some(worst.point_at))
+    ))
 }
 
 pub fn skip_text(t: &Timeline, r: &drplan_engine::core::SkipReason) -> String {
@@ -252,6 +321,14 @@ pub fn human(t: &Timeline) -> String {
         let _ = writeln!(o, "  duration:      {}{running}", duration(d));
     }
     let _ = writeln!(o, "  achieved RTO:  {}", rto_text(t));
+    if let Some(rpo) = rpo_text(t) {
+        let _ = writeln!(o, "  data lost:     {rpo}");
+    }
+    let (vms, failures) = counts_text(t);
+    if t.counts.vms_required > 0 {
+        let _ = writeln!(o, "  VMs recovered: {vms}");
+    }
+    let _ = writeln!(o, "  failures:      {failures}");
     if let Some(ms) = t.critical_path_ms {
         let _ = writeln!(
             o,
@@ -264,7 +341,30 @@ pub fn human(t: &Timeline) -> String {
         let forced = if c.forced { " (forcibly ended)" } else { "" };
         let _ = writeln!(o, "  test closed:   by {}{forced}: {}", c.by, c.notes);
     }
-    let _ = writeln!(o, "\n  {:>10} {:>8}  {:<18} STEP", "START", "TOOK", "STATE");
+    if !t.errors.is_empty() {
+        let _ = writeln!(o, "\nerrors:");
+        for e in &t.errors {
+            let _ = writeln!(o, "  - {e}");
+        }
+    }
+    if !t.recovery_points.is_empty() {
+        let _ = writeln!(o, "\nrecovery points used (data lost = job start - point):");
+        for p in &t.recovery_points {
+            let _ = writeln!(
+                o,
+                "  {:<16} {}  {:<16}  data lost {}",
+                p.vm,
+                time(Some(p.point_at)),
+                p.kind.as_str(),
+                duration(p.data_loss_ms)
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n  {:>10} {:>8}  {:>8} {:>8}  {:<18} STEP",
+        "START", "TOOK", "FROM", "TO", "STATE"
+    );
     for g in &t.groups {
         let took = g.duration_ms.map(duration).unwrap_or_else(|| "-".into());
         let failed = if g.vms_failed > 0 {
@@ -297,7 +397,28 @@ pub fn human(t: &Timeline) -> String {
             let _ = writeln!(o, "  - {w}");
         }
     }
+    if !t.operator_actions.is_empty() {
+        let _ = writeln!(o, "\noperator actions:");
+        for a in &t.operator_actions {
+            let _ = writeln!(o, "  {}", action_text(a));
+        }
+    }
     o
+}
+
+/// One operator action: when, who, what, on which step, the note.
+pub fn action_text(a: &drplan_engine::report::ActionView) -> String {
+    let step = a
+        .step
+        .as_deref()
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default();
+    let note = a
+        .note
+        .as_deref()
+        .map(|n| format!(": {n}"))
+        .unwrap_or_default();
+    format!("{}  {}  {}{step}{note}", time(Some(a.at)), a.by, a.action)
 }
 
 pub fn run(args: &ShowArgs) -> Exit {

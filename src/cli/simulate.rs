@@ -179,7 +179,7 @@ fn run_inner(args: &SimulateArgs, global: &GlobalOpts) -> Result<Exit, Exit> {
         eprintln!("drplan: {e}");
         Exit::CouldNotRun
     })?;
-    let rows = timeline::rows(&sim.ctx, &sim.state, &sim.figures);
+    let rows = timeline::rows(&sim.ctx, &sim.state, &sim.events, &sim.figures);
     let outcome = timeline::outcome(&sim.ctx, &sim.state, sim.status);
     // Exit 1 for any predicted trouble a plan author would want CI to catch:
     // a bad end, a halt, or a required step that failed (a drill with a

@@ -293,6 +293,8 @@ mod tests {
             output_tail: None,
             values: Default::default(),
             at,
+            warnings: Vec::new(),
+            recovery_point: None,
         }
     }
 
@@ -322,6 +324,8 @@ mod tests {
                 1,
                 Outcome::Failed {
                     error: "boom".into(),
+                    error_kind: None,
+                    retryable: true,
                 },
                 3_000,
             ),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::estimate::{Figure, required_vm_tails};
-use crate::core::{AwaitReason, JobContext, JobState, JobStatus, SkipReason, StepState};
+use crate::core::{AwaitReason, JobContext, JobEvent, JobState, JobStatus, SkipReason, StepState};
 use crate::plan::compile::{NodeKind, StepId};
 use crate::plan::model::FailoverKind;
 
@@ -28,8 +28,9 @@ pub struct Row {
     pub skipped: Option<String>,
     /// A simulated script's or a manual answer's assumed duration.
     pub figure: Option<Figure>,
-    /// The warning lines of the step's output (the fabric's "attached to no
-    /// network", "primary unreachable", a script runner's warnings).
+    /// The warnings the step's attempts reported (the fabric's "attached to
+    /// no network", "primary unreachable", a script runner's warnings): data
+    /// on their events, never read out of the output.
     pub warnings: Vec<String>,
 }
 
@@ -88,9 +89,25 @@ fn skip_reason(ctx: &JobContext, s: &StepState) -> Option<String> {
 }
 
 /// The main plan's steps (test cleanup steps are left out: a simulation
-/// stops before the cleanup), in id order.
-pub fn rows(ctx: &JobContext, st: &JobState, figures: &BTreeMap<StepId, Figure>) -> Vec<Row> {
+/// stops before the cleanup), in id order; `events` is the job's log.
+pub fn rows(
+    ctx: &JobContext,
+    st: &JobState,
+    events: &[JobEvent],
+    figures: &BTreeMap<StepId, Figure>,
+) -> Vec<Row> {
     let t0 = st.started_at.unwrap_or(st.submitted_at);
+    let mut warned: BTreeMap<StepId, Vec<String>> = BTreeMap::new();
+    for ev in events {
+        if let JobEvent::StepFinished { step, warnings, .. } = ev {
+            let seen = warned.entry(*step).or_default();
+            for w in warnings {
+                if !seen.contains(w) {
+                    seen.push(w.clone());
+                }
+            }
+        }
+    }
     (0..ctx.main_len())
         .map(|s| {
             let rec = &st.steps[s];
@@ -107,17 +124,7 @@ pub fn rows(ctx: &JobContext, st: &JobState, figures: &BTreeMap<StepId, Figure>)
                 error: error_of(&rec.state),
                 skipped: skip_reason(ctx, &rec.state),
                 figure: figures.get(&s).cloned(),
-                warnings: st
-                    .outputs
-                    .get(&s)
-                    .map(|tail| {
-                        tail.lines()
-                            .map(str::trim)
-                            .filter(|l| l.to_ascii_lowercase().starts_with("warning:"))
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                warnings: warned.remove(&s).unwrap_or_default(),
             }
         })
         .collect()

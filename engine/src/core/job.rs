@@ -931,8 +931,18 @@ impl Tx<'_> {
     /// An attempt failed: retry (scripts with attempts left), halt (planned,
     /// required), or record the failure.
     fn fail(&mut self, step: StepId, attempt: u32, failure: Failure) {
+        self.fail_with(step, attempt, failure, true)
+    }
+
+    /// [`Tx::fail`], where `retryable` says whether a new attempt can
+    /// succeed without anything changing. The step's retry policy applies
+    /// only to a retryable failure: a script's `retries` (a script that
+    /// could not start is not retried); VM operations have none, the
+    /// operator decides (docs/operator.md, "Retries").
+    fn fail_with(&mut self, step: StepId, attempt: u32, failure: Failure, retryable: bool) {
         let running = matches!(self.st.mode, Mode::Running | Mode::CleaningUp);
         if running
+            && retryable
             && let Some(NodeKind::Step(s)) = self.ctx.node(step).map(|n| &n.kind)
             && let StepAction::Script {
                 retries,
@@ -963,12 +973,15 @@ impl Tx<'_> {
     fn outcome(&mut self, step: StepId, attempt: u32, outcome: &Outcome) {
         match outcome {
             Outcome::Succeeded => self.finalize(step, StepState::Succeeded { attempt }),
-            Outcome::Failed { error } => self.fail(
+            Outcome::Failed {
+                error, retryable, ..
+            } => self.fail_with(
                 step,
                 attempt,
                 Failure::Error {
                     error: error.clone(),
                 },
+                *retryable,
             ),
             Outcome::TimedOut => self.fail(step, attempt, Failure::TimedOut),
             Outcome::Cancelled => {

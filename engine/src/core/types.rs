@@ -41,11 +41,106 @@ pub enum Outcome {
     Succeeded,
     Failed {
         error: String,
+        /// What kind of error it was (a fabric error's kind, a script that
+        /// failed or could not start). Absent in records of drplan before
+        /// typed errors, and for failures drplan itself reports.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_kind: Option<ErrorKind>,
+        /// Whether a new attempt can succeed without anything else changing
+        /// (`FabricError::retryable`; a script that could not start is not).
+        /// A non-retryable failure is never retried automatically. Records
+        /// of older drplan read as retryable, which is how they were treated
+        /// (so their replay is unchanged).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        retryable: bool,
     },
     /// The runtime enforces script and VM-operation timeouts and reports them.
     TimedOut,
     /// The attempt was cancelled (normally because drplan asked to).
     Cancelled,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+impl Outcome {
+    /// A failure drplan reports itself (no fabric or script error kind),
+    /// retryable.
+    pub fn failed(error: impl Into<String>) -> Outcome {
+        Outcome::Failed {
+            error: error.into(),
+            error_kind: None,
+            retryable: true,
+        }
+    }
+}
+
+/// The kind of a failed attempt's error: a [`crate::fabric::FabricError`]'s
+/// variant, or how a script failed. Persisted (in [`Outcome::Failed`]):
+/// add kinds at the end, rename none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    UnknownVm,
+    NotReady,
+    Unreachable,
+    NoRecoveryPoint,
+    Injected,
+    KeyReused,
+    /// The script ran and exited non-zero (or was killed by a signal).
+    ScriptFailed,
+    /// The script could not be started (missing, not executable, bad `#!`).
+    ScriptCouldNotStart,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::UnknownVm => "unknown_vm",
+            ErrorKind::NotReady => "not_ready",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::NoRecoveryPoint => "no_recovery_point",
+            ErrorKind::Injected => "injected",
+            ErrorKind::KeyReused => "key_reused",
+            ErrorKind::ScriptFailed => "script_failed",
+            ErrorKind::ScriptCouldNotStart => "script_could_not_start",
+        }
+    }
+}
+
+/// The kind of a recovery point a failover used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PointKind {
+    AppConsistent,
+    CrashConsistent,
+    /// The final delta a planned failover shipped after the primary was shut
+    /// down: nothing written before the shutdown is lost.
+    FinalSync,
+}
+
+impl PointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PointKind::AppConsistent => "app-consistent",
+            PointKind::CrashConsistent => "crash-consistent",
+            PointKind::FinalSync => "final sync",
+        }
+    }
+}
+
+/// The recovery point a failover (or a change of recovery point) used, as
+/// recorded with the step's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointRecord {
+    /// When the point was taken (Unix ms).
+    pub at: Millis,
+    pub kind: PointKind,
 }
 
 /// An operator's command on a job.
@@ -93,6 +188,17 @@ pub enum JobEvent {
         /// versions (serde default: none).
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         values: BTreeMap<String, String>,
+        /// What the operator must know although the attempt may have
+        /// succeeded (a NIC attached to no network, an ignored line of a
+        /// script's `DRPLAN_OUTPUT` file, a script's `DRPLAN_WARNING`
+        /// values): data, never parsed back out of `output_tail`. Absent in
+        /// records of older drplan (see docs/operator.md for how those read).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+        /// The recovery point a failover step used (absent otherwise, and in
+        /// records of older drplan).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovery_point: Option<PointRecord>,
         at: Millis,
     },
     ManualAnswered {

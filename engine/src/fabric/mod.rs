@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::core::{IdemKey, Millis};
+use crate::core::{ErrorKind, IdemKey, Millis, Outcome, PointKind, PointRecord};
 use crate::plan::compile::{Operation, RecoveryPoint, VmOp};
 use crate::plan::model::{Direction, FailoverKind};
 
@@ -286,6 +286,20 @@ impl OpReport {
     pub fn duration(&self) -> Duration {
         Duration::from_millis(self.duration_ms)
     }
+
+    /// The recovery point used, as the journal records it.
+    pub fn point_record(&self) -> Option<PointRecord> {
+        self.recovery_point.map(|p| PointRecord {
+            at: p.at,
+            kind: if p.final_delta {
+                PointKind::FinalSync
+            } else if p.app_consistent {
+                PointKind::AppConsistent
+            } else {
+                PointKind::CrashConsistent
+            },
+        })
+    }
 }
 
 /// Why a fabric operation failed. Every message names the VM and says what
@@ -351,6 +365,27 @@ impl FabricError {
             | FabricError::NotReady { .. }
             | FabricError::NoRecoveryPoint { .. }
             | FabricError::KeyReused { .. } => false,
+        }
+    }
+
+    /// The error's kind, as the journal keeps it ([`crate::core::Outcome::Failed`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FabricError::UnknownVm { .. } => ErrorKind::UnknownVm,
+            FabricError::NotReady { .. } => ErrorKind::NotReady,
+            FabricError::Unreachable { .. } => ErrorKind::Unreachable,
+            FabricError::NoRecoveryPoint { .. } => ErrorKind::NoRecoveryPoint,
+            FabricError::Injected { .. } => ErrorKind::Injected,
+            FabricError::KeyReused { .. } => ErrorKind::KeyReused,
+        }
+    }
+
+    /// The failed attempt's outcome, typed: message, kind, retryable.
+    pub fn to_outcome(&self) -> Outcome {
+        Outcome::Failed {
+            error: self.to_string(),
+            error_kind: Some(self.kind()),
+            retryable: self.retryable(),
         }
     }
 

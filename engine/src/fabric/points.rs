@@ -73,6 +73,10 @@ pub struct PointUsed {
     pub app_consistent: bool,
     /// What the operator asked for.
     pub requested: RecoveryPoint,
+    /// The point is the final delta a planned failover shipped (absent in
+    /// states and reports of older drplan: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub final_delta: bool,
 }
 
 impl fmt::Display for PointUsed {
@@ -81,7 +85,9 @@ impl fmt::Display for PointUsed {
             f,
             "{} ({}{})",
             fmt_time(self.at),
-            if self.app_consistent {
+            if self.final_delta {
+                "final sync, app-consistent"
+            } else if self.app_consistent {
                 "app-consistent"
             } else {
                 "crash-consistent"
@@ -188,6 +194,7 @@ impl History {
             at: pt.at,
             app_consistent: pt.app_consistent,
             requested,
+            final_delta: Some(pt.at) == self.final_delta,
         };
         match requested {
             RecoveryPoint::Latest => Ok(used(last)),

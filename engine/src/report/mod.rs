@@ -22,19 +22,43 @@
 //!   RTO was not achieved (`achieved_ms: None`, the VMs listed in
 //!   `not_running`). Operations that start no VM (commit, reprotect, ...)
 //!   have no RTO (`applicable: false`).
-//! - **verdict**: `CANCELLED` (cancelled), `ERRORS` (failed, completed with
-//!   errors, cleanup incomplete), `WARNINGS` (ended well, but a step failed
-//!   on the way and was retried or skipped, an optional step failed, a
-//!   step's output carries a `warning:` line, a manual step timed out and
-//!   the plan continued, or the test was forcibly ended at its deadline),
-//!   `SUCCESS` otherwise; `IN PROGRESS` while the job has not ended.
+//! - **verdict** ([`Verdict`], the one definition every rendering takes;
+//!   `docs/operator.md`, "Outcome"), in this order:
+//!   1. `CANCELLED`: an operator cancelled the job (from the moment the
+//!      cancel is accepted, and still after a cancelled test's cleanup),
+//!      unless its cleanup is incomplete (then `ERRORS`: test VMs may remain);
+//!   2. `IN PROGRESS`: the job has not ended (not started, running, waiting
+//!      for an operator, awaiting or running its cleanup);
+//!   3. `ERRORS`: it ended and [`Timeline::errors`] is not empty: a required
+//!      step failed or timed out, a required step failed and an operator
+//!      skipped it (an error the operator accepted, never a success), a
+//!      required VM is not running, the cleanup is incomplete, or the job
+//!      ended failed / completed with errors;
+//!   4. `WARNINGS`: it ended, no error, and [`Timeline::warnings`] is not
+//!      empty: a step succeeded after failed attempts, an optional step
+//!      failed or was skipped, a manual step was not answered in time and
+//!      the plan continued (`on_timeout: continue`), an attempt reported
+//!      warnings (typed, on its event: a NIC attached to no network, a
+//!      script's `DRPLAN_OUTPUT` `warning=` line), or the test was forcibly
+//!      ended at its deadline;
+//!   5. `SUCCESS` otherwise.
+//! - **VMs recovered**: the required VMs whose start operation succeeded
+//!   (running at the end of a failover; running during a test), out of the
+//!   required VMs.
+//! - **achieved RPO** (data-loss window) of a VM a failover moved: the
+//!   job's start minus the time of the recovery point it used, or 0 when
+//!   the point is the final delta a planned failover shipped.
+//! - **durations** stop when the job ends: nothing is measured against
+//!   `now` once the job (or its main plan, for a cancelled test awaiting
+//!   cleanup) has stopped.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::core::{
-    Answer, JobContext, JobEvent, JobState, JobStatus, Outcome, SkipReason, StepState, TestClosure,
+    Answer, ErrorKind, JobContext, JobEvent, JobState, JobStatus, Mode, OperatorAction, Outcome,
+    PointKind, PointRecord, SkipReason, StepState, TestClosure,
 };
 use crate::plan::compile::{NodeKind, Phase, VmOp};
 use crate::plan::model::Plan;
@@ -73,6 +97,12 @@ pub struct AttemptView {
     pub outcome: Outcome,
     pub at: Millis,
     pub output_tail: Option<String>,
+    /// The warnings the attempt reported (typed, from its event).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// The recovery point a failover attempt used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_point: Option<PointRecord>,
 }
 
 /// One step of the timeline.
@@ -93,9 +123,12 @@ pub struct StepView {
     /// The state with its details (attempt, error, skip reason).
     pub detail: StepState,
     pub attempts: u32,
+    /// Wall clock (Unix ms) when the step first started.
     pub started_at: Option<Millis>,
+    /// Wall clock (Unix ms) when it last finished (`None` while active).
     pub finished_at: Option<Millis>,
-    /// Finished: end - start; running: now - start.
+    /// Finished: end - start; running: now - start (never past the job's
+    /// end).
     pub duration_ms: Option<Millis>,
     /// The outcome of every finished attempt, in order.
     pub outcomes: Vec<Outcome>,
@@ -116,7 +149,9 @@ pub struct StepView {
 pub struct VmView {
     pub name: String,
     pub optional: bool,
-    /// `pending`, `running` (its chain is under way), `done`, `failed`.
+    /// `pending`, `running` (its chain is under way), `done`, `failed`,
+    /// `stopped` (its chain was cut by a cancel or a halt: some operations
+    /// never ran).
     pub state: &'static str,
     pub started_at: Option<Millis>,
     pub finished_at: Option<Millis>,
@@ -165,9 +200,70 @@ pub struct FailureView {
     pub attempt: u32,
     pub at: Millis,
     pub error: String,
+    /// The error's kind (a fabric error, a script that failed or could not
+    /// start); `None` for drplan's own failures and older records.
+    pub error_kind: Option<ErrorKind>,
+    /// Whether a new attempt could succeed with nothing else changed.
+    pub retryable: bool,
     pub output_tail: Option<String>,
-    /// The step succeeded later (retried) or was skipped: the job went on.
+    /// A later attempt of the step succeeded (it was retried).
     pub recovered: bool,
+    /// An operator skipped the step after it failed: the job went on, the
+    /// failure stands (an error the operator accepted when the step is
+    /// required).
+    pub skipped: bool,
+    /// The step is optional: its failure is a warning, not an error.
+    pub optional: bool,
+}
+
+/// The figures the report's cards show, computed with the verdict so that
+/// no rendering can contradict it.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Counts {
+    /// Required VMs the job starts.
+    pub vms_required: usize,
+    /// Of those, the ones running (their start operation succeeded).
+    pub vms_recovered: usize,
+    /// Steps whose failure stands (failed, timed out, or skipped by an
+    /// operator after failing; required and optional).
+    pub failed_steps: usize,
+    /// Of those, required steps: each one is an error.
+    pub failed_required: usize,
+    /// Failed attempts a later attempt of the same step recovered.
+    pub recovered_attempts: usize,
+    /// Steps an operator skipped after they failed.
+    pub skipped_steps: usize,
+    pub errors: usize,
+    pub warnings: usize,
+}
+
+/// The recovery point a failover used for one VM, and the data it lost.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryPointView {
+    pub vm: String,
+    /// The step that used it.
+    pub step: String,
+    /// When the point was taken (Unix ms).
+    pub point_at: Millis,
+    /// `app-consistent`, `crash-consistent` or `final sync`.
+    pub kind: PointKind,
+    /// Achieved RPO: the job's start minus the point's time; 0 for the
+    /// final delta of a planned failover.
+    pub data_loss_ms: Millis,
+}
+
+/// One operator action of the job's record: who, when, what, a note.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionView {
+    pub at: Millis,
+    pub by: String,
+    /// `retry`, `skip`, `cancel`, `complete-test`, `start-now`,
+    /// `answer-done`, `answer-not-done`.
+    pub action: &'static str,
+    /// The step acted on.
+    pub step: Option<String>,
+    /// The operator's note (a manual answer's note, a test's closing notes).
+    pub note: Option<String>,
 }
 
 /// A job's timeline.
@@ -197,15 +293,32 @@ pub struct Timeline {
     pub groups: Vec<GroupView>,
     pub steps: Vec<StepView>,
     pub failures: Vec<FailureView>,
+    /// Why the verdict is ERRORS (listed for any ended job; for a
+    /// cancelled one, what went wrong before the cancel).
+    pub errors: Vec<String>,
     /// Why the verdict is WARNINGS (also listed when it is worse).
     pub warnings: Vec<String>,
+    /// An operator cancelled the job.
+    pub cancelled: bool,
+    /// The figures of the report's cards.
+    pub counts: Counts,
+    /// The recovery point each failed-over VM used, in plan order.
+    pub recovery_points: Vec<RecoveryPointView>,
+    /// The worst data-loss window of [`Timeline::recovery_points`].
+    pub achieved_rpo_ms: Option<Millis>,
+    /// Every operator action and manual answer, oldest first.
+    pub operator_actions: Vec<ActionView>,
 }
 
-/// The warning lines of an output tail (`warning: ...`, any case).
-pub fn warning_lines(tail: &str) -> impl Iterator<Item = &str> {
+/// The warnings of a record written by drplan before warnings were typed
+/// (its events carry none): a VM operation's output tail was its one-line
+/// summary followed by `warning: ...` lines drplan appended. Only those
+/// count; a script's output is the script's text and never does (its old
+/// runner warnings are not told apart from what the script printed).
+fn legacy_vm_warnings(tail: &str) -> impl Iterator<Item = &str> {
     tail.lines()
-        .map(str::trim)
-        .filter(|l| l.to_ascii_lowercase().starts_with("warning:"))
+        .skip(1)
+        .filter_map(|l| l.strip_prefix("warning: "))
 }
 
 /// The VM operation after which a VM counts as running.
@@ -223,26 +336,99 @@ impl Timeline {
         events: &[JobEvent],
         now: Millis,
     ) -> Timeline {
+        Timeline::build_for(&plan.groups, st, ctx, events, now)
+    }
+
+    /// [`Timeline::build`] with the plan's groups only (what it needs of
+    /// the plan: their names and VMs, for the group views).
+    fn build_for(
+        plan_groups: &[crate::plan::model::Group],
+        st: &JobState,
+        ctx: &JobContext,
+        events: &[JobEvent],
+        now: Millis,
+    ) -> Timeline {
         let status = st.status();
+        // Nothing is measured past the job's end.
+        let now = match (status.is_terminal(), st.finished_at) {
+            (true, Some(end)) => end,
+            _ => now,
+        };
+        // The main plan stopped (ended, or a test awaits or runs its
+        // cleanup): its groups and VMs stop their clocks too.
+        let main_running = matches!(
+            st.mode,
+            Mode::NotStarted | Mode::Running | Mode::Cancelling { .. }
+        );
+        let key_of = |s: usize| {
+            ctx.node(s)
+                .map(|n| n.key.clone())
+                .unwrap_or_else(|| format!("#{s}"))
+        };
         let mut attempts: BTreeMap<usize, Vec<AttemptView>> = BTreeMap::new();
+        let mut operator_actions = Vec::new();
+        let mut cancelled = false;
         for ev in events {
-            if let JobEvent::StepFinished {
-                step,
-                attempt,
-                outcome,
-                output_tail,
-                at,
-                ..
-            } = ev
-            {
-                attempts.entry(*step).or_default().push(AttemptView {
+            match ev {
+                JobEvent::StepFinished {
+                    step,
+                    attempt,
+                    outcome,
+                    output_tail,
+                    warnings,
+                    recovery_point,
+                    at,
+                    ..
+                } => attempts.entry(*step).or_default().push(AttemptView {
                     attempt: *attempt,
                     outcome: outcome.clone(),
                     at: *at,
                     output_tail: output_tail.clone(),
-                });
+                    warnings: warnings.clone(),
+                    recovery_point: *recovery_point,
+                }),
+                JobEvent::ManualAnswered {
+                    step,
+                    done,
+                    by,
+                    note,
+                    at,
+                } => operator_actions.push(ActionView {
+                    at: *at,
+                    by: by.clone(),
+                    action: if *done {
+                        "answer-done"
+                    } else {
+                        "answer-not-done"
+                    },
+                    step: Some(key_of(*step)),
+                    note: note.clone(),
+                }),
+                JobEvent::OperatorAction { action, by, at } => {
+                    let (name, step, note) = match action {
+                        OperatorAction::Retry { step } => ("retry", Some(key_of(*step)), None),
+                        OperatorAction::Skip { step } => ("skip", Some(key_of(*step)), None),
+                        OperatorAction::Cancel => {
+                            cancelled = true;
+                            ("cancel", None, None)
+                        }
+                        OperatorAction::CompleteTest { notes } => {
+                            ("complete-test", None, Some(notes.clone()))
+                        }
+                        OperatorAction::StartNow => ("start-now", None, None),
+                    };
+                    operator_actions.push(ActionView {
+                        at: *at,
+                        by: by.clone(),
+                        action: name,
+                        step,
+                        note,
+                    });
+                }
+                _ => {}
             }
         }
+        cancelled |= matches!(status, JobStatus::Cancelled | JobStatus::Cancelling);
 
         // Steps.
         let mut steps: Vec<StepView> = Vec::with_capacity(st.steps.len());
@@ -254,12 +440,7 @@ impl Timeline {
                 Some(NodeKind::Step(step)) => (step.action.kind_name().to_string(), None),
                 None => ("?".into(), None),
             };
-            let running = matches!(
-                rec.state,
-                StepState::Running { .. }
-                    | StepState::RetryWaiting { .. }
-                    | StepState::AwaitingOperator { .. }
-            );
+            let running = is_active(&rec.state);
             let duration_ms = match (rec.started_at, rec.finished_at) {
                 (Some(a), Some(b)) if !running => Some(b.saturating_sub(a)),
                 (Some(a), _) if running => Some(now.saturating_sub(a)),
@@ -272,12 +453,10 @@ impl Timeline {
                 .or_else(|| st.outputs.get(&s).cloned());
             steps.push(StepView {
                 id: s,
-                key: node
-                    .map(|n| n.key.clone())
-                    .unwrap_or_else(|| format!("#{s}")),
+                key: key_of(s),
                 group: node
                     .and_then(|n| n.group)
-                    .and_then(|g| plan.groups.get(g))
+                    .and_then(|g| plan_groups.get(g))
                     .map(|g| g.name.clone()),
                 phase: node.map(|n| n.phase).unwrap_or(Phase::Cleanup),
                 what,
@@ -337,8 +516,7 @@ impl Timeline {
         };
 
         // Groups and their VMs.
-        let mut groups: Vec<GroupView> = plan
-            .groups
+        let mut groups: Vec<GroupView> = plan_groups
             .iter()
             .map(|g| GroupView {
                 name: g.name.clone(),
@@ -368,8 +546,44 @@ impl Timeline {
             .collect();
         let mut required: Vec<String> = Vec::new();
         let mut up: BTreeMap<String, Option<Millis>> = BTreeMap::new();
+        let mut points: Vec<RecoveryPointView> = Vec::new();
         for (s, v) in steps.iter().enumerate().take(main) {
             let Some(node) = ctx.node(s) else { continue };
+            // The recovery point the VM's latest successful attempt used.
+            if let (Some(vm), Some(p)) = (
+                &v.vm,
+                v.attempt_log
+                    .iter()
+                    .rev()
+                    .filter(|a| a.outcome == Outcome::Succeeded)
+                    .find_map(|a| a.recovery_point),
+            ) {
+                points.retain(|x| &x.vm != vm);
+                points.push(RecoveryPointView {
+                    vm: vm.clone(),
+                    step: v.key.clone(),
+                    point_at: p.at,
+                    kind: p.kind,
+                    data_loss_ms: match p.kind {
+                        PointKind::FinalSync => 0,
+                        _ => st
+                            .started_at
+                            .unwrap_or(st.submitted_at)
+                            .saturating_sub(p.at),
+                    },
+                });
+            }
+            // Required VMs and when each ran, from the compiled nodes alone.
+            let up_at = matches!(v.detail, StepState::Succeeded { .. })
+                .then_some(v.finished_at)
+                .flatten();
+            if let NodeKind::Vm { vm, op } = &node.kind
+                && is_up_op(op)
+                && !node.optional
+            {
+                required.push(vm.clone());
+                up.insert(vm.clone(), up_at);
+            }
             let Some(g) = node.group.and_then(|g| groups.get_mut(g)) else {
                 continue;
             };
@@ -386,39 +600,42 @@ impl Timeline {
                 view.started_at = min_opt(view.started_at, v.started_at);
                 view.finished_at = max_opt(view.finished_at, v.finished_at);
                 if is_up_op(op) {
-                    let at = matches!(v.detail, StepState::Succeeded { .. })
-                        .then_some(v.finished_at)
-                        .flatten();
-                    view.up_at = at;
-                    if !node.optional {
-                        required.push(vm.clone());
-                        up.insert(vm.clone(), at);
-                    }
+                    view.up_at = up_at;
                 }
             }
         }
         for g in &mut groups {
             for vm in &mut g.vms {
                 let states: Vec<&StepState> = vm.steps.iter().map(|&s| &steps[s].detail).collect();
-                vm.state = if states.iter().any(|s| {
-                    s.is_failure()
-                        || matches!(s, StepState::Skipped { .. } | StepState::Cancelled { .. })
-                }) && states.iter().all(|s| s.is_final())
-                {
-                    "failed"
-                } else if !states.is_empty()
+                let any_active = states.iter().any(|s| is_active(s));
+                let stopped = !main_running && !any_active;
+                vm.state = if !states.is_empty()
                     && states
                         .iter()
                         .all(|s| matches!(s, StepState::Succeeded { .. }))
                 {
                     "done"
-                } else if states.iter().any(|s| !matches!(s, StepState::Pending)) {
+                } else if states.iter().any(|s| {
+                    s.is_failure()
+                        || matches!(
+                            s,
+                            StepState::Skipped {
+                                reason: SkipReason::Operator { .. }
+                                    | SkipReason::ChainFailed { .. }
+                            }
+                        )
+                }) && (stopped || states.iter().all(|s| s.is_final()))
+                {
+                    "failed"
+                } else if stopped && states.iter().any(|s| !matches!(s, StepState::Pending)) {
+                    "stopped"
+                } else if states.iter().any(|s| s.is_final() || any_active) {
                     "running"
                 } else {
                     "pending"
                 };
                 vm.duration_ms = match vm.state {
-                    "done" | "failed" => vm
+                    "done" | "failed" | "stopped" => vm
                         .started_at
                         .zip(vm.finished_at)
                         .map(|(a, b)| b.saturating_sub(a)),
@@ -430,13 +647,15 @@ impl Timeline {
             g.vms_total = g.vms.len();
             g.vms_done = g.vms.iter().filter(|v| v.state == "done").count();
             g.vms_failed = g.vms.iter().filter(|v| v.state == "failed").count();
+            let active = g.steps.iter().any(|&s| is_active(&steps[s].detail));
             let all_final = g.steps.iter().all(|&s| steps[s].detail.is_final());
+            let ended = !active && (all_final || !main_running);
             g.duration_ms = match (g.started_at, g.finished_at) {
-                (Some(a), Some(b)) if all_final => Some(b.saturating_sub(a)),
+                (Some(a), Some(b)) if ended => Some(b.saturating_sub(a)),
                 (Some(a), _) => Some(now.saturating_sub(a)),
                 _ => None,
             };
-            if !all_final {
+            if !ended {
                 g.finished_at = None;
             }
         }
@@ -459,37 +678,49 @@ impl Timeline {
             }
             _ => None,
         };
-        let rto = Rto {
-            applicable: !required.is_empty() || has_up_ops(ctx),
-            achieved_ms,
-            last_vm: last.filter(|_| not_running.is_empty()).map(|(_, v)| v),
-            required_vms: required,
-            not_running,
+        let mut counts = Counts {
+            vms_required: required.len(),
+            vms_recovered: required.len() - not_running.len(),
+            ..Counts::default()
         };
 
-        // Failures and warnings.
+        // Failures, errors and warnings.
         let mut failures = Vec::new();
+        let mut errors = Vec::new();
         let mut warnings = Vec::new();
         for v in &steps {
-            let recovered = matches!(
+            let succeeded = matches!(v.detail, StepState::Succeeded { .. });
+            let skipped = matches!(
                 v.detail,
-                StepState::Succeeded { .. } | StepState::Skipped { .. }
+                StepState::Skipped {
+                    reason: SkipReason::Operator { .. }
+                }
             );
             for a in &v.attempt_log {
-                let error = match &a.outcome {
-                    Outcome::Failed { error } => error.clone(),
-                    Outcome::TimedOut => "timed out".into(),
+                let (error, error_kind, retryable) = match &a.outcome {
+                    Outcome::Failed {
+                        error,
+                        error_kind,
+                        retryable,
+                    } => (error.clone(), *error_kind, *retryable),
+                    Outcome::TimedOut => ("timed out".into(), None, true),
                     Outcome::Succeeded | Outcome::Cancelled => continue,
                 };
                 // Attempts before the last one were retried.
                 let later = a.attempt < v.attempts;
+                let recovered = later && (succeeded || !v.detail.is_final());
+                counts.recovered_attempts += usize::from(recovered);
                 failures.push(FailureView {
                     step: v.key.clone(),
                     attempt: a.attempt,
                     at: a.at,
                     error,
+                    error_kind,
+                    retryable,
                     output_tail: a.output_tail.clone(),
-                    recovered: recovered || later,
+                    recovered,
+                    skipped: skipped && !later,
+                    optional: v.optional,
                 });
             }
             // A manual step answered "not done" (or timed out) carries its
@@ -498,15 +729,19 @@ impl Timeline {
                 && !v
                     .attempt_log
                     .iter()
-                    .any(|a| matches!(&a.outcome, Outcome::Failed { error: e } if e == error))
+                    .any(|a| matches!(&a.outcome, Outcome::Failed { error: e, .. } if e == error))
             {
                 failures.push(FailureView {
                     step: v.key.clone(),
                     attempt: *attempt,
                     at: v.finished_at.unwrap_or(0),
                     error: error.clone(),
+                    error_kind: None,
+                    retryable: true,
                     output_tail: v.output_tail.clone(),
                     recovered: false,
+                    skipped: false,
+                    optional: v.optional,
                 });
             }
             // A manual step nobody answered in time (`on_timeout: fail`).
@@ -521,8 +756,12 @@ impl Timeline {
                     attempt: *attempt,
                     at: v.finished_at.unwrap_or(0),
                     error: "timed out (no answer in time)".into(),
+                    error_kind: None,
+                    retryable: true,
                     output_tail: None,
                     recovered: false,
+                    skipped: false,
+                    optional: v.optional,
                 });
             }
             let failed_attempts = v
@@ -530,6 +769,15 @@ impl Timeline {
                 .iter()
                 .filter(|a| matches!(a.outcome, Outcome::Failed { .. } | Outcome::TimedOut))
                 .count();
+            let stands = v.detail.is_failure() || skipped;
+            counts.failed_steps += usize::from(stands);
+            counts.failed_required += usize::from(stands && !v.optional);
+            counts.skipped_steps += usize::from(skipped);
+            let last_error = || {
+                v.failure_text()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            };
             match &v.detail {
                 StepState::Succeeded { attempt } if failed_attempts > 0 => warnings.push(format!(
                     "{} succeeded on attempt {attempt} after {}",
@@ -538,7 +786,17 @@ impl Timeline {
                 )),
                 StepState::Skipped {
                     reason: SkipReason::Operator { by },
-                } => warnings.push(format!("{} failed and was skipped by {by}", v.key)),
+                } if v.optional => warnings.push(format!(
+                    "optional step {} failed and was skipped by {by}",
+                    v.key
+                )),
+                StepState::Skipped {
+                    reason: SkipReason::Operator { by },
+                } => errors.push(format!(
+                    "{} failed and was skipped by {by} (an error the operator accepted){}",
+                    v.key,
+                    last_error()
+                )),
                 StepState::Skipped {
                     reason: SkipReason::ManualTimedOut,
                 } => warnings.push(format!(
@@ -546,15 +804,41 @@ impl Timeline {
                     v.key
                 )),
                 s if s.is_failure() && v.optional => {
-                    warnings.push(format!("optional step {} failed", v.key))
+                    warnings.push(format!("optional step {} failed{}", v.key, last_error()))
                 }
+                s if s.is_failure() => errors.push(format!("{} failed{}", v.key, last_error())),
                 _ => {}
             }
-            if let Some(tail) = &v.output_tail {
-                for w in warning_lines(tail) {
-                    warnings.push(format!("{}: {w}", v.key));
+            // Typed warnings, each said once per step; records of older
+            // drplan carried a VM operation's warnings in its output.
+            let mut said: Vec<&str> = Vec::new();
+            for a in &v.attempt_log {
+                let legacy = match (&a.output_tail, a.warnings.is_empty(), &v.vm) {
+                    (Some(tail), true, Some(_)) => legacy_vm_warnings(tail).collect(),
+                    _ => Vec::new(),
+                };
+                for w in a.warnings.iter().map(String::as_str).chain(legacy) {
+                    if !said.contains(&w) {
+                        said.push(w);
+                        warnings.push(format!("{}: {w}", v.key));
+                    }
                 }
             }
+        }
+        let ended = status.is_terminal() || status == JobStatus::CleanupIncomplete;
+        if ended && !cancelled && !not_running.is_empty() {
+            errors.push(format!(
+                "required VM{} not running: {}",
+                if not_running.len() == 1 { "" } else { "s" },
+                not_running.join(", ")
+            ));
+        }
+        if status == JobStatus::CleanupIncomplete {
+            errors.push("the test's cleanup is incomplete: test VMs may remain".into());
+        }
+        if errors.is_empty() && matches!(status, JobStatus::Failed | JobStatus::CompletedWithErrors)
+        {
+            errors.push(format!("the job {status}"));
         }
         if let Some(t) = &st.test
             && t.forced
@@ -565,25 +849,29 @@ impl Timeline {
             );
         }
         failures.sort_by_key(|f| f.at);
+        counts.errors = errors.len();
+        counts.warnings = warnings.len();
 
-        let verdict = match status {
-            JobStatus::Cancelled | JobStatus::Cancelling => Verdict::Cancelled,
-            JobStatus::Failed | JobStatus::CompletedWithErrors | JobStatus::CleanupIncomplete => {
-                Verdict::Errors
-            }
-            JobStatus::Succeeded | JobStatus::TestCompleted | JobStatus::TestForciblyEnded => {
-                if warnings.is_empty() && failures.is_empty() {
-                    Verdict::Success
-                } else {
-                    Verdict::Warnings
-                }
-            }
-            JobStatus::NotStarted
-            | JobStatus::InProgress
-            | JobStatus::WaitingForOperator
-            | JobStatus::AwaitingCleanup
-            | JobStatus::CleaningUp => Verdict::InProgress,
+        let verdict = if cancelled && status != JobStatus::CleanupIncomplete {
+            Verdict::Cancelled
+        } else if !ended {
+            Verdict::InProgress
+        } else if !errors.is_empty() {
+            Verdict::Errors
+        } else if !warnings.is_empty() {
+            Verdict::Warnings
+        } else {
+            Verdict::Success
         };
+
+        let rto = Rto {
+            applicable: !required.is_empty() || has_up_ops(ctx),
+            achieved_ms,
+            last_vm: last.filter(|_| not_running.is_empty()).map(|(_, v)| v),
+            required_vms: required,
+            not_running,
+        };
+        let achieved_rpo_ms = points.iter().map(|p| p.data_loss_ms).max();
 
         let spec = &st.spec;
         Timeline {
@@ -615,14 +903,60 @@ impl Timeline {
             groups,
             steps,
             failures,
+            errors,
             warnings,
+            cancelled,
+            counts,
+            recovery_points: points,
+            achieved_rpo_ms,
+            operator_actions,
         }
+    }
+
+    /// The verdict of a job and the figures behind it, from its record
+    /// alone (no plan needed): what a command that follows a job reports
+    /// when the job ends, so that its last line and exit code agree with
+    /// `show` and `report`.
+    pub fn verdict(st: &JobState, ctx: &JobContext, events: &[JobEvent]) -> (Verdict, Counts) {
+        // The clock is irrelevant to the verdict and the counts.
+        let t = Timeline::build_for(&[], st, ctx, events, st.finished_at.unwrap_or(0));
+        (t.verdict, t.counts)
     }
 
     /// The step with this key.
     pub fn step(&self, key: &str) -> Option<&StepView> {
         self.steps.iter().find(|s| s.key == key)
     }
+}
+
+impl StepView {
+    /// The error of the step's standing failure: its state's, else its
+    /// last failed attempt's (a skipped step keeps it only in its log).
+    pub fn failure_text(&self) -> Option<String> {
+        match &self.detail {
+            StepState::Failed { error, .. } => Some(error.clone()),
+            StepState::TimedOut { .. } => Some("timed out".into()),
+            _ => self
+                .attempt_log
+                .iter()
+                .rev()
+                .find_map(|a| match &a.outcome {
+                    Outcome::Failed { error, .. } => Some(error.clone()),
+                    Outcome::TimedOut => Some("timed out".into()),
+                    _ => None,
+                }),
+        }
+    }
+}
+
+/// Running, waiting to retry or waiting for an operator.
+fn is_active(s: &StepState) -> bool {
+    matches!(
+        s,
+        StepState::Running { .. }
+            | StepState::RetryWaiting { .. }
+            | StepState::AwaitingOperator { .. }
+    )
 }
 
 fn has_up_ops(ctx: &JobContext) -> bool {

@@ -29,6 +29,12 @@ struct Script<'a> {
     skip_halted: bool,
     /// Manual steps nobody answers.
     unanswered: &'a [&'a str],
+    /// An operator cancels the job as this step starts.
+    cancel_at: Option<&'a str>,
+    /// Output tails of successful steps, by key (plain output).
+    tails: &'a [(&'a str, &'a str)],
+    /// Steps that always fail with an error no retry can fix.
+    fail_hard: &'a [&'a str],
 }
 
 /// Run a job through the core until nothing is left to do. Returns its
@@ -78,22 +84,53 @@ fn drive(plan: &Plan, op: Operation, how: &Script) -> (JobContext, JobState, Vec
                         .find(|(k, _)| *k == key)
                         .map(|(_, d)| *d)
                         .unwrap_or(1_000);
-                    let fails = how.fail.contains(&key.as_str())
+                    let hard = how.fail_hard.contains(&key.as_str());
+                    let fails = hard
+                        || how.fail.contains(&key.as_str())
                         || (attempt == 1 && how.fail_once.contains(&key.as_str()));
                     let outcome = if fails {
                         Outcome::Failed {
                             error: format!("{key} broke"),
+                            error_kind: None,
+                            retryable: !hard,
                         }
                     } else {
                         Outcome::Succeeded
                     };
                     let tail = if fails {
                         Some(format!("line 1\n{key}: exit 3"))
-                    } else if key == "web/vm/web-02/start-test-vm" {
-                        Some("started\nwarning: attached to no network".into())
                     } else {
-                        None
+                        how.tails
+                            .iter()
+                            .find(|(k, _)| *k == key)
+                            .map(|(_, t)| t.to_string())
                     };
+                    let warnings = if !fails && key == "web/vm/web-02/start-test-vm" {
+                        vec!["attached to no network".to_string()]
+                    } else {
+                        Vec::new()
+                    };
+                    let recovery_point =
+                        (!fails && key.ends_with("/failover")).then(|| crate::core::PointRecord {
+                            at: T0 - 120_000,
+                            kind: if op == planned() {
+                                crate::core::PointKind::FinalSync
+                            } else {
+                                crate::core::PointKind::CrashConsistent
+                            },
+                        });
+                    if how.cancel_at == Some(key.as_str()) {
+                        push(
+                            &mut queue,
+                            &mut pending,
+                            now + 1,
+                            JobEvent::OperatorAction {
+                                action: crate::core::OperatorAction::Cancel,
+                                by: "dave".into(),
+                                at: now + 1,
+                            },
+                        );
+                    }
                     push(
                         &mut queue,
                         &mut pending,
@@ -105,6 +142,8 @@ fn drive(plan: &Plan, op: Operation, how: &Script) -> (JobContext, JobState, Vec
                             output_tail: tail,
                             values: Default::default(),
                             at: now + took,
+                            warnings,
+                            recovery_point,
                         },
                     );
                 }
@@ -188,6 +227,9 @@ const PLAIN: Script = Script {
     fail: &[],
     skip_halted: false,
     unanswered: &[],
+    cancel_at: None,
+    tails: &[],
+    fail_hard: &[],
 };
 
 fn planned() -> Operation {
@@ -429,4 +471,239 @@ fn a_manual_step_nobody_answered_is_a_failure_of_the_record() {
         .expect("listed as a failure");
     assert!(f.error.contains("timed out"));
     assert!(!f.recovered);
+}
+
+#[test]
+fn a_test_where_a_required_vm_never_started_is_errors_whatever_its_status() {
+    let how = Script {
+        fail: &["database/vm/sql-01/start-test-vm"],
+        ..PLAIN
+    };
+    let t = timeline(Operation::failover(FailoverKind::Test), &how);
+    // The core closes the test normally; the record still has an error.
+    assert_eq!(t.status, "test completed");
+    assert_eq!(t.verdict, Verdict::Errors, "{:?}", t.errors);
+    assert!(
+        t.errors
+            .iter()
+            .any(|e| e.contains("sql-01/start-test-vm failed"))
+    );
+    assert!(t.errors.iter().any(|e| e.contains("not running: sql-01")));
+    assert_eq!((t.counts.failed_steps, t.counts.failed_required), (1, 1));
+    assert_eq!((t.counts.vms_recovered, t.counts.vms_required), (5, 6));
+}
+
+#[test]
+fn a_skipped_required_vm_is_an_error_the_operator_accepted() {
+    let how = Script {
+        fail: &["web/vm/web-01/start-replica"],
+        skip_halted: true,
+        ..PLAIN
+    };
+    let t = timeline(planned(), &how);
+    assert_eq!(t.verdict, Verdict::Errors, "{:?}", t.errors);
+    assert!(
+        t.errors
+            .iter()
+            .any(|e| e.contains("skipped by bob") && e.contains("start-replica broke")),
+        "{:?}",
+        t.errors
+    );
+    let f = &t.failures[0];
+    assert!(f.skipped && !f.recovered, "{f:?}");
+    assert_eq!(t.counts.skipped_steps, 1);
+    assert_eq!(t.counts.failed_required, 1);
+    // 6 required VMs (app-03 is optional); web-01 never started.
+    assert_eq!((t.counts.vms_recovered, t.counts.vms_required), (5, 6));
+    let skip = t
+        .operator_actions
+        .iter()
+        .find(|a| a.action == "skip")
+        .unwrap();
+    assert_eq!(skip.step.as_deref(), Some("web/vm/web-01/start-replica"));
+    assert_eq!(skip.by, "bob");
+}
+
+#[test]
+fn a_cancelled_test_stays_cancelled_after_its_cleanup_and_its_clock_stops() {
+    let how = Script {
+        cancel_at: Some("application/vm/app-01/create-test-vm"),
+        ..PLAIN
+    };
+    let test = Operation::failover(FailoverKind::Test);
+    let plan = three_tier();
+    let (ctx, st, events) = drive(&plan, test, &how);
+    assert!(st.status().is_terminal(), "{}", st.status());
+    let t = Timeline::build(&plan, &st, &ctx, &events, T0 + 10_000_000);
+    assert_eq!(t.verdict, Verdict::Cancelled, "{} {:?}", t.status, t.errors);
+    assert!(t.cancelled);
+    // Later readings show the same durations: nothing grows after the end.
+    let later = Timeline::build(&plan, &st, &ctx, &events, T0 + 90_000_000);
+    let d = |t: &Timeline| {
+        (
+            t.duration_ms,
+            t.groups.iter().map(|g| g.duration_ms).collect::<Vec<_>>(),
+            t.groups
+                .iter()
+                .flat_map(|g| g.vms.iter().map(|v| (v.state, v.duration_ms)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(d(&t), d(&later));
+    let web = t.groups.iter().find(|g| g.name == "web").unwrap();
+    assert!(web.vms.is_empty() || web.vms.iter().all(|v| v.state != "running"));
+    let cancel = t
+        .operator_actions
+        .iter()
+        .find(|a| a.action == "cancel")
+        .unwrap();
+    assert_eq!(cancel.by, "dave");
+    assert!(
+        t.operator_actions
+            .iter()
+            .any(|a| a.action == "complete-test")
+    );
+}
+
+#[test]
+fn a_warning_line_in_a_script_output_is_only_output() {
+    let how = Script {
+        tails: &[("web/post/update-dns", "warning: this is just text")],
+        ..PLAIN
+    };
+    let t = timeline(Operation::failover(FailoverKind::Unplanned), &how);
+    assert_eq!(t.verdict, Verdict::Success, "{:?}", t.warnings);
+    // A VM operation's record written before warnings were typed: drplan
+    // appended them to its one-line summary, and they still count.
+    let how = Script {
+        tails: &[(
+            "web/vm/web-01/start-replica",
+            "started web-01\nwarning: attached to no network",
+        )],
+        ..PLAIN
+    };
+    let t = timeline(Operation::failover(FailoverKind::Unplanned), &how);
+    assert_eq!(t.verdict, Verdict::Warnings);
+    assert_eq!(
+        t.warnings,
+        ["web/vm/web-01/start-replica: attached to no network"]
+    );
+}
+
+#[test]
+fn recovery_points_give_the_data_lost() {
+    let t = timeline(Operation::failover(FailoverKind::Unplanned), &PLAIN);
+    assert_eq!(t.recovery_points.len(), 7, "{:?}", t.recovery_points);
+    assert!(
+        t.recovery_points
+            .iter()
+            .all(|p| p.data_loss_ms == 120_000 && p.kind == PointKind::CrashConsistent)
+    );
+    assert_eq!(t.achieved_rpo_ms, Some(120_000));
+    let t = timeline(planned(), &PLAIN);
+    assert!(t.recovery_points.iter().all(|p| p.data_loss_ms == 0));
+    assert_eq!(t.achieved_rpo_ms, Some(0));
+}
+
+/// Records written before warnings, recovery points and error kinds were
+/// typed still read: no warnings, no point, a failure without a kind that
+/// counts as retryable (how it was treated when it was recorded).
+#[test]
+fn step_records_of_older_drplan_still_read() {
+    let old = r#"{"type":"step_finished","step":4,"attempt":1,
+        "outcome":{"kind":"failed","error":"start-replica of `web-01` failed"},
+        "output_tail":null,"at":1700000000000}"#;
+    let ev: JobEvent = serde_json::from_str(old).expect("an old record reads");
+    let JobEvent::StepFinished {
+        outcome,
+        warnings,
+        recovery_point,
+        values,
+        ..
+    } = &ev
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        outcome,
+        &Outcome::Failed {
+            error: "start-replica of `web-01` failed".into(),
+            error_kind: None,
+            retryable: true,
+        }
+    );
+    assert!(warnings.is_empty() && values.is_empty() && recovery_point.is_none());
+    // What this version writes for the same record: nothing new appears.
+    let again = serde_json::to_value(&ev).unwrap();
+    assert!(again.get("warnings").is_none() && again.get("recovery_point").is_none());
+    assert!(again["outcome"].get("retryable").is_none(), "{again}");
+    // A new record says what is new.
+    let typed = Outcome::Failed {
+        error: "x".into(),
+        error_kind: Some(ErrorKind::Injected),
+        retryable: false,
+    };
+    let v = serde_json::to_value(&typed).unwrap();
+    assert_eq!(v["error_kind"], "injected");
+    assert_eq!(v["retryable"], false);
+    assert_eq!(serde_json::from_value::<Outcome>(v).unwrap(), typed);
+}
+
+/// A script's retry policy applies to a retryable failure only.
+#[test]
+fn a_failure_no_retry_can_fix_is_not_retried() {
+    let unplanned = Operation::failover(FailoverKind::Unplanned);
+    // update-dns: `retries: 2` in the shipped plan.
+    let how = Script {
+        fail: &["web/post/update-dns"],
+        ..PLAIN
+    };
+    let t = timeline(unplanned, &how);
+    assert_eq!(t.step("web/post/update-dns").unwrap().attempts, 3);
+    let how = Script {
+        fail_hard: &["web/post/update-dns"],
+        ..PLAIN
+    };
+    let t = timeline(unplanned, &how);
+    let s = t.step("web/post/update-dns").unwrap();
+    assert_eq!((s.attempts, s.state), (1, "failed"));
+    assert!(!t.failures[0].retryable);
+    assert_eq!(t.verdict, Verdict::Errors);
+}
+
+/// The verdict without the plan agrees with the timeline's.
+#[test]
+fn the_verdict_alone_agrees_with_the_timeline() {
+    let plan = three_tier();
+    for (op, how) in [
+        (planned(), PLAIN),
+        (
+            Operation::failover(FailoverKind::Test),
+            Script {
+                fail: &["database/vm/sql-01/start-test-vm"],
+                ..PLAIN
+            },
+        ),
+        (
+            planned(),
+            Script {
+                fail: &["web/vm/web-01/start-replica"],
+                skip_halted: true,
+                ..PLAIN
+            },
+        ),
+    ] {
+        let (ctx, st, events) = drive(&plan, op, &how);
+        let t = Timeline::build(&plan, &st, &ctx, &events, T0 + 10_000_000);
+        let (v, c) = Timeline::verdict(&st, &ctx, &events);
+        assert_eq!(v, t.verdict);
+        assert_eq!(
+            (c.vms_recovered, c.vms_required, c.failed_steps),
+            (
+                t.counts.vms_recovered,
+                t.counts.vms_required,
+                t.counts.failed_steps
+            )
+        );
+    }
 }

@@ -973,25 +973,27 @@ impl Inner {
         job: JobId,
         step: StepId,
         attempt: u32,
-        outcome: Outcome,
-        output_tail: Option<String>,
-        values: BTreeMap<String, String>,
+        end: AttemptEnd,
     ) {
         lock(&self.running).remove(&(job, step, attempt));
         if self.stopping() {
             return;
         }
-        match &outcome {
+        match &end.outcome {
             Outcome::Succeeded => tracing::info!("step succeeded"),
-            Outcome::Failed { error } => tracing::warn!(%error, "step failed"),
+            Outcome::Failed {
+                error, retryable, ..
+            } => tracing::warn!(%error, retryable, "step failed"),
             other => tracing::info!(outcome = ?other, "step ended"),
         }
         let ev = JobEvent::StepFinished {
             step,
             attempt,
-            outcome,
-            output_tail,
-            values,
+            outcome: end.outcome,
+            output_tail: end.output_tail,
+            values: end.values,
+            warnings: end.warnings,
+            recovery_point: end.recovery_point,
             at: self.clock.now_ms(),
         };
         if let Err(e) = self.record(job, ev).await {
@@ -1038,12 +1040,11 @@ impl Inner {
             _ = switched_on(cancel) => None,
             r = work => Some(r),
         };
-        let (outcome, tail) = match result {
-            None => (Outcome::Cancelled, None),
+        let end = match result {
+            None => AttemptEnd::of(Outcome::Cancelled),
             Some(r) => vm_outcome(r),
         };
-        self.finish_attempt(job, step, attempt, outcome, tail, BTreeMap::new())
-            .await;
+        self.finish_attempt(job, step, attempt, end).await;
     }
 
     async fn run_script(
@@ -1062,9 +1063,8 @@ impl Inner {
         let req = match req {
             Ok(r) => r,
             Err(error) => {
-                let outcome = Outcome::Failed { error };
-                self.finish_attempt(job, step, attempt, outcome, None, BTreeMap::new())
-                    .await;
+                let end = AttemptEnd::of(Outcome::failed(error));
+                self.finish_attempt(job, step, attempt, end).await;
                 return;
             }
         };
@@ -1087,31 +1087,12 @@ impl Inner {
             Ok::<_, String>(rt.block_on(runner.run(req, stop)))
         })
         .await;
-        let mut published = BTreeMap::new();
-        let (outcome, tail) = match ran {
-            Ok(Ok(res)) => {
-                // Recorded with the outcome (the core keeps them only for a
-                // success), so they survive restarts.
-                if res.outcome == crate::script::ScriptOutcome::Succeeded {
-                    published = res.values.clone();
-                }
-                let mut tail = tail_of(&res.output);
-                for w in &res.warnings {
-                    tail.push_str(&format!("\nwarning: {w}"));
-                }
-                let tail = tail.trim_start_matches('\n').to_string();
-                (res.outcome.to_core(), (!tail.is_empty()).then_some(tail))
-            }
-            Ok(Err(error)) => (Outcome::Failed { error }, None),
-            Err(e) => (
-                Outcome::Failed {
-                    error: format!("the script runner failed: {e}"),
-                },
-                None,
-            ),
+        let end = match ran {
+            Ok(Ok(res)) => script_outcome(res),
+            Ok(Err(error)) => AttemptEnd::of(Outcome::failed(error)),
+            Err(e) => AttemptEnd::of(Outcome::failed(format!("the script runner failed: {e}"))),
         };
-        self.finish_attempt(job, step, attempt, outcome, tail, published)
-            .await;
+        self.finish_attempt(job, step, attempt, end).await;
     }
 
     /// The request of one script attempt, or why there is none.
@@ -1347,22 +1328,62 @@ fn status_of(j: &Journal, job: JobId) -> Result<Option<JobStatus>, JournalError>
     Ok(meta_of(j, job)?.map(|m| m.status))
 }
 
-/// A fabric result as the core sees it, and what the history keeps of it.
-fn vm_outcome(r: Result<OpReport, FabricError>) -> (Outcome, Option<String>) {
-    match r {
-        Ok(report) => {
-            let mut tail = report.summary.clone();
-            for w in &report.warnings {
-                tail.push_str(&format!("\nwarning: {w}"));
-            }
-            (Outcome::Succeeded, Some(tail))
+/// How an attempt ended, with everything [`JobEvent::StepFinished`] keeps
+/// of it: typed, never text markers inside the output.
+#[derive(Debug, PartialEq)]
+struct AttemptEnd {
+    outcome: Outcome,
+    output_tail: Option<String>,
+    values: BTreeMap<String, String>,
+    warnings: Vec<String>,
+    recovery_point: Option<crate::core::PointRecord>,
+}
+
+impl AttemptEnd {
+    fn of(outcome: Outcome) -> AttemptEnd {
+        AttemptEnd {
+            outcome,
+            output_tail: None,
+            values: BTreeMap::new(),
+            warnings: Vec::new(),
+            recovery_point: None,
         }
-        Err(e) => (
-            Outcome::Failed {
-                error: e.to_string(),
-            },
-            None,
-        ),
+    }
+}
+
+/// A fabric result as the core sees it, and what the history keeps of it:
+/// the summary as output, the warnings and the recovery point as data, a
+/// failure with its kind and whether it is retryable.
+fn vm_outcome(r: Result<OpReport, FabricError>) -> AttemptEnd {
+    match r {
+        Ok(report) => AttemptEnd {
+            recovery_point: report.point_record(),
+            output_tail: Some(report.summary),
+            warnings: report.warnings,
+            ..AttemptEnd::of(Outcome::Succeeded)
+        },
+        Err(e) => AttemptEnd::of(e.to_outcome()),
+    }
+}
+
+/// A script attempt's result as the core sees it: its output stays plain
+/// output (a `warning:` line in it is just text); the runner's warnings and
+/// those the script raised (`warning=` lines of `DRPLAN_OUTPUT`) are data.
+fn script_outcome(res: crate::script::ScriptResult) -> AttemptEnd {
+    // Recorded with the outcome (the core keeps them only for a success),
+    // so they survive restarts.
+    let values = if res.outcome == crate::script::ScriptOutcome::Succeeded {
+        res.values
+    } else {
+        BTreeMap::new()
+    };
+    let tail = tail_of(&res.output);
+    AttemptEnd {
+        outcome: res.outcome.to_core(),
+        output_tail: (!tail.is_empty()).then_some(tail),
+        values,
+        warnings: res.warnings,
+        recovery_point: None,
     }
 }
 
@@ -1397,15 +1418,46 @@ mod tests {
     }
 
     #[test]
-    fn fabric_errors_become_failures_and_warnings_reach_the_history() {
+    fn fabric_errors_stay_typed_and_warnings_are_data() {
         let err = FabricError::UnknownVm { vm: "x".into() };
-        let (o, t) = vm_outcome(Err(err));
+        let end = vm_outcome(Err(err));
         assert_eq!(
-            o,
+            end.outcome,
             Outcome::Failed {
-                error: "VM `x` is not in the fabric inventory".into()
+                error: "VM `x` is not in the fabric inventory".into(),
+                error_kind: Some(crate::core::ErrorKind::UnknownVm),
+                retryable: false,
             }
         );
-        assert_eq!(t, None);
+        assert_eq!(end.output_tail, None);
+        let transient = FabricError::Unreachable {
+            vm: "x".into(),
+            op: crate::fabric::OpKind::StartReplica,
+            what: "host h".into(),
+            message: "host h is down".into(),
+        };
+        assert!(matches!(
+            vm_outcome(Err(transient)).outcome,
+            Outcome::Failed {
+                error_kind: Some(crate::core::ErrorKind::Unreachable),
+                retryable: true,
+                ..
+            }
+        ));
+        let report = OpReport {
+            op: crate::fabric::OpKind::StartReplica,
+            vm: "x".into(),
+            summary: "started x".into(),
+            warnings: vec!["NIC eth0 attached to no network".into()],
+            attachments: Vec::new(),
+            recovery_point: None,
+            host: None,
+            test_vm: None,
+            remaining: Vec::new(),
+            duration_ms: 1,
+        };
+        let end = vm_outcome(Ok(report));
+        assert_eq!(end.output_tail.as_deref(), Some("started x"));
+        assert_eq!(end.warnings, ["NIC eth0 attached to no network"]);
     }
 }

@@ -188,22 +188,34 @@ pub enum ScriptOutcome {
     /// The caller cancelled; the group was stopped.
     Cancelled,
     /// Nothing ran: the program is missing, not executable, ...
-    CouldNotStart { message: String },
+    CouldNotStart {
+        message: String,
+        /// Whether trying again can help with nothing changed: not for a
+        /// missing or non-executable program or folder (automatic retries
+        /// would only repeat the error), yes for a resource the system ran
+        /// short of (a process, a scratch file).
+        #[serde(default)]
+        retryable: bool,
+    },
 }
 
 impl ScriptOutcome {
     /// The core's view of the outcome.
     pub fn to_core(&self) -> crate::core::Outcome {
-        use crate::core::Outcome;
+        use crate::core::{ErrorKind, Outcome};
         match self {
             ScriptOutcome::Succeeded => Outcome::Succeeded,
             ScriptOutcome::Failed { message, .. } => Outcome::Failed {
                 error: message.clone(),
+                error_kind: Some(ErrorKind::ScriptFailed),
+                retryable: true,
             },
             ScriptOutcome::TimedOut => Outcome::TimedOut,
             ScriptOutcome::Cancelled => Outcome::Cancelled,
-            ScriptOutcome::CouldNotStart { message } => Outcome::Failed {
+            ScriptOutcome::CouldNotStart { message, retryable } => Outcome::Failed {
                 error: format!("could not start: {message}"),
+                error_kind: Some(ErrorKind::ScriptCouldNotStart),
+                retryable: *retryable,
             },
         }
     }
@@ -273,7 +285,16 @@ impl ScriptRunner {
                 warnings,
             }
         };
-        let could_not = |message: String| ScriptOutcome::CouldNotStart { message };
+        // The plan's folder or program is wrong: no retry will fix it.
+        let could_not = |message: String| ScriptOutcome::CouldNotStart {
+            message,
+            retryable: false,
+        };
+        // The system ran short of something: a later attempt may start.
+        let could_not_now = |message: String| ScriptOutcome::CouldNotStart {
+            message,
+            retryable: true,
+        };
 
         match std::fs::metadata(&req.cwd) {
             Ok(m) if m.is_dir() => {}
@@ -296,7 +317,7 @@ impl ScriptRunner {
                     "could not create the DRPLAN_OUTPUT file in {}: {e}",
                     self.config.scratch_dir.display()
                 );
-                return result(could_not(msg), None, BTreeMap::new(), warnings);
+                return result(could_not_now(msg), None, BTreeMap::new(), warnings);
             }
         };
         let env = env::build(
@@ -316,7 +337,12 @@ impl ScriptRunner {
             Ok(s) => s,
             Err(e) => {
                 let msg = spawn_error(&program, &arg0, &e);
-                return result(could_not(msg), None, BTreeMap::new(), warnings);
+                let end = match e.kind() {
+                    io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => could_not(msg),
+                    _ if e.raw_os_error() == Some(libc::ENOEXEC) => could_not(msg),
+                    _ => could_not_now(msg),
+                };
+                return result(end, None, BTreeMap::new(), warnings);
             }
         };
         let mut group = group;

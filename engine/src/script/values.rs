@@ -75,12 +75,26 @@ pub(crate) fn read_values(
     parse_values(&data, warnings)
 }
 
+/// The reserved key through which a script raises a warning: each
+/// `warning=TEXT` line of its `DRPLAN_OUTPUT` file is one warning for the
+/// operator (the job's verdict becomes WARNINGS), never a published value.
+/// A `warning:` line in the script's *output* is just output.
+pub const WARNING_KEY: &str = "warning";
+
+/// At most this many warnings a script raises are kept (the rest are
+/// counted in one more warning), each at most this many characters.
+const MAX_RAISED: usize = 20;
+const MAX_RAISED_CHARS: usize = 500;
+
 /// Parses `key=value` lines. Blank lines and `#` comments are skipped; the
 /// value is everything after the first `=`, kept as written (no quotes are
 /// removed, no trimming except a trailing `\r`); a repeated key keeps its
-/// last value, as a shell assignment would.
+/// last value, as a shell assignment would. `warning=TEXT` lines
+/// ([`WARNING_KEY`]) are warnings the script raises: appended to
+/// `warnings`, every one of them, not published.
 pub(crate) fn parse_values(data: &[u8], warnings: &mut Vec<String>) -> BTreeMap<String, String> {
     const MAX_WARNINGS: usize = 20;
+    let mut raised = 0usize;
     let mut values = BTreeMap::new();
     let mut bad = 0usize;
     let mut warn = |warnings: &mut Vec<String>, line: usize, what: String| {
@@ -127,7 +141,25 @@ pub(crate) fn parse_values(data: &[u8], warnings: &mut Vec<String>) -> BTreeMap<
             );
             continue;
         }
+        if key == WARNING_KEY {
+            raised += 1;
+            if raised <= MAX_RAISED {
+                let text = value.trim();
+                let mut w: String = text.chars().take(MAX_RAISED_CHARS).collect();
+                if w.len() < text.len() {
+                    w.push_str("...");
+                }
+                warnings.push(w);
+            }
+            continue;
+        }
         values.insert(key.to_string(), value.to_string());
+    }
+    if raised > MAX_RAISED {
+        warnings.push(format!(
+            "the script raised {} more warnings (DRPLAN_OUTPUT `warning=` lines)",
+            raised - MAX_RAISED
+        ));
     }
     if bad > MAX_WARNINGS {
         warnings.push(format!(
@@ -179,6 +211,20 @@ mod tests {
         assert!(w[1].contains("`1a` is not a valid key"), "{}", w[1]);
         assert!(w[2].contains("not valid UTF-8"), "{}", w[2]);
         assert!(w[4].contains("NUL"), "{}", w[4]);
+    }
+
+    #[test]
+    fn warning_lines_raise_warnings_and_publish_nothing() {
+        let (v, w) = parse(b"warning=replica lag 40s\nzone=a\nwarning= second \n");
+        assert_eq!(v.keys().collect::<Vec<_>>(), ["zone"]);
+        assert_eq!(w, ["replica lag 40s", "second"]);
+        let many = "warning=x\n".repeat(25);
+        let (_, w) = parse(many.as_bytes());
+        assert_eq!(w.len(), 21, "{w:?}");
+        assert!(w[20].contains("5 more warnings"), "{}", w[20]);
+        let long = format!("warning={}", "é".repeat(600));
+        let (_, w) = parse(long.as_bytes());
+        assert_eq!(w[0].chars().count(), 503);
     }
 
     #[test]

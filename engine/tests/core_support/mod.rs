@@ -203,6 +203,8 @@ impl Job {
                 output_tail: None,
                 values: Default::default(),
                 at,
+                warnings: Vec::new(),
+                recovery_point: None,
             })
             .expect("outcome");
         }

@@ -45,6 +45,8 @@ impl Fabric {
         match hash(self.seed, key) % 8 {
             h if h < self.failing && h.is_multiple_of(2) => Outcome::Failed {
                 error: format!("fabric error on {key}"),
+                error_kind: None,
+                retryable: true,
             },
             h if h < self.failing => Outcome::TimedOut,
             _ => Outcome::Succeeded,
@@ -276,6 +278,8 @@ impl Sim {
                         output_tail: Some(format!("output of {key}")),
                         values: Default::default(),
                         at,
+                        warnings: Vec::new(),
+                        recovery_point: None,
                     },
                 )
             }

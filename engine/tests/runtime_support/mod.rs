@@ -143,7 +143,7 @@ pub fn failures(events: &[JobEvent]) -> Vec<(usize, String)> {
         .filter_map(|e| match e {
             JobEvent::StepFinished {
                 step,
-                outcome: Outcome::Failed { error },
+                outcome: Outcome::Failed { error, .. },
                 ..
             } => Some((*step, error.clone())),
             _ => None,
