@@ -7,8 +7,6 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use petgraph::graph::{DiGraph, NodeIndex};
-
 use super::super::diag::{Pos, codes};
 use super::super::file::GroupFile;
 use super::{Ctx, pos};
@@ -133,24 +131,24 @@ fn group_list(groups: &[GroupFile]) -> Option<String> {
 /// an entry of `after[s]`). The cycle is a shortest one through `s`.
 pub fn dependency_cycles(after: &[Vec<usize>]) -> Vec<Vec<usize>> {
     let n = after.len();
-    let mut graph: DiGraph<(), ()> = DiGraph::with_capacity(n, n);
-    for _ in 0..n {
-        graph.add_node(());
-    }
     // successors[a] = groups that start after `a`, ascending for determinism.
     let mut successors: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
     for (i, deps) in after.iter().enumerate() {
         for &d in deps {
-            if d < n && d != i && successors[d].insert(i) {
-                graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+            if d < n && d != i {
+                successors[d].insert(i);
             }
         }
     }
-    let mut cycles: Vec<Vec<usize>> = petgraph::algo::tarjan_scc(&graph)
+    let successors: Vec<Vec<usize>> = successors
+        .into_iter()
+        .map(|s| s.into_iter().collect())
+        .collect();
+    let mut cycles: Vec<Vec<usize>> = strongly_connected(&successors)
         .into_iter()
         .filter(|scc| scc.len() > 1)
         .filter_map(|scc| {
-            let members: BTreeSet<usize> = scc.iter().map(|x| x.index()).collect();
+            let members: BTreeSet<usize> = scc.into_iter().collect();
             cycle_in(&members, &successors, after)
         })
         .collect();
@@ -158,12 +156,78 @@ pub fn dependency_cycles(after: &[Vec<usize>]) -> Vec<Vec<usize>> {
     cycles
 }
 
+/// The strongly connected components of the graph `edges` (`edges[v]` lists
+/// the nodes `v` points to; every entry is below `edges.len()`), by Tarjan's
+/// algorithm with an explicit stack.
+///
+/// Why not `petgraph::algo::tarjan_scc`: it recurses once per node of a
+/// path, so a valid plan of ~90,000 groups chained by `after` overflowed the
+/// main thread's stack. Here the depth of the search lives on the heap: the
+/// memory is linear in the plan, and the call stack is constant whatever the
+/// plan's shape.
+pub(crate) fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    const UNSEEN: usize = usize::MAX;
+    let n = edges.len();
+    let mut index = vec![UNSEEN; n];
+    let mut low = vec![0usize; n];
+    let mut on_stack = vec![false; n];
+    let mut stack: Vec<usize> = Vec::new();
+    // The search path: a node and how many of its edges were followed.
+    let mut path: Vec<(usize, usize)> = Vec::new();
+    let mut next_index = 0;
+    let mut components = Vec::new();
+    for root in 0..n {
+        if index[root] != UNSEEN {
+            continue;
+        }
+        path.push((root, 0));
+        index[root] = next_index;
+        low[root] = next_index;
+        next_index += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut followed)) = path.last_mut() {
+            if let Some(&w) = edges[v].get(*followed) {
+                *followed += 1;
+                if index[w] == UNSEEN {
+                    index[w] = next_index;
+                    low[w] = next_index;
+                    next_index += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    path.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            // Every edge of `v` followed: `v` is done.
+            path.pop();
+            if let Some(&(parent, _)) = path.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut component = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    component.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                components.push(component);
+            }
+        }
+    }
+    components
+}
+
 /// A shortest cycle through the lowest group of a strongly connected
 /// component: breadth-first from `s` along "starts after" edges inside the
 /// component until reaching a group that `s` itself starts after.
 fn cycle_in(
     members: &BTreeSet<usize>,
-    successors: &[BTreeSet<usize>],
+    successors: &[Vec<usize>],
     after: &[Vec<usize>],
 ) -> Option<Vec<usize>> {
     let s = *members.first()?;
