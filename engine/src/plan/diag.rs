@@ -88,6 +88,8 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// An error. The message is [`bounded`]: text quoted from the file is
+    /// shortened, so one hostile value cannot make the output huge.
     pub fn error(code: &'static str, file: &str, pos: Pos, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Error,
@@ -95,7 +97,7 @@ impl Diagnostic {
             file: file.to_string(),
             line: pos.line,
             column: pos.column,
-            message: message.into(),
+            message: bounded(message.into()),
             hint: None,
         }
     }
@@ -107,8 +109,9 @@ impl Diagnostic {
         }
     }
 
+    /// Attach a hint ([`bounded`] like the message).
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.hint = Some(bounded(hint.into()));
         self
     }
 
@@ -131,6 +134,50 @@ impl fmt::Display for Diagnostic {
         }
         Ok(())
     }
+}
+
+/// The most characters of one `quoted` fragment a message repeats from the
+/// file (a name, a value): a 300 KB name is shown by its first characters.
+pub const MAX_QUOTE_CHARS: usize = 60;
+
+/// The most characters of a message or hint, whatever it quotes: beyond,
+/// its middle is left out (its start says what is wrong, its end where).
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// `text` with every `` `quoted` `` fragment longer than
+/// [`MAX_QUOTE_CHARS`] shortened to its start and `…`, and then, if still
+/// longer than [`MAX_MESSAGE_CHARS`], its middle replaced by a note of how
+/// much was left out. Output of drplan stays readable (and its size bounded)
+/// whatever the file holds; the file itself is where the full text is.
+pub fn bounded(text: String) -> String {
+    if text.len() <= MAX_QUOTE_CHARS {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len().min(4 * MAX_MESSAGE_CHARS));
+    for (i, part) in text.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        // Odd parts are inside backticks (an unpaired last one too: it is
+        // shortened all the same).
+        if i % 2 == 1 && part.chars().nth(MAX_QUOTE_CHARS).is_some() {
+            out.extend(part.chars().take(MAX_QUOTE_CHARS - 1));
+            out.push('…');
+        } else {
+            out.push_str(part);
+        }
+    }
+    let count = out.chars().count();
+    if count <= MAX_MESSAGE_CHARS {
+        return out;
+    }
+    let head = MAX_MESSAGE_CHARS * 3 / 4;
+    let tail = MAX_MESSAGE_CHARS / 5;
+    let left_out = count - head - tail;
+    let mut cut: String = out.chars().take(head).collect();
+    cut.push_str(&format!(" […{left_out} characters left out…] "));
+    cut.extend(out.chars().skip(count - tail));
+    cut
 }
 
 /// Sort diagnostics by file, position, then code, so output is deterministic.
@@ -239,4 +286,36 @@ pub mod codes {
     pub const POLICY_INITIAL: &str = "DP0707";
     pub const POLICY_OS: &str = "DP0708";
     pub const FABRIC_BAD_VALUE: &str = "DP0709";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_messages_are_kept_and_long_quotes_are_cut() {
+        let m = "unknown key `retires` in the step".to_string();
+        assert_eq!(bounded(m.clone()), m);
+        let name = "a".repeat(300_000);
+        let d = Diagnostic::error(
+            codes::INVALID_NAME,
+            "f",
+            Pos::new(1, 1),
+            format!("name `{name}` is long"),
+        )
+        .with_hint(format!("rename `{name}`"));
+        let quoted = format!("`{}…`", "a".repeat(MAX_QUOTE_CHARS - 1));
+        assert_eq!(d.message, format!("name {quoted} is long"));
+        assert_eq!(d.hint.as_deref(), Some(format!("rename {quoted}").as_str()));
+    }
+
+    #[test]
+    fn long_unquoted_messages_keep_their_start_and_end() {
+        let list: Vec<String> = (0..50_000).map(|i| format!("g{i}")).collect();
+        let m = bounded(format!("start: {} :end", list.join(" → ")));
+        assert!(m.chars().count() < MAX_MESSAGE_CHARS + 50, "{}", m.len());
+        assert!(m.starts_with("start: g0 → g1"), "{m}");
+        assert!(m.ends_with("g49999 :end"), "{m}");
+        assert!(m.contains("characters left out"), "{m}");
+    }
 }

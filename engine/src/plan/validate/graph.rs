@@ -82,15 +82,7 @@ pub(super) fn resolve(
     for cycle in dependency_cycles(&after) {
         let first = cycle[0];
         let closing = *cycle.last().expect("a cycle has at least two groups");
-        let mut names: Vec<&str> = cycle
-            .iter()
-            .map(|&i| groups[i].name.value.as_str())
-            .collect();
-        names.push(&groups[first].name.value);
-        let message = format!(
-            "groups depend on each other in a cycle: {}",
-            names.join(" → ")
-        );
+        let message = cycle_message(&cycle, groups);
         let explain = "`a → b` means `b` starts after `a`, so none of these groups could ever start; remove one of the dependencies";
         match origins[first].get(&closing) {
             Some(Origin::Entry(at)) => {
@@ -107,6 +99,39 @@ pub(super) fn resolve(
         }
     }
     after
+}
+
+/// Cycles longer than this are shown by their first and last groups.
+const CYCLE_SHOWN: usize = 12;
+
+/// "groups depend on each other in a cycle: a → b → c → a". A long cycle
+/// (a 50,000-group ring) is summarized: its first groups, how many are left
+/// out, its last groups and the closing one, so the message stays a line.
+fn cycle_message(cycle: &[usize], groups: &[GroupFile]) -> String {
+    let name = |i: usize| groups[i].name.value.as_str();
+    let mut names: Vec<String> = Vec::with_capacity(CYCLE_SHOWN + 2);
+    if cycle.len() <= CYCLE_SHOWN {
+        names.extend(cycle.iter().map(|&i| name(i).to_string()));
+        names.push(name(cycle[0]).to_string());
+        return format!(
+            "groups depend on each other in a cycle: {}",
+            names.join(" → ")
+        );
+    }
+    let (head, tail) = (CYCLE_SHOWN - 4, 3);
+    names.extend(cycle[..head].iter().map(|&i| name(i).to_string()));
+    names.push(format!("({} more)", cycle.len() - head - tail));
+    names.extend(
+        cycle[cycle.len() - tail..]
+            .iter()
+            .map(|&i| name(i).to_string()),
+    );
+    names.push(name(cycle[0]).to_string());
+    format!(
+        "{} groups depend on each other in a cycle: {}",
+        cycle.len(),
+        names.join(" → ")
+    )
 }
 
 /// The plan's groups, for a hint, when there are few enough to read.
