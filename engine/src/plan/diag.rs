@@ -137,8 +137,9 @@ impl fmt::Display for Diagnostic {
 }
 
 /// The most characters of one `quoted` fragment a message repeats from the
-/// file (a name, a value): a 300 KB name is shown by its first characters.
-pub const MAX_QUOTE_CHARS: usize = 60;
+/// file (a name, a path, a command): a 300 KB name is shown by its first
+/// characters, a long script path whole.
+pub const MAX_QUOTE_CHARS: usize = 200;
 
 /// The most characters of a message or hint, whatever it quotes: beyond,
 /// its middle is left out (its start says what is wrong, its end where).
@@ -220,72 +221,86 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
-/// Stable diagnostic codes. Documented in `docs/plan-format.md`; never reuse
-/// a retired code.
+/// Stable diagnostic codes. Documented in `docs/plan-format.md` (a test
+/// compares that table with [`codes::ALL`]); never reuse a retired code.
 pub mod codes {
-    // 01xx: reading the file
-    pub const IO: &str = "DP0101";
-    pub const TOO_LARGE: &str = "DP0102";
-    pub const NOT_UTF8: &str = "DP0103";
-    pub const EMPTY: &str = "DP0104";
-    pub const SYNTAX: &str = "DP0105";
-    pub const LIMIT: &str = "DP0106";
-    // 02xx: shape
-    pub const UNKNOWN_FIELD: &str = "DP0201";
-    pub const WRONG_TYPE: &str = "DP0202";
-    pub const MISSING_FIELD: &str = "DP0203";
-    pub const BAD_VALUE: &str = "DP0204";
-    pub const VERSION: &str = "DP0205";
-    // 03xx: names and structure
-    pub const INVALID_NAME: &str = "DP0301";
-    pub const DUPLICATE_GROUP: &str = "DP0302";
-    pub const DUPLICATE_STEP: &str = "DP0303";
-    pub const DUPLICATE_VM: &str = "DP0304";
-    pub const VM_IN_TWO_GROUPS: &str = "DP0305";
-    pub const UNKNOWN_GROUP: &str = "DP0306";
-    pub const SELF_DEPENDENCY: &str = "DP0307";
-    pub const CYCLE: &str = "DP0308";
-    pub const EMPTY_PLAN: &str = "DP0309";
-    pub const BAD_SITE_CLOUD: &str = "DP0310";
-    pub const SAME_SOURCE_TARGET: &str = "DP0311";
-    pub const EMPTY_GROUP: &str = "DP0312";
-    // 04xx: durations and numbers
-    pub const BAD_DURATION: &str = "DP0401";
-    pub const ZERO_DURATION: &str = "DP0402";
-    pub const TEST_WINDOW: &str = "DP0403";
-    pub const MISSING_WINDOW: &str = "DP0404";
-    // 05xx: steps
-    pub const STEP_KIND: &str = "DP0501";
-    pub const EMPTY_ARGV: &str = "DP0502";
-    pub const PROGRAM_MISSING: &str = "DP0503";
-    pub const NOT_EXECUTABLE: &str = "DP0504";
-    pub const NOT_ON_PATH: &str = "DP0505";
-    pub const UNKNOWN_WHEN: &str = "DP0506";
-    pub const FIELD_NOT_FOR_KIND: &str = "DP0507";
-    pub const NEVER_RUNS: &str = "DP0508";
-    /// A setting that is ignored where it is written (warning).
-    pub const NO_EFFECT: &str = "DP0509";
-    // 06xx: plan against the inventory
-    pub const FABRIC_UNREADABLE: &str = "DP0601";
-    pub const UNKNOWN_VM: &str = "DP0602";
-    pub const VM_NOT_PROTECTED: &str = "DP0603";
-    pub const VM_WRONG_CLOUD: &str = "DP0604";
-    pub const NOT_PAIRED: &str = "DP0605";
-    pub const NO_NETWORK_MAPPING: &str = "DP0606";
-    pub const UNKNOWN_SITE_CLOUD: &str = "DP0607";
-    pub const UNKNOWN_TEST_NETWORK: &str = "DP0608";
-    /// The test network is a failover target network, not an isolated one (warning).
-    pub const TEST_NETWORK_NOT_ISOLATED: &str = "DP0609";
-    // 07xx: inventory itself
-    pub const FABRIC_DUPLICATE: &str = "DP0701";
-    pub const FABRIC_UNKNOWN_REF: &str = "DP0702";
-    pub const POLICY_COPY_FREQUENCY: &str = "DP0703";
-    pub const POLICY_APP_CONSISTENT: &str = "DP0704";
-    pub const POLICY_AUTH: &str = "DP0705";
-    pub const POLICY_PORT: &str = "DP0706";
-    pub const POLICY_INITIAL: &str = "DP0707";
-    pub const POLICY_OS: &str = "DP0708";
-    pub const FABRIC_BAD_VALUE: &str = "DP0709";
+    use super::Severity::{self, Error, Warning};
+
+    /// Every code: its constant's name and the severities it is reported with.
+    macro_rules! codes {
+        ($($(#[$doc:meta])* $name:ident = $code:literal, [$($sev:ident),+];)*) => {
+            $($(#[$doc])* pub const $name: &str = $code;)*
+            /// Every code as (code, name, severities), in code order.
+            pub const ALL: &[(&str, &str, &[Severity])] =
+                &[$(($code, stringify!($name), &[$($sev),+])),*];
+        };
+    }
+
+    codes! {
+        // 01xx: reading the file
+        IO = "DP0101", [Error];
+        TOO_LARGE = "DP0102", [Error];
+        NOT_UTF8 = "DP0103", [Error];
+        EMPTY = "DP0104", [Error];
+        SYNTAX = "DP0105", [Error];
+        LIMIT = "DP0106", [Error];
+        // 02xx: shape
+        UNKNOWN_FIELD = "DP0201", [Error];
+        WRONG_TYPE = "DP0202", [Error];
+        MISSING_FIELD = "DP0203", [Error];
+        BAD_VALUE = "DP0204", [Error];
+        VERSION = "DP0205", [Error];
+        // 03xx: names and structure
+        INVALID_NAME = "DP0301", [Error];
+        DUPLICATE_GROUP = "DP0302", [Error];
+        DUPLICATE_STEP = "DP0303", [Error];
+        DUPLICATE_VM = "DP0304", [Error];
+        VM_IN_TWO_GROUPS = "DP0305", [Error];
+        UNKNOWN_GROUP = "DP0306", [Error];
+        SELF_DEPENDENCY = "DP0307", [Error];
+        CYCLE = "DP0308", [Error];
+        EMPTY_PLAN = "DP0309", [Error];
+        BAD_SITE_CLOUD = "DP0310", [Error];
+        SAME_SOURCE_TARGET = "DP0311", [Error];
+        EMPTY_GROUP = "DP0312", [Warning];
+        // 04xx: durations and numbers
+        BAD_DURATION = "DP0401", [Error];
+        ZERO_DURATION = "DP0402", [Error];
+        TEST_WINDOW = "DP0403", [Error];
+        MISSING_WINDOW = "DP0404", [Error];
+        // 05xx: steps
+        STEP_KIND = "DP0501", [Error];
+        EMPTY_ARGV = "DP0502", [Error];
+        PROGRAM_MISSING = "DP0503", [Error];
+        NOT_EXECUTABLE = "DP0504", [Error];
+        NOT_ON_PATH = "DP0505", [Warning];
+        UNKNOWN_WHEN = "DP0506", [Error];
+        FIELD_NOT_FOR_KIND = "DP0507", [Error, Warning];
+        NEVER_RUNS = "DP0508", [Warning];
+        /// A setting that is ignored where it is written (warning).
+        NO_EFFECT = "DP0509", [Warning];
+        // 06xx: plan against the inventory
+        FABRIC_UNREADABLE = "DP0601", [Error];
+        UNKNOWN_VM = "DP0602", [Error];
+        VM_NOT_PROTECTED = "DP0603", [Warning];
+        VM_WRONG_CLOUD = "DP0604", [Error];
+        NOT_PAIRED = "DP0605", [Error];
+        NO_NETWORK_MAPPING = "DP0606", [Warning];
+        UNKNOWN_SITE_CLOUD = "DP0607", [Error];
+        UNKNOWN_TEST_NETWORK = "DP0608", [Error];
+        /// The test network is a failover target network, not an isolated one (warning).
+        TEST_NETWORK_NOT_ISOLATED = "DP0609", [Warning];
+        // 07xx: inventory itself
+        FABRIC_DUPLICATE = "DP0701", [Error];
+        FABRIC_UNKNOWN_REF = "DP0702", [Error];
+        POLICY_COPY_FREQUENCY = "DP0703", [Error];
+        POLICY_APP_CONSISTENT = "DP0704", [Error];
+        POLICY_AUTH = "DP0705", [Error];
+        POLICY_PORT = "DP0706", [Error];
+        POLICY_INITIAL = "DP0707", [Error];
+        POLICY_OS = "DP0708", [Error];
+        FABRIC_BAD_VALUE = "DP0709", [Error];
+    }
 }
 
 #[cfg(test)]
