@@ -122,4 +122,34 @@ fn huge_cycles_and_lines_give_short_located_output() {
         assert_eq!(d["code"], code, "{file}");
         assert_eq!(d["line"], line, "{file}");
     }
+
+    // 20,000 mistakes: the first 200 are rendered, the rest counted; the
+    // summary counts every one, and JSON lists every one.
+    let mut many = head.to_string();
+    for i in 0..20_000 {
+        many.push_str(&format!("  - name: g_{i}!\n    vms: [v{i}]\n"));
+    }
+    let path = dir.path().join("many.yaml");
+    std::fs::write(&path, many).unwrap();
+    let p = path.to_str().unwrap();
+    let o = drplan(&["validate", p]);
+    expect_code(&o, 1);
+    let shown = all(&o);
+    assert!(shown.len() < 200_000, "{} bytes", shown.len());
+    assert_eq!(shown.matches("DP0301").count(), 200);
+    assert!(
+        shown.contains("… and 19800 more problems not shown"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("{p}: 20000 errors, 0 warnings")),
+        "{shown}"
+    );
+    let o = drplan(&["validate", p, "--format", "json"]);
+    let doc = json(&o);
+    assert_eq!(
+        doc["plans"][0]["diagnostics"].as_array().unwrap().len(),
+        20_000
+    );
+    assert_eq!(doc["plans"][0]["errors"], 20_000);
 }

@@ -135,16 +135,19 @@ pub fn load(plan_path: &Path, fabric: Option<&Path>) -> Loaded {
     });
     if let Some(fp) = &fabric_path {
         let (inv, text, mut diags) = load_fabric(fp);
-        // A file that cannot be read at all is the plan's problem, at its
-        // `fabric:` line (or the caller's, with an override), not a
-        // problem at "line 0" of a file that does not exist.
+        // An inventory named by the plan that cannot be read at all is a
+        // problem in the plan, at its `fabric:` line, not one at "line 0"
+        // of a file that does not exist. (An unreadable override, such as
+        // `--fabric FILE`, stays the caller's DP0101 about that file.)
         let named_at = match fabric {
             Some(_) => None,
             None => file.as_ref().and_then(|f| f.fabric.as_ref()),
         };
-        for d in &mut diags {
-            if matches!(d.code, diag::codes::IO | diag::codes::TOO_LARGE) {
-                *d = fabric_unreadable(d, &plan_name, named_at);
+        if let Some(at) = named_at {
+            for d in &mut diags {
+                if matches!(d.code, diag::codes::IO | diag::codes::TOO_LARGE) {
+                    *d = fabric_unreadable(d, &plan_name, at);
+                }
             }
         }
         out.inventory = inv;
@@ -167,34 +170,31 @@ pub fn load(plan_path: &Path, fabric: Option<&Path>) -> Loaded {
     out
 }
 
-/// DP0601 for an inventory that cannot be read (`read` is the reading
-/// error): located at the plan's `fabric:` value when that named it,
-/// otherwise (an override such as `--fabric`) about the file itself.
+/// DP0601 for an inventory named by the plan's `fabric:` (at `named_at`)
+/// that cannot be read; `read` is the reading error.
 fn fabric_unreadable(
     read: &Diagnostic,
     plan_name: &str,
-    named_at: Option<&serde_saphyr::Spanned<String>>,
+    named_at: &serde_saphyr::Spanned<String>,
 ) -> Diagnostic {
     // read_source's messages are "cannot read `PATH`: REASON" or "`PATH` is ...".
     let reason = read
         .message
         .split_once("`: ")
         .map_or(read.message.as_str(), |(_, r)| r);
-    match named_at {
-        Some(p) => Diagnostic::error(
-            diag::codes::FABRIC_UNREADABLE,
-            plan_name,
-            diag::Pos::from(p.referenced),
-            format!("the inventory `{}` (`{}`) cannot be read: {reason}", p.value, read.file),
-        )
-        .with_hint("`fabric:` is relative to the plan file's folder; fix the path, or give the inventory with `--fabric FILE`"),
-        None => Diagnostic::error(
-            diag::codes::FABRIC_UNREADABLE,
-            &read.file,
-            diag::Pos::UNKNOWN,
-            format!("the inventory `{}` cannot be read: {reason}", read.file),
+    Diagnostic::error(
+        diag::codes::FABRIC_UNREADABLE,
+        plan_name,
+        diag::Pos::from(named_at.referenced),
+        format!(
+            "the inventory `{}` (`{}`) cannot be read: {reason}",
+            named_at.value, read.file
         ),
-    }
+    )
+    .with_hint(
+        "`fabric:` is relative to the plan file's folder; fix the path, or give the inventory \
+         with `--fabric FILE`",
+    )
 }
 
 /// Load, parse and validate an inventory file.
