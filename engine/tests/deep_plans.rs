@@ -104,3 +104,36 @@ fn cycle_search_is_iterative_for_chains_and_rings() {
     assert_eq!(cycles[0].len(), GROUPS);
     assert!(cycles[0].iter().copied().eq(0..GROUPS));
 }
+
+#[test]
+fn a_group_after_50000_others_validates_and_compiles() {
+    // The widest fan-in: each `after` entry was once checked against the
+    // entries before it (quadratic); now against a hashed set.
+    const N: usize = 50_000;
+    let mut text = String::from("drplan: 1\nname: p\nsource: a/b\ntarget: c/d\ngroups:\n");
+    for i in 0..N {
+        text.push_str(&format!("  - name: g{i}\n    after: []\n    vms: [v{i}]\n"));
+    }
+    let names: Vec<String> = (0..N).map(|i| format!("g{i}")).collect();
+    text.push_str(&format!(
+        "  - name: last\n    after: [{}, g0]\n    vms: [vl]\n",
+        names.join(", ")
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fan-in.yaml");
+    std::fs::write(&path, text).unwrap();
+    let loaded = load(&path, None);
+    assert!(
+        loaded.diagnostics.is_empty(),
+        "{:?}",
+        loaded.diagnostics.first()
+    );
+    let plan = loaded.plan.unwrap();
+    assert!(
+        plan.groups[N].after.iter().copied().eq(0..N),
+        "deduplicated, in order"
+    );
+    let exec = compile(&plan, Operation::failover(FailoverKind::Planned));
+    let first = exec.nodes.iter().find(|n| n.group == Some(N)).unwrap();
+    assert_eq!(first.deps.len(), N);
+}

@@ -66,9 +66,11 @@ pub(super) fn resolve(
                             .hint("remove it from its own `after` list");
                         }
                         Some(&(j, _)) => {
-                            if !deps.contains(&j) {
+                            // `origin` has the same keys as `deps`, hashed: a
+                            // group after 50,000 others stays linear.
+                            if let std::collections::hash_map::Entry::Vacant(v) = origin.entry(j) {
+                                v.insert(Origin::Entry(pos(e)));
                                 deps.push(j);
-                                origin.insert(j, Origin::Entry(pos(e)));
                             }
                         }
                     }
