@@ -790,10 +790,25 @@ fn yaml_error(cx: &Cx<'_>, text: &str, err: &YamlError) -> Diagnostic {
                 .with_hint(
                     "replace the tab with spaces (most editors have \"indent using spaces\")",
                 ),
+                None if says.contains("simple key") && line_chars(text, pos) > 1024 => err(
+                    codes::SYNTAX,
+                    "this line is too long to hold a key: YAML reads at most 1024 \
+                     characters before a key's `:`"
+                        .into(),
+                )
+                .with_hint("is this the right file? (a key is a short name such as `vms`)"),
                 None => err(codes::SYNTAX, format!("invalid YAML: {says}")),
             }
         }
     }
+}
+
+/// The length in characters of the line at `pos` (0 when there is none).
+fn line_chars(text: &str, pos: Pos) -> usize {
+    usize::try_from(pos.line.saturating_sub(1))
+        .ok()
+        .and_then(|i| text.lines().nth(i))
+        .map_or(0, |l| l.chars().count())
 }
 
 /// Where the tab is, when the parser's complaint `says` is about a tab used
