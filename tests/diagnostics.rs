@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use drplan_engine::plan::diag::codes;
 use drplan_engine::plan::{self, Diagnostic, Severity};
 
 fn root() -> &'static Path {
@@ -47,6 +48,19 @@ fn stem(path: &Path) -> String {
 }
 
 fn assert_has_error(path: &Path, diags: &[Diagnostic]) {
+    for d in diags {
+        let (_, _, severities) = codes::ALL
+            .iter()
+            .find(|(c, _, _)| *c == d.code)
+            .unwrap_or_else(|| panic!("{}: {} is not in codes::ALL", path.display(), d.code));
+        assert!(
+            severities.contains(&d.severity),
+            "{}: {} is reported as a {}, which the code table does not allow: {d}",
+            path.display(),
+            d.code,
+            d.severity
+        );
+    }
     assert!(
         diags.iter().any(|d| d.severity == Severity::Error),
         "{} is in an invalid corpus but yields no error:\n{}",
@@ -104,5 +118,62 @@ fn valid_fixtures_have_no_diagnostics() {
     assert!(
         loaded.inventory.is_some(),
         "the plan's `fabric:` was loaded"
+    );
+}
+
+/// Fixtures holding exactly one mistake: each gets exactly one diagnostic,
+/// no follow-up caused by the first ("does nothing", "no VMs", "missing"
+/// under "unknown key").
+#[test]
+fn one_mistake_one_diagnostic() {
+    for name in [
+        "tab-indentation",
+        "inventory-file-missing",
+        "whole-file-is-a-list",
+        "misspelt-step-key",
+        "misspelt-group-name-key",
+        "vms-not-a-list",
+        "shape-misnamed-field",
+    ] {
+        let path = root().join(format!("tests/plans/invalid/{name}.yaml"));
+        let loaded = plan::load(&path, None);
+        assert_eq!(
+            loaded.diagnostics.len(),
+            1,
+            "{name}:\n{}",
+            render(&loaded.diagnostics)
+        );
+    }
+}
+
+/// docs/plan-format.md's code table and the tool agree on every code, its
+/// name and its severity: neither can gain, lose or change one alone.
+#[test]
+fn the_documented_code_table_is_the_tools() {
+    let doc = std::fs::read_to_string(root().join("docs/plan-format.md")).unwrap();
+    let table = doc
+        .split("## Diagnostic codes")
+        .nth(1)
+        .expect("docs/plan-format.md has a `## Diagnostic codes` section");
+    let mut documented = Vec::new();
+    for line in table.lines().filter(|l| l.starts_with("| DP")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // ["", code, name, severity, meaning, ""]
+        let (code, name, severity) = (cells[1], cells[2].trim_matches('`'), cells[3]);
+        let mut severities = Vec::new();
+        for (word, s) in [("error", Severity::Error), ("warning", Severity::Warning)] {
+            if severity.contains(word) {
+                severities.push(s);
+            }
+        }
+        documented.push((code.to_string(), name.to_string(), severities));
+    }
+    let tool: Vec<(String, String, Vec<Severity>)> = codes::ALL
+        .iter()
+        .map(|(c, n, s)| (c.to_string(), n.to_string(), s.to_vec()))
+        .collect();
+    assert_eq!(
+        documented, tool,
+        "docs/plan-format.md's table differs from diag::codes::ALL"
     );
 }

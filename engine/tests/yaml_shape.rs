@@ -471,3 +471,79 @@ fn lenient_parse_gives_up_on_missing_required_keys() {
         "{diags:#?}"
     );
 }
+
+#[test]
+fn a_tab_used_for_indentation_is_reported_at_the_tab() {
+    // After a plain scalar the parser complains at the end of the line
+    // before ("while scanning a plain scalar, found a tab"); after a block
+    // indicator at the tab. Both are reported where the tab is, CRLF too.
+    for (text, at) in [
+        (
+            "drplan: 1\nname: p\ngroups:\n  - name: g\n\tvms: [x]\n",
+            (5, 1),
+        ),
+        (
+            "drplan: 1\nname: p\ngroups:\n  - name: g\n  \tvms: [x]\n",
+            (5, 3),
+        ),
+        ("drplan: 1\r\ngroups:\r\n\t- name: g\r\n", (3, 1)),
+        (
+            "drplan: 1\nname: p\ngroups:\n  - name: g\n    vms:\n\n    \t- x\n",
+            (7, 5),
+        ),
+    ] {
+        let d = errors(text);
+        assert_eq!(
+            located(&d),
+            [(codes::SYNTAX, at.0, at.1)],
+            "{text:?}: {d:?}"
+        );
+        assert!(
+            d[0].message.contains("tab is used for indentation"),
+            "{d:?}"
+        );
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_mapping_is_a_type_error() {
+    for (text, what) in [
+        ("- a\n- b\n", "a list"),
+        ("hello\n", "the text `hello`"),
+        ("42\n", "the number `42`"),
+    ] {
+        let d = errors(text);
+        assert_eq!(located(&d), [(codes::WRONG_TYPE, 1, 1)], "{text:?}");
+        assert!(
+            d[0].message.contains(&format!(
+                "the plan must be a mapping of keys to values, but this is {what}"
+            )),
+            "{d:?}"
+        );
+        let d = yaml::parse::<FabricFile>("f.yaml", text.as_bytes()).unwrap_err();
+        assert_eq!(located(&d), [(codes::WRONG_TYPE, 1, 1)], "{text:?}");
+        assert!(d[0].message.starts_with("the inventory must be"), "{d:?}");
+    }
+    // A struct nested in the plan, written as a list, too.
+    let d =
+        errors("drplan: 1\nname: p\nsource: a/b\ntarget: c/d\ntest: [a]\ngroups: [{name: g}]\n");
+    assert_eq!(located(&d), [(codes::WRONG_TYPE, 5, 7)]);
+}
+
+#[test]
+fn a_key_longer_than_yaml_allows_is_named_as_such() {
+    let text = format!("drplan: 1\n{}: 1\n", "k".repeat(300_000));
+    let d = errors(&text);
+    assert_eq!(located(&d), [(codes::SYNTAX, 2, 1)], "{d:?}");
+    assert!(d[0].message.contains("1024 characters"), "{d:?}");
+}
+
+#[test]
+fn a_misspelt_required_key_is_one_problem() {
+    let (_, d) = yaml::parse_lenient::<PlanFile>(
+        "p.yaml",
+        b"drplan: 1\nname: p\nsource: a/b\ntarget: c/d\ngroups:\n  - nmae: g\n    vms: [x]\n",
+    );
+    assert_eq!(located(&d), [(codes::UNKNOWN_FIELD, 6, 5)], "{d:?}");
+    assert_eq!(d[0].hint.as_deref(), Some("did you mean `name`?"));
+}

@@ -180,20 +180,103 @@ pub fn token_len(text: &str, offset: usize) -> usize {
 /// scans its source from the start for every snippet, which made thousands
 /// of diagnostics in a large plan quadratic; a window keeps each snippet
 /// cheap. Spans are relative to the window; line numbers are shifted back
-/// and columns counted in characters, as drplan reports them (miette counts
-/// bytes).
+/// and the header's column counted in characters, as drplan reports them
+/// (miette counts bytes).
+///
+/// Long lines are cut to [`SNIPPET_LINE_CHARS`] characters around the
+/// label (with `…` where text was left out): a 300 KB line of a hostile or
+/// generated file is shown as a line, never echoed whole (miette also
+/// panics on columns beyond 65,535).
 struct Window {
     name: String,
-    file: Arc<SourceFile>,
-    start: usize,
-    end: usize,
+    /// The excerpt: the window's lines, each cut to a readable length.
+    text: String,
     first_line: usize,
+    /// The label's column in the file, in characters (0-based).
+    column: usize,
 }
+
+/// The most characters of a source line a snippet shows.
+const SNIPPET_LINE_CHARS: usize = 160;
 
 impl fmt::Debug for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}[{}..{}]", self.name, self.start, self.end)
+        write!(f, "{}@{}", self.name, self.first_line + 1)
     }
+}
+
+impl Window {
+    /// The window of `context` lines either side of byte `offset`, and the
+    /// label's span (`len` bytes from `offset` in the file) within it.
+    fn new(
+        name: &str,
+        file: &SourceFile,
+        offset: usize,
+        len: usize,
+        context: usize,
+    ) -> (Window, (usize, usize)) {
+        let (start, end, first_line) = file.window(offset, context);
+        let label_line_start = file.line_starts[file.line_of(offset)];
+        let column = file.text[label_line_start..offset].chars().count();
+        let mut text = String::new();
+        let mut span = (0, 0);
+        let mut at = start;
+        while at < end {
+            let stop = file.text[at..end].find('\n').map_or(end, |i| at + i + 1);
+            let line = &file.text[at..stop];
+            let body = line.trim_end_matches(['\n', '\r']);
+            let newline = &line[body.len()..];
+            if at == label_line_start {
+                let (cut, skipped) = excerpt(body, offset - at);
+                let from = text.len() + (offset - at - skipped);
+                text.push_str(&cut);
+                let room = text.len().saturating_sub(from);
+                span = (from, len.min(room));
+            } else {
+                text.push_str(&excerpt(body, 0).0);
+            }
+            text.push_str(newline);
+            at = stop;
+        }
+        (
+            Window {
+                name: name.to_string(),
+                text,
+                first_line,
+                column,
+            },
+            span,
+        )
+    }
+}
+
+/// `line` cut to at most [`SNIPPET_LINE_CHARS`] characters that include byte
+/// `keep` (where the label is), with `…` where text was left out; and how
+/// many bytes of `line` the excerpt's first byte stands for minus the bytes
+/// the leading `…` adds (so `keep - skipped` is `keep` in the excerpt).
+fn excerpt(line: &str, keep: usize) -> (String, usize) {
+    if line.chars().nth(SNIPPET_LINE_CHARS).is_none() {
+        return (line.to_string(), 0);
+    }
+    // Start a third of the width before the label, on a character boundary.
+    let keep_char = line[..keep.min(line.len())].chars().count();
+    let first = keep_char.saturating_sub(SNIPPET_LINE_CHARS / 3);
+    let mut chars = line.char_indices().skip(first);
+    let from = chars.clone().next().map_or(line.len(), |(i, _)| i);
+    let to = chars
+        .nth(SNIPPET_LINE_CHARS - 2)
+        .map_or(line.len(), |(i, _)| i);
+    let mut out = String::new();
+    let mut skipped = from;
+    if from > 0 {
+        out.push('…');
+        skipped -= '…'.len_utf8().min(from);
+    }
+    out.push_str(&line[from..to]);
+    if to < line.len() {
+        out.push('…');
+    }
+    (out, skipped)
 }
 
 impl SourceCode for Window {
@@ -203,13 +286,13 @@ impl SourceCode for Window {
         context_lines_before: usize,
         context_lines_after: usize,
     ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
-        let text = &self.file.text[self.start..self.end];
-        let inner = text.read_span(span, context_lines_before, context_lines_after)?;
+        let inner =
+            self.text
+                .as_str()
+                .read_span(span, context_lines_before, context_lines_after)?;
         let column = if context_lines_before == 0 && context_lines_after == 0 {
-            // The header's `line:col`: recount the column in characters.
-            let at = (self.start + span.offset()).min(self.end);
-            let line_start = self.file.line_starts[self.file.line_of(at)];
-            self.file.text[line_start..at].chars().count()
+            // The header's `line:col`: the label's column in the file.
+            self.column
         } else {
             inner.column()
         };
@@ -320,18 +403,12 @@ impl Renderer {
                 let len = token_len(&file.text, offset);
                 // Two lines either side: more than the one context line
                 // shown, so miette never runs out of window.
-                let (start, end, first_line) = file.window(offset, 2);
+                let (window, span) = Window::new(&d.file, &file, offset, len, 2);
                 (
-                    Some(Window {
-                        name: d.file.clone(),
-                        file,
-                        start,
-                        end,
-                        first_line,
-                    }),
+                    Some(window),
                     Some(LabeledSpan::new_primary_with_span(
                         Some(label_text(d).to_string()),
-                        (offset - start, len),
+                        span,
                     )),
                 )
             }
@@ -495,6 +572,40 @@ mod tests {
         assert!(out.contains("[big.yaml:30001:8]"), "{out}");
         assert!(out.contains("30001 │   ünï: €x\n"), "{out}");
         assert!(out.contains("·        ─┬\n"), "underline under `€x`: {out}");
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_label() {
+        // A 300 KB line, the label near its end: miette alone panicked on
+        // the column and would have echoed the whole line.
+        let long: String = (0..40_000).map(|i| format!("v{i}, ")).collect();
+        let text = format!("groups:\n  - vms: [{long}dup]\n    name: g\n");
+        let column = 11 + long.chars().count() as u64;
+        let d = Diagnostic::error(codes::DUPLICATE_VM, "l.yaml", Pos::new(2, column), "twice");
+        let out = render(&d, Some(&text));
+        assert!(out.len() < 2_000, "{} bytes", out.len());
+        assert!(out.contains(&format!("[l.yaml:2:{column}]")), "{out}");
+        assert!(out.contains(" 2 │ …"), "{out}");
+        assert!(out.contains("v39999, dup]\n"), "{out}");
+        let snippet_line = out.lines().find(|l| l.contains("dup]")).unwrap();
+        let under = out
+            .lines()
+            .skip_while(|l| !l.contains("dup]"))
+            .nth(1)
+            .unwrap();
+        let at = |l: &str, pat: &str| l[..l.find(pat).unwrap()].chars().count();
+        assert_eq!(
+            at(snippet_line, "dup]"),
+            at(under, "─"),
+            "underline under `dup`: {out}"
+        );
+        // Context lines are cut too, from their start; short ones are whole.
+        let text = format!("a: [{long}]\nb: x\n");
+        let d = Diagnostic::error(codes::BAD_VALUE, "l.yaml", Pos::new(2, 4), "bad");
+        let out = render(&d, Some(&text));
+        assert!(out.contains(" 1 │ a: [v0, v1, "), "{out}");
+        assert!(out.contains(" 2 │ b: x\n"), "{out}");
+        assert!(out.len() < 2_000, "{} bytes", out.len());
     }
 
     #[test]

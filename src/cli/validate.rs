@@ -163,11 +163,19 @@ pub fn summary(r: &PlanReport) -> String {
     }
 }
 
+/// The most diagnostics a human report renders. A plan generated wrong
+/// (20,000 invalid names) would otherwise print 8 MB of snippets; the
+/// summary lines still count every problem, and `--format json` lists them
+/// all.
+pub const MAX_RENDERED: usize = 200;
+
 /// Render the diagnostics of `reports` (each once, even when several plans
-/// share an inventory) and then one summary line per plan.
+/// share an inventory; the first [`MAX_RENDERED`], then how many more there
+/// are) and then one summary line per plan.
 pub fn human_report(reports: &[PlanReport], sources: &mut Sources, renderer: &Renderer) -> String {
     let mut out = String::new();
     let mut seen = HashSet::new();
+    let mut not_shown = 0;
     for r in reports {
         for d in &r.diagnostics {
             let key = (
@@ -177,11 +185,23 @@ pub fn human_report(reports: &[PlanReport], sources: &mut Sources, renderer: &Re
                 d.code,
                 d.message.as_str(),
             );
-            if seen.insert(key) {
-                out.push_str(&renderer.render(d, sources));
-                out.push('\n');
+            if !seen.insert(key) {
+                continue;
             }
+            if seen.len() > MAX_RENDERED {
+                not_shown += 1;
+                continue;
+            }
+            out.push_str(&renderer.render(d, sources));
+            out.push('\n');
         }
+    }
+    if not_shown > 0 {
+        out.push_str(&format!(
+            "… and {} not shown: the first {MAX_RENDERED} are above (fix them first, or see \
+             every one with `--format json`)\n\n",
+            plural(not_shown, "more problem")
+        ));
     }
     for r in reports {
         out.push_str(&summary(r));

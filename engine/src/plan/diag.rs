@@ -88,6 +88,8 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// An error. The message is [`bounded`]: text quoted from the file is
+    /// shortened, so one hostile value cannot make the output huge.
     pub fn error(code: &'static str, file: &str, pos: Pos, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Error,
@@ -95,7 +97,7 @@ impl Diagnostic {
             file: file.to_string(),
             line: pos.line,
             column: pos.column,
-            message: message.into(),
+            message: bounded(message.into()),
             hint: None,
         }
     }
@@ -107,8 +109,9 @@ impl Diagnostic {
         }
     }
 
+    /// Attach a hint ([`bounded`] like the message).
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.hint = Some(bounded(hint.into()));
         self
     }
 
@@ -131,6 +134,51 @@ impl fmt::Display for Diagnostic {
         }
         Ok(())
     }
+}
+
+/// The most characters of one `quoted` fragment a message repeats from the
+/// file (a name, a path, a command): a 300 KB name is shown by its first
+/// characters, a long script path whole.
+pub const MAX_QUOTE_CHARS: usize = 200;
+
+/// The most characters of a message or hint, whatever it quotes: beyond,
+/// its middle is left out (its start says what is wrong, its end where).
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// `text` with every `` `quoted` `` fragment longer than
+/// [`MAX_QUOTE_CHARS`] shortened to its start and `…`, and then, if still
+/// longer than [`MAX_MESSAGE_CHARS`], its middle replaced by a note of how
+/// much was left out. Output of drplan stays readable (and its size bounded)
+/// whatever the file holds; the file itself is where the full text is.
+pub fn bounded(text: String) -> String {
+    if text.len() <= MAX_QUOTE_CHARS {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len().min(4 * MAX_MESSAGE_CHARS));
+    for (i, part) in text.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        // Odd parts are inside backticks (an unpaired last one too: it is
+        // shortened all the same).
+        if i % 2 == 1 && part.chars().nth(MAX_QUOTE_CHARS).is_some() {
+            out.extend(part.chars().take(MAX_QUOTE_CHARS - 1));
+            out.push('…');
+        } else {
+            out.push_str(part);
+        }
+    }
+    let count = out.chars().count();
+    if count <= MAX_MESSAGE_CHARS {
+        return out;
+    }
+    let head = MAX_MESSAGE_CHARS * 3 / 4;
+    let tail = MAX_MESSAGE_CHARS / 5;
+    let left_out = count - head - tail;
+    let mut cut: String = out.chars().take(head).collect();
+    cut.push_str(&format!(" […{left_out} characters left out…] "));
+    cut.extend(out.chars().skip(count - tail));
+    cut
 }
 
 /// Sort diagnostics by file, position, then code, so output is deterministic.
@@ -173,70 +221,116 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
-/// Stable diagnostic codes. Documented in `docs/plan-format.md`; never reuse
-/// a retired code.
+/// Stable diagnostic codes. Documented in `docs/plan-format.md` (a test
+/// compares that table with [`codes::ALL`]); never reuse a retired code.
 pub mod codes {
-    // 01xx: reading the file
-    pub const IO: &str = "DP0101";
-    pub const TOO_LARGE: &str = "DP0102";
-    pub const NOT_UTF8: &str = "DP0103";
-    pub const EMPTY: &str = "DP0104";
-    pub const SYNTAX: &str = "DP0105";
-    pub const LIMIT: &str = "DP0106";
-    // 02xx: shape
-    pub const UNKNOWN_FIELD: &str = "DP0201";
-    pub const WRONG_TYPE: &str = "DP0202";
-    pub const MISSING_FIELD: &str = "DP0203";
-    pub const BAD_VALUE: &str = "DP0204";
-    pub const VERSION: &str = "DP0205";
-    // 03xx: names and structure
-    pub const INVALID_NAME: &str = "DP0301";
-    pub const DUPLICATE_GROUP: &str = "DP0302";
-    pub const DUPLICATE_STEP: &str = "DP0303";
-    pub const DUPLICATE_VM: &str = "DP0304";
-    pub const VM_IN_TWO_GROUPS: &str = "DP0305";
-    pub const UNKNOWN_GROUP: &str = "DP0306";
-    pub const SELF_DEPENDENCY: &str = "DP0307";
-    pub const CYCLE: &str = "DP0308";
-    pub const EMPTY_PLAN: &str = "DP0309";
-    pub const BAD_SITE_CLOUD: &str = "DP0310";
-    pub const SAME_SOURCE_TARGET: &str = "DP0311";
-    pub const EMPTY_GROUP: &str = "DP0312";
-    // 04xx: durations and numbers
-    pub const BAD_DURATION: &str = "DP0401";
-    pub const ZERO_DURATION: &str = "DP0402";
-    pub const TEST_WINDOW: &str = "DP0403";
-    pub const MISSING_WINDOW: &str = "DP0404";
-    // 05xx: steps
-    pub const STEP_KIND: &str = "DP0501";
-    pub const EMPTY_ARGV: &str = "DP0502";
-    pub const PROGRAM_MISSING: &str = "DP0503";
-    pub const NOT_EXECUTABLE: &str = "DP0504";
-    pub const NOT_ON_PATH: &str = "DP0505";
-    pub const UNKNOWN_WHEN: &str = "DP0506";
-    pub const FIELD_NOT_FOR_KIND: &str = "DP0507";
-    pub const NEVER_RUNS: &str = "DP0508";
-    /// A setting that is ignored where it is written (warning).
-    pub const NO_EFFECT: &str = "DP0509";
-    // 06xx: plan against the inventory
-    pub const FABRIC_UNREADABLE: &str = "DP0601";
-    pub const UNKNOWN_VM: &str = "DP0602";
-    pub const VM_NOT_PROTECTED: &str = "DP0603";
-    pub const VM_WRONG_CLOUD: &str = "DP0604";
-    pub const NOT_PAIRED: &str = "DP0605";
-    pub const NO_NETWORK_MAPPING: &str = "DP0606";
-    pub const UNKNOWN_SITE_CLOUD: &str = "DP0607";
-    pub const UNKNOWN_TEST_NETWORK: &str = "DP0608";
-    /// The test network is a failover target network, not an isolated one (warning).
-    pub const TEST_NETWORK_NOT_ISOLATED: &str = "DP0609";
-    // 07xx: inventory itself
-    pub const FABRIC_DUPLICATE: &str = "DP0701";
-    pub const FABRIC_UNKNOWN_REF: &str = "DP0702";
-    pub const POLICY_COPY_FREQUENCY: &str = "DP0703";
-    pub const POLICY_APP_CONSISTENT: &str = "DP0704";
-    pub const POLICY_AUTH: &str = "DP0705";
-    pub const POLICY_PORT: &str = "DP0706";
-    pub const POLICY_INITIAL: &str = "DP0707";
-    pub const POLICY_OS: &str = "DP0708";
-    pub const FABRIC_BAD_VALUE: &str = "DP0709";
+    use super::Severity::{self, Error, Warning};
+
+    /// Every code: its constant's name and the severities it is reported with.
+    macro_rules! codes {
+        ($($(#[$doc:meta])* $name:ident = $code:literal, [$($sev:ident),+];)*) => {
+            $($(#[$doc])* pub const $name: &str = $code;)*
+            /// Every code as (code, name, severities), in code order.
+            pub const ALL: &[(&str, &str, &[Severity])] =
+                &[$(($code, stringify!($name), &[$($sev),+])),*];
+        };
+    }
+
+    codes! {
+        // 01xx: reading the file
+        IO = "DP0101", [Error];
+        TOO_LARGE = "DP0102", [Error];
+        NOT_UTF8 = "DP0103", [Error];
+        EMPTY = "DP0104", [Error];
+        SYNTAX = "DP0105", [Error];
+        LIMIT = "DP0106", [Error];
+        // 02xx: shape
+        UNKNOWN_FIELD = "DP0201", [Error];
+        WRONG_TYPE = "DP0202", [Error];
+        MISSING_FIELD = "DP0203", [Error];
+        BAD_VALUE = "DP0204", [Error];
+        VERSION = "DP0205", [Error];
+        // 03xx: names and structure
+        INVALID_NAME = "DP0301", [Error];
+        DUPLICATE_GROUP = "DP0302", [Error];
+        DUPLICATE_STEP = "DP0303", [Error];
+        DUPLICATE_VM = "DP0304", [Error];
+        VM_IN_TWO_GROUPS = "DP0305", [Error];
+        UNKNOWN_GROUP = "DP0306", [Error];
+        SELF_DEPENDENCY = "DP0307", [Error];
+        CYCLE = "DP0308", [Error];
+        EMPTY_PLAN = "DP0309", [Error];
+        BAD_SITE_CLOUD = "DP0310", [Error];
+        SAME_SOURCE_TARGET = "DP0311", [Error];
+        EMPTY_GROUP = "DP0312", [Warning];
+        // 04xx: durations and numbers
+        BAD_DURATION = "DP0401", [Error];
+        ZERO_DURATION = "DP0402", [Error];
+        TEST_WINDOW = "DP0403", [Error];
+        MISSING_WINDOW = "DP0404", [Error];
+        // 05xx: steps
+        STEP_KIND = "DP0501", [Error];
+        EMPTY_ARGV = "DP0502", [Error];
+        PROGRAM_MISSING = "DP0503", [Error];
+        NOT_EXECUTABLE = "DP0504", [Error];
+        NOT_ON_PATH = "DP0505", [Warning];
+        UNKNOWN_WHEN = "DP0506", [Error];
+        FIELD_NOT_FOR_KIND = "DP0507", [Error, Warning];
+        NEVER_RUNS = "DP0508", [Warning];
+        /// A setting that is ignored where it is written (warning).
+        NO_EFFECT = "DP0509", [Warning];
+        // 06xx: plan against the inventory
+        FABRIC_UNREADABLE = "DP0601", [Error];
+        UNKNOWN_VM = "DP0602", [Error];
+        VM_NOT_PROTECTED = "DP0603", [Warning];
+        VM_WRONG_CLOUD = "DP0604", [Error];
+        NOT_PAIRED = "DP0605", [Error];
+        NO_NETWORK_MAPPING = "DP0606", [Warning];
+        UNKNOWN_SITE_CLOUD = "DP0607", [Error];
+        UNKNOWN_TEST_NETWORK = "DP0608", [Error];
+        /// The test network is a failover target network, not an isolated one (warning).
+        TEST_NETWORK_NOT_ISOLATED = "DP0609", [Warning];
+        // 07xx: inventory itself
+        FABRIC_DUPLICATE = "DP0701", [Error];
+        FABRIC_UNKNOWN_REF = "DP0702", [Error];
+        POLICY_COPY_FREQUENCY = "DP0703", [Error];
+        POLICY_APP_CONSISTENT = "DP0704", [Error];
+        POLICY_AUTH = "DP0705", [Error];
+        POLICY_PORT = "DP0706", [Error];
+        POLICY_INITIAL = "DP0707", [Error];
+        POLICY_OS = "DP0708", [Error];
+        FABRIC_BAD_VALUE = "DP0709", [Error];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_messages_are_kept_and_long_quotes_are_cut() {
+        let m = "unknown key `retires` in the step".to_string();
+        assert_eq!(bounded(m.clone()), m);
+        let name = "a".repeat(300_000);
+        let d = Diagnostic::error(
+            codes::INVALID_NAME,
+            "f",
+            Pos::new(1, 1),
+            format!("name `{name}` is long"),
+        )
+        .with_hint(format!("rename `{name}`"));
+        let quoted = format!("`{}…`", "a".repeat(MAX_QUOTE_CHARS - 1));
+        assert_eq!(d.message, format!("name {quoted} is long"));
+        assert_eq!(d.hint.as_deref(), Some(format!("rename {quoted}").as_str()));
+    }
+
+    #[test]
+    fn long_unquoted_messages_keep_their_start_and_end() {
+        let list: Vec<String> = (0..50_000).map(|i| format!("g{i}")).collect();
+        let m = bounded(format!("start: {} :end", list.join(" → ")));
+        assert!(m.chars().count() < MAX_MESSAGE_CHARS + 50, "{}", m.len());
+        assert!(m.starts_with("start: g0 → g1"), "{m}");
+        assert!(m.ends_with("g49999 :end"), "{m}");
+        assert!(m.contains("characters left out"), "{m}");
+    }
 }

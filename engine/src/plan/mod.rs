@@ -118,7 +118,11 @@ pub fn load(plan_path: &Path, fabric: Option<&Path>) -> Loaded {
     // Shape problems that can be set aside (unknown keys, bad optional
     // values) still let the semantic checks run, so the author sees every
     // problem at once; `shape_ok` keeps such a plan from ever being valid.
-    let (file, shape_diags): (Option<file::PlanFile>, _) = yaml::parse_lenient(&plan_name, &bytes);
+    let yaml::Lenient {
+        value: file,
+        diagnostics: shape_diags,
+        set_aside,
+    } = yaml::parse_lenient_regions::<file::PlanFile>(&plan_name, &bytes);
     let shape_ok = shape_diags.is_empty();
     out.diagnostics.extend(shape_diags);
     out.plan_text = String::from_utf8(bytes).ok();
@@ -130,7 +134,22 @@ pub fn load(plan_path: &Path, fabric: Option<&Path>) -> Loaded {
             .map(|p| base_dir.join(&p.value))
     });
     if let Some(fp) = &fabric_path {
-        let (inv, text, diags) = load_fabric(fp);
+        let (inv, text, mut diags) = load_fabric(fp);
+        // An inventory named by the plan that cannot be read at all is a
+        // problem in the plan, at its `fabric:` line, not one at "line 0"
+        // of a file that does not exist. (An unreadable override, such as
+        // `--fabric FILE`, stays the caller's DP0101 about that file.)
+        let named_at = match fabric {
+            Some(_) => None,
+            None => file.as_ref().and_then(|f| f.fabric.as_ref()),
+        };
+        if let Some(at) = named_at {
+            for d in &mut diags {
+                if matches!(d.code, diag::codes::IO | diag::codes::TOO_LARGE) {
+                    *d = fabric_unreadable(d, &plan_name, at);
+                }
+            }
+        }
         out.inventory = inv;
         out.fabric_text = text;
         out.diagnostics.extend(diags);
@@ -138,13 +157,44 @@ pub fn load(plan_path: &Path, fabric: Option<&Path>) -> Loaded {
     out.fabric_path = fabric_path;
 
     if let Some(f) = &file {
-        let (plan, diags) =
+        let (plan, mut diags) =
             validate::validate_plan(&plan_name, f, &base_dir, out.inventory.as_ref());
-        out.plan = plan.filter(|_| shape_ok);
+        // A plan whose inventory was named but could not be loaded was
+        // never checked against it: not a valid plan.
+        let fabric_ok = out.fabric_path.is_none() || out.inventory.is_some();
+        out.plan = plan.filter(|_| shape_ok && fabric_ok);
+        yaml::drop_follow_ups(&mut diags, &set_aside);
         out.diagnostics.extend(diags);
     }
     diag::sort(&mut out.diagnostics);
     out
+}
+
+/// DP0601 for an inventory named by the plan's `fabric:` (at `named_at`)
+/// that cannot be read; `read` is the reading error.
+fn fabric_unreadable(
+    read: &Diagnostic,
+    plan_name: &str,
+    named_at: &serde_saphyr::Spanned<String>,
+) -> Diagnostic {
+    // read_source's messages are "cannot read `PATH`: REASON" or "`PATH` is ...".
+    let reason = read
+        .message
+        .split_once("`: ")
+        .map_or(read.message.as_str(), |(_, r)| r);
+    Diagnostic::error(
+        diag::codes::FABRIC_UNREADABLE,
+        plan_name,
+        diag::Pos::from(named_at.referenced),
+        format!(
+            "the inventory `{}` (`{}`) cannot be read: {reason}",
+            named_at.value, read.file
+        ),
+    )
+    .with_hint(
+        "`fabric:` is relative to the plan file's folder; fix the path, or give the inventory \
+         with `--fabric FILE`",
+    )
 }
 
 /// Load, parse and validate an inventory file.
@@ -154,13 +204,17 @@ pub fn load_fabric(path: &Path) -> (Option<Inventory>, Option<String>, Vec<Diagn
         Ok(b) => b,
         Err(d) => return (None, None, vec![d]),
     };
-    let (parsed, mut diags): (Option<fabric_file::FabricFile>, _) =
-        yaml::parse_lenient(&name, &bytes);
+    let yaml::Lenient {
+        value: parsed,
+        diagnostics: mut diags,
+        set_aside,
+    } = yaml::parse_lenient_regions::<fabric_file::FabricFile>(&name, &bytes);
     let shape_ok = diags.is_empty();
     let text = String::from_utf8(bytes).ok();
     match parsed {
         Some(f) => {
-            let (inv, more) = validate::validate_fabric(&name, &f);
+            let (inv, mut more) = validate::validate_fabric(&name, &f);
+            yaml::drop_follow_ups(&mut more, &set_aside);
             diags.extend(more);
             (inv.filter(|_| shape_ok), text, diags)
         }

@@ -93,13 +93,13 @@ pub fn parse<T: DeserializeOwned + JsonSchema>(
     if is_fatal(&err) {
         // Syntax and limits: the tree parse would stop at the same place,
         // after redoing the same (possibly hostile) work.
-        return Err(vec![yaml_error(&cx, &err)]);
+        return Err(vec![yaml_error(&cx, text, &err)]);
     }
     let diags = shape_problems(&cx, text);
     if diags.is_empty() {
         // The checker found nothing the decoder objects to: still report
         // the decoder's own (located) error rather than nothing.
-        return Err(vec![yaml_error(&cx, &err)]);
+        return Err(vec![yaml_error(&cx, text, &err)]);
     }
     Err(diags)
 }
@@ -115,24 +115,56 @@ pub fn parse_lenient<T: DeserializeOwned + JsonSchema>(
     file: &str,
     bytes: &[u8],
 ) -> (Option<T>, Vec<Diagnostic>) {
+    let l = parse_lenient_regions(file, bytes);
+    (l.value, l.diagnostics)
+}
+
+/// What [`parse_lenient_regions`] found.
+#[derive(Debug)]
+pub struct Lenient<T> {
+    /// The value decoded without the entries set aside, if one could be.
+    pub value: Option<T>,
+    /// The shape problems, sorted.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Every mapping an entry was set aside from: what validation then
+    /// sees there is not what the author wrote (see [`drop_follow_ups`]).
+    pub set_aside: Vec<SetAside<Pos>>,
+}
+
+/// [`parse_lenient`], also returning where entries were set aside.
+pub fn parse_lenient_regions<T: DeserializeOwned + JsonSchema>(
+    file: &str,
+    bytes: &[u8],
+) -> Lenient<T> {
+    let fail = |d| Lenient {
+        value: None,
+        diagnostics: vec![d],
+        set_aside: Vec::new(),
+    };
     let cx = Cx {
         file,
         schema: schema_for::<T>(),
     };
     let text = match check_bytes(&cx, bytes) {
         Ok(t) => t,
-        Err(d) => return (None, vec![d]),
+        Err(d) => return fail(d),
     };
     let err = match serde_saphyr::from_str_with_options::<T>(text, typed_options()) {
-        Ok(v) => return (Some(v), Vec::new()),
+        Ok(v) => {
+            return Lenient {
+                value: Some(v),
+                diagnostics: Vec::new(),
+                set_aside: Vec::new(),
+            };
+        }
         Err(e) => e,
     };
     if is_fatal(&err) {
-        return (None, vec![yaml_error(&cx, &err)]);
+        return fail(yaml_error(&cx, text, &err));
     }
     let root = match parse_tree(&cx, text) {
         Ok(r) => r,
-        Err(d) => return (None, vec![d]),
+        Err(d) => return fail(d),
     };
     let mut checker = Checker {
         file: cx.file,
@@ -142,11 +174,12 @@ pub fn parse_lenient<T: DeserializeOwned + JsonSchema>(
         path: Vec::new(),
         repairs: Vec::new(),
         covered: Vec::new(),
+        set_aside: Vec::new(),
     };
     checker.find_duplicate_keys(&root);
     checker.check(&root, cx.schema.root, false);
     if checker.diags.is_empty() {
-        return (None, vec![yaml_error(&cx, &err)]);
+        return fail(yaml_error(&cx, text, &err));
     }
     let value = if checker.all_covered() {
         let repaired = blank_ranges(text, &checker.repairs);
@@ -156,7 +189,48 @@ pub fn parse_lenient<T: DeserializeOwned + JsonSchema>(
     };
     let mut diags = checker.diags;
     super::diag::sort(&mut diags);
-    (value, diags)
+    let at = |b: usize| pos_at(text, b);
+    let set_aside = checker
+        .set_aside
+        .iter()
+        .map(|r| SetAside {
+            from: at(r.from),
+            to: at(r.to),
+            nested: r.nested.iter().map(|&(a, b)| (at(a), at(b))).collect(),
+        })
+        .collect();
+    Lenient {
+        value,
+        diagnostics: diags,
+        set_aside,
+    }
+}
+
+/// Checks that judge a mapping as a whole (is the group empty, does the
+/// step do something, do its settings combine): after an entry of that
+/// mapping was set aside for a shape error, they would judge something the
+/// author did not write, and report the same mistake a second time
+/// ("step `s` does nothing" under "unknown key `rn`").
+const WHOLE_MAPPING_CHECKS: &[&str] = &[
+    codes::EMPTY_GROUP,
+    codes::STEP_KIND,
+    codes::FIELD_NOT_FOR_KIND,
+    codes::NO_EFFECT,
+    codes::MISSING_WINDOW,
+    codes::POLICY_APP_CONSISTENT,
+    codes::POLICY_INITIAL,
+    codes::POLICY_OS,
+];
+
+/// Drop the semantic diagnostics that judge a mapping an entry was set
+/// aside from (see [`Lenient::set_aside`]): one mistake, one diagnostic.
+pub fn drop_follow_ups(diags: &mut Vec<Diagnostic>, set_aside: &[SetAside<Pos>]) {
+    if set_aside.is_empty() {
+        return;
+    }
+    diags.retain(|d| {
+        !(WHOLE_MAPPING_CHECKS.contains(&d.code) && set_aside.iter().any(|r| r.holds(d.pos())))
+    });
 }
 
 /// `text` with the characters of each byte range replaced by spaces (one
@@ -251,6 +325,7 @@ fn shape_problems(cx: &Cx<'_>, text: &str) -> Vec<Diagnostic> {
         path: Vec::new(),
         repairs: Vec::new(),
         covered: Vec::new(),
+        set_aside: Vec::new(),
     };
     checker.find_duplicate_keys(&root);
     checker.check(&root, schema.root, false);
@@ -609,7 +684,7 @@ fn typed_options() -> serde_saphyr::Options {
 
 fn parse_tree<'a>(cx: &Cx<'_>, text: &'a str) -> Result<Node<'a>, Diagnostic> {
     let root: Spanned<Kind<'a>> = serde_saphyr::from_str_with_options(text, tree_options())
-        .map_err(|e| yaml_error(cx, &e))?;
+        .map_err(|e| yaml_error(cx, text, &e))?;
     let root = Node::from_spanned(root);
     if matches!(root.kind, Kind::Null) {
         // `---` alone, `~`, or `...`: no content at all.
@@ -618,8 +693,8 @@ fn parse_tree<'a>(cx: &Cx<'_>, text: &'a str) -> Result<Node<'a>, Diagnostic> {
     Ok(root)
 }
 
-/// One located diagnostic for a parser or decoder error.
-fn yaml_error(cx: &Cx<'_>, err: &YamlError) -> Diagnostic {
+/// One located diagnostic for a parser or decoder error in `text`.
+fn yaml_error(cx: &Cx<'_>, text: &str, err: &YamlError) -> Diagnostic {
     let file = cx.file;
     let root_noun = cx.noun();
     // Unwrap the snippet and alias wrappers to the error that says what went
@@ -703,8 +778,55 @@ fn yaml_error(cx: &Cx<'_>, err: &YamlError) -> Diagnostic {
         | YamlError::InvalidBinaryBase64 { .. }
         | YamlError::UnsupportedTag { .. } => err(codes::WRONG_TYPE, parser_says()),
         YamlError::InvalidUtf8Input => err(codes::NOT_UTF8, "the file is not UTF-8 text".into()),
-        _ => err(codes::SYNTAX, format!("invalid YAML: {}", parser_says())),
+        _ => {
+            let says = parser_says();
+            match tab_indent(text, pos, &says) {
+                Some(at) => Diagnostic::error(
+                    codes::SYNTAX,
+                    file,
+                    at,
+                    "a tab is used for indentation here: YAML indents with spaces only",
+                )
+                .with_hint(
+                    "replace the tab with spaces (most editors have \"indent using spaces\")",
+                ),
+                None if says.contains("simple key") && line_chars(text, pos) > 1024 => err(
+                    codes::SYNTAX,
+                    "this line is too long to hold a key: YAML reads at most 1024 \
+                     characters before a key's `:`"
+                        .into(),
+                )
+                .with_hint("is this the right file? (a key is a short name such as `vms`)"),
+                None => err(codes::SYNTAX, format!("invalid YAML: {says}")),
+            }
+        }
     }
+}
+
+/// The length in characters of the line at `pos` (0 when there is none).
+fn line_chars(text: &str, pos: Pos) -> usize {
+    usize::try_from(pos.line.saturating_sub(1))
+        .ok()
+        .and_then(|i| text.lines().nth(i))
+        .map_or(0, |l| l.chars().count())
+}
+
+/// Where the tab is, when the parser's complaint `says` is about a tab used
+/// for indentation. The parser does not always point at it: a plain scalar
+/// that may continue on the next line ends with "while scanning a plain
+/// scalar, found a tab" at the end of the line *before* the tab. The tab is
+/// in the leading whitespace of the first line from the parser's on that
+/// has one.
+fn tab_indent(text: &str, pos: Pos, says: &str) -> Option<Pos> {
+    if !says.contains("tab") || pos.line == 0 {
+        return None;
+    }
+    let from = usize::try_from(pos.line - 1).ok()?;
+    text.lines().enumerate().skip(from).find_map(|(i, line)| {
+        let indent = &line[..line.len() - line.trim_start_matches([' ', '\t']).len()];
+        let tab = indent.find('\t')?;
+        Some(Pos::new(i as u64 + 1, tab as u64 + 1))
+    })
 }
 
 fn is_nesting_limit(source: &serde_saphyr::ExternalMessageSource) -> bool {
@@ -1090,6 +1212,38 @@ struct Checker<'n> {
     repairs: Vec<(usize, usize)>,
     /// Ranges of `diags` indices that those cuts set aside.
     covered: Vec<std::ops::Range<usize>>,
+    /// The mappings those entries were cut from, in bytes.
+    set_aside: Vec<SetAside<usize>>,
+}
+
+/// Where entries were set aside: a mapping, from its first to its last
+/// character, without the nested lists and mappings of its entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside<P> {
+    pub from: P,
+    pub to: P,
+    pub nested: Vec<(P, P)>,
+}
+
+impl SetAside<Pos> {
+    /// Whether `at` is in the mapping itself (not in a nested value).
+    pub fn holds(&self, at: Pos) -> bool {
+        self.from <= at && at <= self.to && !self.nested.iter().any(|&(a, b)| a <= at && at <= b)
+    }
+}
+
+/// The byte just past the last character of `node` (containers only know
+/// where they start). Recursion is bounded by [`MAX_DEPTH`].
+fn extent_end(node: &Node<'_>) -> usize {
+    let own = node.start as usize + node.len as usize;
+    match &node.kind {
+        Kind::Seq(items) => items.iter().map(extent_end).fold(own, usize::max),
+        Kind::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| extent_end(k).max(extent_end(v)))
+            .fold(own, usize::max),
+        _ => own,
+    }
 }
 
 impl<'n> Checker<'n> {
@@ -1242,12 +1396,15 @@ impl<'n> Checker<'n> {
             }
             Kind::Seq(items) => {
                 if shape.types & ARR == 0 {
-                    // serde's derived structs also accept their fields as a
+                    // Inside an untagged enum (buffered, `strict`), serde's
+                    // derived structs also accept their fields as a
                     // positional list (`[db-2, true]` for `{name: db-2,
                     // optional: true}`). The schema has no field order to
                     // check it against, so leave such a list to the decoder
-                    // rather than flag what it accepts.
-                    if !is_struct(shape) {
+                    // rather than flag what it accepts. Decoded directly (a
+                    // whole file that is a list, `test: [a]`), a struct
+                    // must be a mapping.
+                    if !(strict && is_struct(shape)) {
                         self.wrong_type(node, shape);
                     }
                 } else if let Some(item) = shape.items {
@@ -1314,6 +1471,7 @@ impl<'n> Checker<'n> {
         shape: &'static Shape,
         strict: bool,
     ) {
+        let mut cut = false;
         for (k, v) in entries {
             let before = self.diags.len();
             // Set aside: an unknown key, or a bad value of an optional key.
@@ -1336,7 +1494,22 @@ impl<'n> Checker<'n> {
             {
                 self.repairs.push(range);
                 self.covered.push(before..after);
+                cut = true;
             }
+        }
+        if cut {
+            // The mapping itself, without its nested lists and mappings:
+            // what the checks of the mapping as a whole point at.
+            let nested = entries
+                .iter()
+                .filter(|(_, v)| !v.is_scalar())
+                .map(|(_, v)| (v.start as usize, extent_end(v)))
+                .collect();
+            self.set_aside.push(SetAside {
+                from: node.start as usize,
+                to: extent_end(node),
+                nested,
+            });
         }
         self.check_missing(node, shape);
     }
@@ -1406,8 +1579,20 @@ impl<'n> Checker<'n> {
                 .collect(),
             _ => return,
         };
+        // A misspelt required key (`nmae: web`) is one mistake: the unknown
+        // key is reported with "did you mean `name`?", and `name` is not
+        // reported missing on top of it.
+        let misspelt: Vec<&str> = match &node.kind {
+            Kind::Map(entries) if matches!(shape.additional, Additional::Deny) => entries
+                .iter()
+                .filter_map(|(k, _)| k.scalar_text(self.text))
+                .filter(|k| !shape.props.iter().any(|p| p.name == *k))
+                .filter_map(|k| did_you_mean(&k, shape.props.iter().map(|p| p.name.as_str())))
+                .collect(),
+            _ => Vec::new(),
+        };
         for (p, seen) in shape.props.iter().zip(seen) {
-            if p.required && !seen {
+            if p.required && !seen && !misspelt.contains(&p.name.as_str()) {
                 let noun = shape.noun.as_deref().unwrap_or("mapping");
                 let what = match self.path.last() {
                     Some(Seg::Key(k)) => format!("`{k}`"),

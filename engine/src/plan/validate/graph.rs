@@ -7,8 +7,6 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use petgraph::graph::{DiGraph, NodeIndex};
-
 use super::super::diag::{Pos, codes};
 use super::super::file::GroupFile;
 use super::{Ctx, pos};
@@ -68,9 +66,11 @@ pub(super) fn resolve(
                             .hint("remove it from its own `after` list");
                         }
                         Some(&(j, _)) => {
-                            if !deps.contains(&j) {
+                            // `origin` has the same keys as `deps`, hashed: a
+                            // group after 50,000 others stays linear.
+                            if let std::collections::hash_map::Entry::Vacant(v) = origin.entry(j) {
+                                v.insert(Origin::Entry(pos(e)));
                                 deps.push(j);
-                                origin.insert(j, Origin::Entry(pos(e)));
                             }
                         }
                     }
@@ -84,15 +84,7 @@ pub(super) fn resolve(
     for cycle in dependency_cycles(&after) {
         let first = cycle[0];
         let closing = *cycle.last().expect("a cycle has at least two groups");
-        let mut names: Vec<&str> = cycle
-            .iter()
-            .map(|&i| groups[i].name.value.as_str())
-            .collect();
-        names.push(&groups[first].name.value);
-        let message = format!(
-            "groups depend on each other in a cycle: {}",
-            names.join(" → ")
-        );
+        let message = cycle_message(&cycle, groups);
         let explain = "`a → b` means `b` starts after `a`, so none of these groups could ever start; remove one of the dependencies";
         match origins[first].get(&closing) {
             Some(Origin::Entry(at)) => {
@@ -109,6 +101,39 @@ pub(super) fn resolve(
         }
     }
     after
+}
+
+/// Cycles longer than this are shown by their first and last groups.
+const CYCLE_SHOWN: usize = 12;
+
+/// "groups depend on each other in a cycle: a → b → c → a". A long cycle
+/// (a 50,000-group ring) is summarized: its first groups, how many are left
+/// out, its last groups and the closing one, so the message stays a line.
+fn cycle_message(cycle: &[usize], groups: &[GroupFile]) -> String {
+    let name = |i: usize| groups[i].name.value.as_str();
+    let mut names: Vec<String> = Vec::with_capacity(CYCLE_SHOWN + 2);
+    if cycle.len() <= CYCLE_SHOWN {
+        names.extend(cycle.iter().map(|&i| name(i).to_string()));
+        names.push(name(cycle[0]).to_string());
+        return format!(
+            "groups depend on each other in a cycle: {}",
+            names.join(" → ")
+        );
+    }
+    let (head, tail) = (CYCLE_SHOWN - 4, 3);
+    names.extend(cycle[..head].iter().map(|&i| name(i).to_string()));
+    names.push(format!("({} more)", cycle.len() - head - tail));
+    names.extend(
+        cycle[cycle.len() - tail..]
+            .iter()
+            .map(|&i| name(i).to_string()),
+    );
+    names.push(name(cycle[0]).to_string());
+    format!(
+        "{} groups depend on each other in a cycle: {}",
+        cycle.len(),
+        names.join(" → ")
+    )
 }
 
 /// The plan's groups, for a hint, when there are few enough to read.
@@ -133,24 +158,24 @@ fn group_list(groups: &[GroupFile]) -> Option<String> {
 /// an entry of `after[s]`). The cycle is a shortest one through `s`.
 pub fn dependency_cycles(after: &[Vec<usize>]) -> Vec<Vec<usize>> {
     let n = after.len();
-    let mut graph: DiGraph<(), ()> = DiGraph::with_capacity(n, n);
-    for _ in 0..n {
-        graph.add_node(());
-    }
     // successors[a] = groups that start after `a`, ascending for determinism.
     let mut successors: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
     for (i, deps) in after.iter().enumerate() {
         for &d in deps {
-            if d < n && d != i && successors[d].insert(i) {
-                graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+            if d < n && d != i {
+                successors[d].insert(i);
             }
         }
     }
-    let mut cycles: Vec<Vec<usize>> = petgraph::algo::tarjan_scc(&graph)
+    let successors: Vec<Vec<usize>> = successors
+        .into_iter()
+        .map(|s| s.into_iter().collect())
+        .collect();
+    let mut cycles: Vec<Vec<usize>> = strongly_connected(&successors)
         .into_iter()
         .filter(|scc| scc.len() > 1)
         .filter_map(|scc| {
-            let members: BTreeSet<usize> = scc.iter().map(|x| x.index()).collect();
+            let members: BTreeSet<usize> = scc.into_iter().collect();
             cycle_in(&members, &successors, after)
         })
         .collect();
@@ -158,12 +183,78 @@ pub fn dependency_cycles(after: &[Vec<usize>]) -> Vec<Vec<usize>> {
     cycles
 }
 
+/// The strongly connected components of the graph `edges` (`edges[v]` lists
+/// the nodes `v` points to; every entry is below `edges.len()`), by Tarjan's
+/// algorithm with an explicit stack.
+///
+/// Why not `petgraph::algo::tarjan_scc`: it recurses once per node of a
+/// path, so a valid plan of ~90,000 groups chained by `after` overflowed the
+/// main thread's stack. Here the depth of the search lives on the heap: the
+/// memory is linear in the plan, and the call stack is constant whatever the
+/// plan's shape.
+pub(crate) fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    const UNSEEN: usize = usize::MAX;
+    let n = edges.len();
+    let mut index = vec![UNSEEN; n];
+    let mut low = vec![0usize; n];
+    let mut on_stack = vec![false; n];
+    let mut stack: Vec<usize> = Vec::new();
+    // The search path: a node and how many of its edges were followed.
+    let mut path: Vec<(usize, usize)> = Vec::new();
+    let mut next_index = 0;
+    let mut components = Vec::new();
+    for root in 0..n {
+        if index[root] != UNSEEN {
+            continue;
+        }
+        path.push((root, 0));
+        index[root] = next_index;
+        low[root] = next_index;
+        next_index += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut followed)) = path.last_mut() {
+            if let Some(&w) = edges[v].get(*followed) {
+                *followed += 1;
+                if index[w] == UNSEEN {
+                    index[w] = next_index;
+                    low[w] = next_index;
+                    next_index += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    path.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            // Every edge of `v` followed: `v` is done.
+            path.pop();
+            if let Some(&(parent, _)) = path.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut component = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    component.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                components.push(component);
+            }
+        }
+    }
+    components
+}
+
 /// A shortest cycle through the lowest group of a strongly connected
 /// component: breadth-first from `s` along "starts after" edges inside the
 /// component until reaching a group that `s` itself starts after.
 fn cycle_in(
     members: &BTreeSet<usize>,
-    successors: &[BTreeSet<usize>],
+    successors: &[Vec<usize>],
     after: &[Vec<usize>],
 ) -> Option<Vec<usize>> {
     let s = *members.first()?;

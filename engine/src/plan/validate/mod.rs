@@ -250,7 +250,7 @@ struct Note<'a>(&'a mut Diagnostic);
 
 impl Note<'_> {
     fn hint(self, hint: impl Into<String>) {
-        self.0.hint = Some(hint.into());
+        self.0.hint = Some(super::diag::bounded(hint.into()));
     }
 
     /// A "did you mean" hint when a close candidate exists, else `otherwise`.

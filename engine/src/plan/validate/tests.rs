@@ -182,6 +182,28 @@ fn implicit_previous_group_can_close_a_cycle() {
 }
 
 #[test]
+fn a_long_cycle_is_summarized() {
+    let mut text = String::from("  - name: g0\n    after: [g49999]\n    vms: [v0]\n");
+    for i in 1..50_000 {
+        text.push_str(&format!("  - name: g{i}\n    vms: [v{i}]\n"));
+    }
+    // drplan's own reader: serde_saphyr's default budget stops at 250,000 values.
+    let file: PlanFile = crate::plan::yaml::parse("plan.yaml", plan(&text).as_bytes()).unwrap();
+    let (_, d) = validate_plan("plan.yaml", &file, Path::new("."), None);
+    assert_eq!(codes_of(&d), [codes::CYCLE]);
+    assert_eq!(
+        d[0].message,
+        "50000 groups depend on each other in a cycle: g0 → g1 → g2 → g3 → g4 → g5 → g6 → g7 \
+         → (49989 more) → g49997 → g49998 → g49999 → g0"
+    );
+    assert_eq!(
+        (d[0].line, d[0].column),
+        (7, 13),
+        "at the closing `after` entry"
+    );
+}
+
+#[test]
 fn dependency_cycles_finds_real_cycles() {
     // 0 <- 1 <- 2 <- 0 (2 after 1, 1 after 0, 0 after 2), 3 after 3 ignored, 4 after 0.
     let after = vec![vec![2], vec![0], vec![1], vec![3], vec![0]];
