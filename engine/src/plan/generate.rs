@@ -331,6 +331,7 @@ pub fn chain_plan(groups: usize) -> GeneratedPlan {
         },
         base_dir: PathBuf::from("."),
         fabric_path: Some(PathBuf::from(CHAIN_FABRIC_FILE)),
+        layout: crate::plan::model::CompileLayout::default(),
         groups: (0..groups)
             .map(|g| Group {
                 name: group_name(g),
