@@ -80,7 +80,7 @@ fn export_import_round_trip_is_identical_and_the_unfinished_job_resumes() {
     );
     assert!(x == y, "export → import → export differs");
     let text = String::from_utf8(x).unwrap();
-    assert!(text.starts_with("{\"drplan_export\":1,"), "{text:.200}");
+    assert!(text.starts_with("{\"drplan_export\":2,"), "{text:.200}");
     assert!(text.contains("\"t\":\"event\""));
     assert!(text.lines().last().unwrap().contains("\"blake3\""));
 
@@ -218,7 +218,7 @@ fn import_refuses_a_non_empty_target_and_damaged_or_newer_files() {
         ),
         (
             "newer",
-            text.replacen("\"drplan_export\":1", "\"drplan_export\":7", 1),
+            text.replacen("\"drplan_export\":2", "\"drplan_export\":7", 1),
             2,
             "upgrade drplan",
         ),

@@ -48,7 +48,13 @@ use super::codec::{MAGIC, RECORD_FORMAT};
 use super::{JobId, Record, Store, StoreError, TimerEntry, Write};
 
 /// The export format this build writes and the newest it reads.
-pub const EXPORT_FORMAT: u32 = 1;
+///
+/// - 1: the records of a store up to format 4.
+/// - 2: the same lines, but a plan model may name the `Phases` compile
+///   layout (store format 5): a drplan that reads only format 1 would
+///   import such jobs and recompile them to other step numbers, so it must
+///   refuse the file. Format-1 exports still import as they are.
+pub const EXPORT_FORMAT: u32 = 2;
 
 /// The longest line an import reads (a 25,000-VM job's snapshot is ~10 MB).
 pub const MAX_LINE_BYTES: usize = 256 << 20;

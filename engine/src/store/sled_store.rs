@@ -114,7 +114,13 @@ use super::{
 ///   are and released as before; the first write marks the store format 4,
 ///   so that a drplan that knows only per-VM leases (and would take a VM
 ///   leased in a set for free) refuses it.
-pub const STORE_FORMAT: u16 = 4;
+/// - 5: a stored plan model may name the `Phases` compile layout
+///   (`plan::model::CompileLayout`). A drplan that knows only per-group
+///   compilation would ignore the field and recompile such a job to other
+///   step numbers, misreading its whole log, so it must refuse the store.
+///   Nothing else changed: an older store opens as it is and its first
+///   write marks it format 5.
+pub const STORE_FORMAT: u16 = 5;
 
 const KEY_FORMAT: &[u8] = b"meta/format";
 const KEY_NEXT_JOB: &[u8] = b"meta/next_job";
