@@ -488,12 +488,18 @@ impl Journal {
         let plan = Arc::new(req.plan);
         let (model_key, model_text) = model_record(&plan)?;
 
+        // The VMs the job acts on and those it leaves alone, from their
+        // current states (`item::check_job`); the ones acted on are checked
+        // again once leased.
+        let selection = self.select_items(&req.operation, &vms)?;
+        let (vms, left_alone) = (selection.acting, selection.left_alone);
         let id = self.store.allocate_job_id()?;
         self.acquire(id, &vms)?;
         // From here the job holds leases: give them back on any refusal.
         let prepared = (|| {
             self.check_items(&req.operation, &vms)?;
             let spec = JobSpec {
+                left_alone: left_alone.clone(),
                 id,
                 plan_name: plan.name.clone(),
                 plan_hash: plan_hash.clone(),
@@ -916,6 +922,7 @@ impl Journal {
             vms: ctx.main.vms().iter().map(|s| s.to_string()).collect(),
             start_at: Some(due),
             parent: Some(parent.meta.id),
+            left_alone: Vec::new(),
         };
         let event = JobEvent::Submitted { spec, at };
         let (state, fx) = core::submit(&ctx, &event).map_err(JournalError::Rejected)?;
@@ -1154,13 +1161,35 @@ impl Journal {
         }
     }
 
-    fn check_items(&self, operation: &Operation, vms: &[String]) -> Result<(), JournalError> {
+    fn select_items(
+        &self,
+        operation: &Operation,
+        vms: &[String],
+    ) -> Result<item::Selection, JournalError> {
         let states = vms
             .iter()
             .map(|vm| self.item_state(vm))
             .collect::<Result<Vec<_>, _>>()?;
         item::check_job(operation, vms.iter().map(String::as_str).zip(states.iter()))
             .map_err(JournalError::NotReady)
+    }
+
+    /// Every VM of `vms` is one the operation acts on (none left alone).
+    fn check_items(&self, operation: &Operation, vms: &[String]) -> Result<(), JournalError> {
+        let states = vms
+            .iter()
+            .map(|vm| self.item_state(vm))
+            .collect::<Result<Vec<_>, _>>()?;
+        let problems: Vec<_> = vms
+            .iter()
+            .zip(&states)
+            .filter_map(|(vm, st)| item::check_operation(vm, st, operation).err())
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(JournalError::NotReady(problems))
+        }
     }
 
     fn read_live(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<JobId, Cell>> {
