@@ -488,16 +488,23 @@ impl Journal {
         let plan = Arc::new(req.plan);
         let (model_key, model_text) = model_record(&plan)?;
 
-        // The VMs the job acts on and those it leaves alone, from their
-        // current states (`item::check_job`); the ones acted on are checked
-        // again once leased.
-        let selection = self.select_items(&req.operation, &vms)?;
-        let (vms, left_alone) = (selection.acting, selection.left_alone);
         let id = self.store.allocate_job_id()?;
+        // Every VM of the plan first: one held by another job is refused
+        // naming that job, whatever its state.
         self.acquire(id, &vms)?;
+        let mut vms = vms;
         // From here the job holds leases: give them back on any refusal.
         let prepared = (|| {
-            self.check_items(&req.operation, &vms)?;
+            // The VMs the job acts on and those it leaves alone
+            // (`item::check_job`); only the former stay leased.
+            let selection = self.select_items(&req.operation, &vms)?;
+            let left_alone = selection.left_alone;
+            if !left_alone.is_empty() {
+                self.commit(vec![Write::ReleaseLeases { job: id }])?;
+                vms = selection.acting;
+                self.acquire(id, &vms)?;
+                self.check_items(&req.operation, &vms)?;
+            }
             let spec = JobSpec {
                 left_alone: left_alone.clone(),
                 id,
