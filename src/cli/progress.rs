@@ -855,6 +855,15 @@ pub(super) fn way_forward(
          the primary; commit keeps the failed-over VMs where they are (see \
          docs/operator.md, \"A way forward from every stop\")"
     );
+    if !st.spec.left_alone.is_empty() {
+        // This job continued an earlier one: some of the VMs it left alone
+        // may have been committed since, and a rollback names those.
+        let _ = write!(
+            message,
+            "\na VM committed since an earlier job cannot be rolled back: rollback \
+             names it; reprotect and fail it back instead"
+        );
+    }
     Some(Prompt {
         event: "way_forward",
         step: None,
