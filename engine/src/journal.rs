@@ -569,11 +569,24 @@ impl Journal {
         self.check_free(&vms)?;
         self.check_items(&req.operation, &vms)?;
         let id = self.store.allocate_job_id()?;
+        // Every VM of the plan first: one held by another job is refused
+        // naming that job, whatever its state.
         self.acquire(id, &vms)?;
+        let mut vms = vms;
         // From here the job holds leases: give them back on any refusal.
         let prepared = (|| {
-            self.check_items(&req.operation, &vms)?;
+            // The VMs the job acts on and those it leaves alone
+            // (`item::check_job`); only the former stay leased.
+            let selection = self.select_items(&req.operation, &vms)?;
+            let left_alone = selection.left_alone;
+            if !left_alone.is_empty() {
+                self.commit(vec![Write::ReleaseLeases { job: id }])?;
+                vms = selection.acting;
+                self.acquire(id, &vms)?;
+                self.check_items(&req.operation, &vms)?;
+            }
             let spec = JobSpec {
+                left_alone: left_alone.clone(),
                 id,
                 plan_name: plan.name.clone(),
                 plan_hash: plan_hash.clone(),
@@ -1023,6 +1036,7 @@ impl Journal {
             vms: ctx.main.vms().iter().map(|s| s.to_string()).collect(),
             start_at: Some(due),
             parent: Some(parent.meta.id),
+            left_alone: Vec::new(),
         };
         let event = JobEvent::Submitted { spec, at };
         let (state, fx) = core::submit(&ctx, &event).map_err(JournalError::Rejected)?;
@@ -1294,13 +1308,35 @@ impl Journal {
         }
     }
 
-    fn check_items(&self, operation: &Operation, vms: &[String]) -> Result<(), JournalError> {
+    fn select_items(
+        &self,
+        operation: &Operation,
+        vms: &[String],
+    ) -> Result<item::Selection, JournalError> {
         let states = vms
             .iter()
             .map(|vm| self.item_state(vm))
             .collect::<Result<Vec<_>, _>>()?;
         item::check_job(operation, vms.iter().map(String::as_str).zip(states.iter()))
             .map_err(JournalError::NotReady)
+    }
+
+    /// Every VM of `vms` is one the operation acts on (none left alone).
+    fn check_items(&self, operation: &Operation, vms: &[String]) -> Result<(), JournalError> {
+        let states = vms
+            .iter()
+            .map(|vm| self.item_state(vm))
+            .collect::<Result<Vec<_>, _>>()?;
+        let problems: Vec<_> = vms
+            .iter()
+            .zip(&states)
+            .filter_map(|(vm, st)| item::check_operation(vm, st, operation).err())
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(JournalError::NotReady(problems))
+        }
     }
 
     fn read_live(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<JobId, Cell>> {

@@ -941,3 +941,182 @@ fn test_failovers_only_touch_test_vms() {
         }
     }
 }
+
+/// The way forward after a failover stopped midway: each operation acts on
+/// the VMs it applies to and leaves the ones already where it takes them.
+#[test]
+fn a_plan_on_both_sides_splits_into_acting_and_left_alone_vms() {
+    use RecoveryPoint::Latest;
+    let fwd = Direction::Forward;
+    let protected = ItemState::Protected { direction: fwd };
+    let moved = ItemState::FailedOver {
+        direction: fwd,
+        recovery_point: Latest,
+    };
+    let failed = ItemState::FailoverFailed { direction: fwd };
+    let committed = ItemState::Committed { direction: fwd };
+    let items = [
+        ("a", moved),
+        ("b", protected),
+        ("c", failed),
+        ("d", committed),
+    ];
+    let split = |op: &Operation| {
+        item::check_job(op, items.iter().map(|(v, s)| (*v, s))).map(|s| (s.acting, s.left_alone))
+    };
+    // Continue the failover: the ones not yet failed over.
+    assert_eq!(
+        split(&planned()).unwrap(),
+        (
+            vec!["b".to_string(), "c".into()],
+            vec!["a".into(), "d".into()]
+        )
+    );
+    assert_eq!(
+        split(&unplanned()).unwrap(),
+        (
+            vec!["b".to_string(), "c".into()],
+            vec!["a".into(), "d".into()]
+        )
+    );
+    // Commit what failed over.
+    assert_eq!(
+        split(&Operation::Commit).unwrap(),
+        (
+            vec!["a".to_string()],
+            vec!["b".into(), "c".into(), "d".into()]
+        )
+    );
+    // A committed VM cannot be rolled back: named.
+    let errs = split(&Operation::Rollback).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].vm, "d");
+    // Without it, rollback takes every VM (a protected one may have had its
+    // primary shut down by the cancelled failover).
+    let sel = item::check_job(
+        &Operation::Rollback,
+        items[..3].iter().map(|(v, s)| (*v, s)),
+    )
+    .unwrap();
+    assert_eq!(sel.acting, vec!["a", "b", "c"]);
+    assert!(sel.left_alone.is_empty());
+    // A test failover still needs every VM protected.
+    let errs = split(&test_op()).unwrap_err();
+    let vms: Vec<&str> = errs.iter().map(|e| e.vm.as_str()).collect();
+    assert_eq!(vms, vec!["a", "c", "d"]);
+    // Nothing left to do is refused, naming every VM and saying why.
+    let all_moved = [("a", moved), ("b", moved)];
+    let errs = item::check_job(&planned(), all_moved.iter().map(|(v, s)| (*v, s))).unwrap_err();
+    assert_eq!(errs.len(), 2);
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("every VM of the plan already failed over"),
+        "{}",
+        errs[0]
+    );
+    // Rolling back a VM that never failed over keeps it protected.
+    assert_eq!(
+        item::transition(&protected, &ItemEvent::RolledBack),
+        Ok(protected)
+    );
+    // Reverse direction: a failback leaves alone what already failed back.
+    let back = ItemState::FailedOver {
+        direction: Direction::Reverse,
+        recovery_point: Latest,
+    };
+    assert!(item::leaves_alone(
+        &back,
+        &Operation::Failover {
+            kind: FailoverKind::Planned,
+            direction: Direction::Reverse,
+            recovery_point: Latest,
+            shutdown_primary: true,
+        }
+    ));
+    assert!(!item::leaves_alone(&back, &planned()));
+}
+
+fn three_groups() -> drplan_engine::plan::model::Plan {
+    plan(
+        vec![
+            group(
+                "db",
+                vec![],
+                &[("d1", false), ("d2", false)],
+                vec![script("quiesce", 0)],
+                vec![script("check-db", 0)],
+            ),
+            group(
+                "app",
+                vec![0],
+                &[("a1", false), ("a2", false)],
+                vec![],
+                vec![script("check-app", 0)],
+            ),
+            group("notify", vec![1], &[], vec![], vec![script("mail", 0)]),
+        ],
+        vec![],
+    )
+}
+
+#[test]
+fn a_continued_failover_skips_the_vms_and_groups_it_leaves_alone() {
+    let p = three_groups();
+    let ctx = JobContext::new(&p, planned());
+    let mut sp = spec(&ctx, planned());
+    // d1, d2 (the whole db group) and a1 failed over in an earlier job.
+    sp.vms = vec!["a2".into()];
+    sp.left_alone = vec!["a1".into(), "d1".into(), "d2".into()];
+    let ev = JobEvent::Submitted {
+        spec: sp.clone(),
+        at: T0,
+    };
+    let (state, effects) = submit(&ctx, &ev).expect("submit");
+    let mut job = Job {
+        ctx: JobContext::new(&p, planned()),
+        state,
+        log: vec![ev],
+        effects,
+        now: T0,
+    };
+    job.send(JobEvent::Started { at: T0 }).unwrap();
+    let state_of = |job: &Job, key: &str| job.state.steps[step_id(job, key)].state.clone();
+    let left = StepState::Skipped {
+        reason: SkipReason::LeftAlone,
+    };
+    for key in [
+        "db/pre/quiesce",
+        "db/post/check-db",
+        "db/vm/d1/failover",
+        "app/vm/a1/shutdown-primary",
+        "app/vm/a1/start-replica",
+    ] {
+        assert_eq!(state_of(&job, key), left, "{key}");
+    }
+    // The group with a VM still to move keeps its steps; a group without
+    // VMs too; a2 starts at once (its group's dependency is done).
+    assert_eq!(state_of(&job, "app/post/check-app"), StepState::Pending);
+    assert_eq!(state_of(&job, "notify/post/mail"), StepState::Pending);
+    assert!(matches!(
+        state_of(&job, "app/vm/a2/shutdown-primary"),
+        StepState::Running { .. }
+    ));
+    // Left alone is not an error: run a2 through, and the job succeeds.
+    while let Some(&s) = job.state.active.iter().next() {
+        finish(&mut job, s, Outcome::Succeeded).unwrap();
+    }
+    let st = &job.state;
+    assert_eq!(st.status(), JobStatus::Succeeded);
+    // The acting and left-alone VMs must be the plan's VMs, each once.
+    for (vms, alone) in [
+        (vec!["a2"], vec!["a1", "d1"]),
+        (vec!["a1", "a2"], vec!["a1", "d1", "d2"]),
+    ] {
+        let mut bad = sp.clone();
+        bad.vms = vms.into_iter().map(String::from).collect();
+        bad.left_alone = alone.into_iter().map(String::from).collect();
+        let r = submit(&ctx, &JobEvent::Submitted { spec: bad, at: T0 });
+        assert!(matches!(r, Err(Rejected::VmsMismatch { .. })), "{r:?}");
+    }
+}

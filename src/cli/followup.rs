@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use drplan_engine::core::JobStatus;
+use drplan_engine::journal::JobMeta;
 use drplan_engine::plan::compile::RecoveryPoint;
 use drplan_engine::plan::{Direction, FailoverKind, Operation};
 use drplan_engine::runtime::Submission;
@@ -66,6 +67,30 @@ pub fn rollback(a: &JobArgs) -> Exit {
     follow_up(a, Operation::Rollback)
 }
 
+/// The same failover as job `a.job` (kind, direction, recovery point),
+/// over its stored plan: the core acts on the VMs not yet failed over and
+/// leaves the others alone (`item::leaves_alone`).
+pub fn continue_failover(a: &JobArgs) -> Exit {
+    let choose = |meta: &JobMeta| match meta.operation {
+        op @ Operation::Failover {
+            kind: FailoverKind::Planned | FailoverKind::Unplanned,
+            ..
+        } => Ok(op),
+        Operation::Failover { .. } => Err(format!(
+            "job {} is a test failover; a drill is not continued but run again \
+             (`drplan run PLAN --failover test`) once it is cleaned up",
+            meta.id
+        )),
+        other => Err(format!(
+            "job {} is a {other}, not a planned or unplanned failover",
+            meta.id
+        )),
+    };
+    match follow_up_inner(a, "continue", &choose) {
+        Ok(e) | Err(e) => e,
+    }
+}
+
 pub fn change_recovery_point(a: &ChangeRecoveryPointArgs) -> Exit {
     follow_up(
         &a.job,
@@ -112,14 +137,14 @@ pub fn failback(a: &FailbackArgs, global: &GlobalOpts) -> Exit {
 }
 
 fn follow_up(a: &JobArgs, op: Operation) -> Exit {
-    match follow_up_inner(a, op) {
+    match follow_up_inner(a, verb(&op), &|_| Ok(op)) {
         Ok(e) | Err(e) => e,
     }
 }
 
 /// Why `op` cannot follow the job `meta` ran, judged from the job record
 /// alone (the core then checks every VM's state at submit).
-fn refusal(meta: &drplan_engine::journal::JobMeta, op: &Operation) -> Option<String> {
+fn refusal(meta: &JobMeta, op: &Operation, verb: &str) -> Option<String> {
     let needs_failover = !matches!(op, Operation::Failover { .. });
     match meta.operation {
         Operation::Failover {
@@ -127,10 +152,8 @@ fn refusal(meta: &drplan_engine::journal::JobMeta, op: &Operation) -> Option<Str
             ..
         } if needs_failover => Some(format!(
             "job {} is a test failover: its test VMs are closed with `drplan cleanup {}`, \
-             not `{}`",
-            meta.id,
-            meta.id,
-            verb(op)
+             not `{verb}`",
+            meta.id, meta.id,
         )),
         Operation::Failover { .. } | Operation::Commit | Operation::ReverseReplicate => {
             if meta.status.is_terminal() {
@@ -143,10 +166,8 @@ fn refusal(meta: &drplan_engine::journal::JobMeta, op: &Operation) -> Option<Str
             }
         }
         _ if needs_failover => Some(format!(
-            "job {} is a {}, not a failover; `{}` follows a planned or unplanned failover",
-            meta.id,
-            meta.operation,
-            verb(op)
+            "job {} is a {}, not a failover; `{verb}` follows a planned or unplanned failover",
+            meta.id, meta.operation,
         )),
         _ => None,
     }
@@ -165,7 +186,13 @@ fn verb(op: &Operation) -> &'static str {
     }
 }
 
-fn follow_up_inner(a: &JobArgs, op: Operation) -> Result<Exit, Exit> {
+/// Submits the operation `choose` picks for the job (or refuses with its
+/// reason), named `verb` in messages, and follows it.
+fn follow_up_inner(
+    a: &JobArgs,
+    verb: &str,
+    choose: &dyn Fn(&JobMeta) -> Result<Operation, String>,
+) -> Result<Exit, Exit> {
     let opts = &a.engine;
     opts.check_time_scale()?;
     let dir = engine_host::data_dir(opts.data_dir.as_deref())?;
@@ -189,8 +216,15 @@ fn follow_up_inner(a: &JobArgs, op: Operation) -> Result<Exit, Exit> {
             eprintln!("drplan: job {wanted} does not exist in `{}`", dir.display());
             return Err(Exit::CouldNotRun);
         };
-        if let Some(why) = refusal(&meta, &op) {
-            eprintln!("drplan: cannot {}: {why}", verb(&op));
+        let op = match choose(&meta) {
+            Ok(op) => op,
+            Err(why) => {
+                eprintln!("drplan: cannot {verb}: {why}");
+                return Err(Exit::Problems);
+            }
+        };
+        if let Some(why) = refusal(&meta, &op, verb) {
+            eprintln!("drplan: cannot {verb}: {why}");
             return Err(Exit::Problems);
         }
         // Commit etc. of a job that ended badly: the core's item check still
@@ -216,7 +250,7 @@ fn follow_up_inner(a: &JobArgs, op: Operation) -> Result<Exit, Exit> {
         let job = match api.submit(sub, None).await {
             Ok(j) => j,
             Err(e) => {
-                eprintln!("drplan: cannot {} (after job {parent}): {e}", verb(&op));
+                eprintln!("drplan: cannot {verb} (after job {parent}): {e}");
                 running.stop().await;
                 return Ok(if e.is_refusal() {
                     Exit::Problems

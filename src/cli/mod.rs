@@ -207,9 +207,18 @@ pub enum Command {
     /// Before commit: move the failed-over VMs to another recovery point.
     #[command(after_help = FOLLOWUP_HELP)]
     ChangeRecoveryPoint(followup::ChangeRecoveryPointArgs),
-    /// Roll back an uncommitted failover (the primary becomes active again).
+    /// Roll back an uncommitted failover (the primary becomes active again),
+    /// also one cancelled or halted midway: every VM of the plan not
+    /// committed returns to the primary (a primary the failover shut down
+    /// starts again).
     #[command(after_help = FOLLOWUP_HELP)]
     Rollback(followup::JobArgs),
+    /// Continue a planned or unplanned failover that stopped midway
+    /// (cancelled, failed, completed with errors): the same failover again
+    /// over the job's plan, for the VMs not yet failed over; those already
+    /// failed over are left alone. Then follow the job.
+    #[command(after_help = FOLLOWUP_HELP)]
+    Continue(followup::JobArgs),
     /// Enable protection of VMs (or onboard VMs replicated outside drplan)
     /// as a job: prerequisites check, replica creation, initial
     /// replication, finalize. Follows it, with the copy's progress.
@@ -391,6 +400,7 @@ pub fn main() -> ExitCode {
         Command::Failback(args) => followup::failback(&args, &cli.global),
         Command::ChangeRecoveryPoint(args) => followup::change_recovery_point(&args),
         Command::Rollback(args) => followup::rollback(&args),
+        Command::Continue(args) => followup::continue_failover(&args),
         Command::Protect(args) => protect::protect(&args),
         Command::Unprotect(args) => protect::unprotect(&args),
         Command::Vms(args) => protect::vms(&args),

@@ -526,7 +526,10 @@ impl<'a> Follower<'a> {
                 StepState::Running { .. } | StepState::RetryWaiting { .. }
             )
         });
-        Ok((!busy).then_some(Stop::Waiting))
+        // A timer already due (a test deadline that passed while no engine
+        // ran, a manual step's timeout) is about to change the job: follow
+        // it until it really stops rather than print a wait it is leaving.
+        Ok((!busy && !timer_due(&st, now_ms())).then_some(Stop::Waiting))
     }
 
     async fn state(&self, job: JobId) -> Result<JobState, String> {
@@ -729,6 +732,12 @@ impl<'a> Follower<'a> {
                         ));
                     }
                 }
+                if !good
+                    && let (Ok(st), Some(ctx)) = (self.state(job).await, self.ctx(job).await)
+                    && let Some(w) = way_forward(job, &st, &ctx, &p.suffix())
+                {
+                    print_prompts(&p, job, Some(*status), &[w]);
+                }
                 if good { Exit::Ok } else { Exit::Problems }
             }
             Stop::Waiting => {
@@ -740,42 +749,167 @@ impl<'a> Follower<'a> {
                 };
                 let status = self.engine.status(job).await.ok().flatten();
                 let prompts = prompts(job, status, &st, &ctx, &p.suffix());
-                match p.format {
-                    FollowFormat::Json => {
-                        for w in &prompts {
-                            p.json(json!({
-                                "job": job, "event": "waiting", "status": status.map(|s| s.as_str()),
-                                "step": w.step, "reason": w.reason,
-                                "message": w.message, "commands": w.commands,
-                            }));
-                        }
-                    }
-                    FollowFormat::Human => {
-                        let mut out = String::new();
-                        for w in &prompts {
-                            let _ = writeln!(
-                                out,
-                                "\n{}",
-                                attention(&format!(">> job {job} waits: {}", w.title))
-                            );
-                            for l in w.message.lines() {
-                                let _ = writeln!(out, "   {l}");
-                            }
-                            for (what, cmd) in &w.labelled {
-                                let _ = writeln!(out, "   {what:<10} {cmd}");
-                            }
-                        }
-                        let _ = emit(&out);
-                    }
-                }
+                print_prompts(&p, job, status, &prompts);
                 Exit::Ok
             }
         }
     }
 }
 
+/// Whether one of the job's timers is due at `now` (Unix ms): the engine
+/// fires it at once, so the job is not waiting for anyone.
+pub(super) fn timer_due(st: &JobState, now: u64) -> bool {
+    st.timers.values().any(|&due| due <= now)
+}
+
+/// Prints what the operator is asked to do (a wait, or the way forward
+/// after a failover that stopped midway).
+fn print_prompts(p: &Printer, job: JobId, status: Option<JobStatus>, prompts: &[Prompt]) {
+    match p.format {
+        FollowFormat::Json => {
+            for w in prompts {
+                p.json(json!({
+                    "job": job, "event": w.event, "status": status.map(|s| s.as_str()),
+                    "step": w.step, "reason": w.reason,
+                    "message": w.message, "commands": w.commands,
+                }));
+            }
+        }
+        FollowFormat::Human => {
+            let mut out = String::new();
+            for w in prompts {
+                let head = if w.event == "waiting" {
+                    format!(">> job {job} waits: {}", w.title)
+                } else {
+                    format!(">> job {job}: {}", w.title)
+                };
+                let _ = writeln!(out, "\n{}", attention(&head));
+                for l in w.message.lines() {
+                    let _ = writeln!(out, "   {l}");
+                }
+                for (what, cmd) in &w.labelled {
+                    let _ = writeln!(out, "   {what:<10} {cmd}");
+                }
+            }
+            let _ = emit(&out);
+        }
+    }
+}
+
+/// The way forward from a planned or unplanned failover that ended without
+/// succeeding (cancelled, failed, completed with errors): some VMs may have
+/// failed over and others not. Every command offered is one the engine
+/// accepts now (docs/operator.md "A way forward from every stop"):
+/// `continue` when a VM is still to fail over, `commit` when one failed
+/// over, and `rollback` always (it takes every VM not committed).
+pub(super) fn way_forward(
+    job: JobId,
+    st: &JobState,
+    ctx: &JobContext,
+    suffix: &str,
+) -> Option<Prompt> {
+    use drplan_engine::plan::FailoverKind;
+    use drplan_engine::plan::Operation;
+    use drplan_engine::plan::compile::VmOp;
+    if !matches!(
+        st.spec.operation,
+        Operation::Failover {
+            kind: FailoverKind::Planned | FailoverKind::Unplanned,
+            ..
+        }
+    ) || !matches!(
+        st.status(),
+        JobStatus::Cancelled | JobStatus::Failed | JobStatus::CompletedWithErrors
+    ) {
+        return None;
+    }
+    // Failed over: by an earlier job (left alone here) or by this one.
+    let mut moved: BTreeSet<&str> = st.spec.left_alone.iter().map(String::as_str).collect();
+    for s in 0..ctx.main_len() {
+        if let Some(n) = ctx.node(s)
+            && let NodeKind::Vm {
+                vm,
+                op: VmOp::Failover { .. },
+            } = &n.kind
+            && matches!(st.steps[s].state, StepState::Succeeded { .. })
+        {
+            moved.insert(vm);
+        }
+    }
+    let all = ctx.main.vms();
+    let rest: Vec<&str> = all.iter().copied().filter(|v| !moved.contains(v)).collect();
+    let names = |v: &[&str]| {
+        let mut s = v.iter().take(6).copied().collect::<Vec<_>>().join(", ");
+        if v.len() > 6 {
+            let _ = write!(s, " and {} more", v.len() - 6);
+        }
+        s
+    };
+    let vms = |n: usize| if n == 1 { "VM" } else { "VMs" };
+    let moved: Vec<&str> = moved.into_iter().collect();
+    let mut message = String::new();
+    if !moved.is_empty() {
+        let _ = writeln!(
+            message,
+            "failed over: {} {} ({})",
+            moved.len(),
+            vms(moved.len()),
+            names(&moved)
+        );
+    }
+    if !rest.is_empty() {
+        let _ = writeln!(
+            message,
+            "not failed over: {} {} ({})",
+            rest.len(),
+            vms(rest.len()),
+            names(&rest)
+        );
+    }
+    let mut labelled = Vec::new();
+    if !rest.is_empty() {
+        labelled.push(("continue:", format!("drplan continue {job}{suffix}")));
+    }
+    labelled.push(("rollback:", format!("drplan rollback {job}{suffix}")));
+    if !moved.is_empty() {
+        labelled.push(("commit:", format!("drplan commit {job}{suffix}")));
+    }
+    let _ = write!(
+        message,
+        "continue fails over the VMs not yet failed over; rollback returns every VM to \
+         the primary; commit keeps the failed-over VMs where they are (see \
+         docs/operator.md, \"A way forward from every stop\")"
+    );
+    if !st.spec.left_alone.is_empty() {
+        // This job continued an earlier one: some of the VMs it left alone
+        // may have been committed since, and a rollback names those.
+        let _ = write!(
+            message,
+            "\na VM committed since an earlier job cannot be rolled back: rollback \
+             names it; reprotect and fail it back instead"
+        );
+    }
+    Some(Prompt {
+        event: "way_forward",
+        step: None,
+        reason: "stopped_midway",
+        title: format!(
+            "{} of {} {} failed over; a way forward",
+            moved.len(),
+            all.len(),
+            vms(all.len())
+        ),
+        message,
+        commands: labelled.iter().map(|(_, c)| c.clone()).collect(),
+        labelled,
+    })
+}
+
 /// One thing an operator is asked to do.
 pub(super) struct Prompt {
+    /// `waiting` (the job waits for this) or `way_forward` (the job ended;
+    /// these commands move on from where it stopped).
+    pub event: &'static str,
     pub step: Option<String>,
     pub reason: &'static str,
     pub title: String,
@@ -809,6 +943,7 @@ pub(super) fn prompts(
                 ("skip:", format!("drplan skip {job} {k}{suffix}")),
             ];
             out.push(Prompt {
+                event: "waiting",
                 step: Some(k.clone()),
                 reason: "cleanup_failed",
                 title: format!("cleanup step {k} FAILED (the test stays open)"),
@@ -850,14 +985,19 @@ pub(super) fn prompts(
                 labelled.push(("retry:", format!("drplan retry {job} {k}{suffix}")));
                 labelled.push(("skip:", format!("drplan skip {job} {k}{suffix}")));
                 labelled.push(("cancel:", format!("drplan cancel {job}{suffix}")));
-                (
-                    "failed",
-                    format!("step {k} FAILED"),
-                    format!("error: {failure}"),
-                )
+                let mut message = format!("error: {failure}");
+                if !ctx.is_test() {
+                    // What a cancel leads to (printed again when it ends).
+                    message.push_str(
+                        "\nafter a cancel: `drplan continue`, `drplan rollback` or `drplan commit` \
+                         of this job moves on from the VMs' sides",
+                    );
+                }
+                ("failed", format!("step {k} FAILED"), message)
             }
         };
         out.push(Prompt {
+            event: "waiting",
             step: Some(k),
             reason,
             title,
@@ -877,6 +1017,7 @@ pub(super) fn prompts(
                 .map(|t| format!("scheduled to start at {t}"))
                 .unwrap_or_else(|| "not started".into());
             out.push(Prompt {
+                event: "waiting",
                 step: None,
                 reason: "scheduled",
                 title: when,
@@ -887,6 +1028,7 @@ pub(super) fn prompts(
         } else {
             let cmd = format!("drplan cleanup {job} --notes TEXT{suffix}");
             out.push(Prompt {
+                event: "waiting",
                 step: None,
                 reason: "cleanup",
                 title: "the test failover is up; check it, then clean up".into(),

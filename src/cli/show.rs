@@ -296,6 +296,7 @@ pub fn skip_text(t: &Timeline, r: &drplan_engine::core::SkipReason) -> String {
         SkipReason::Operator { by } => format!("by {by}"),
         SkipReason::ManualTimedOut => "not answered in time".into(),
         SkipReason::NothingToClean => "nothing to clean".into(),
+        SkipReason::LeftAlone => "left alone (already done)".into(),
     }
 }
 

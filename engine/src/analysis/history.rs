@@ -310,6 +310,7 @@ mod tests {
             vms: ctx.main.vms().iter().map(|s| s.to_string()).collect(),
             start_at: None,
             parent: None,
+            left_alone: Vec::new(),
         };
         let create1 = id(&ctx, "database/vm/sql-01/create-test-vm");
         let start1 = id(&ctx, "database/vm/sql-01/start-test-vm");

@@ -85,6 +85,7 @@ fn skip_reason(ctx: &JobContext, s: &StepState) -> Option<String> {
         SkipReason::Operator { by } => format!("skipped by {by}"),
         SkipReason::ManualTimedOut => "not answered in time (on_timeout: continue)".into(),
         SkipReason::NothingToClean => "nothing to clean up".into(),
+        SkipReason::LeftAlone => "left alone: the VM was already where this job takes it".into(),
     })
 }
 

@@ -12,6 +12,7 @@
 //! Committed{d} ─ReverseReplicationStarted→ ReverseReplicating{d}
 //!     ─ReverseReplicationSucceeded→ Protected{d reversed}
 //! Protected ─ProtectionDisabled→ Unprotected
+//! Protected ─RolledBack→ Protected (a cancelled failover may have shut its primary down)
 //! any in-progress state ─Aborted→ the stable state it came from
 //! ```
 //!
@@ -198,9 +199,12 @@ pub fn transition(
             })
         }
         (S::FailedOver { direction, .. }, E::Committed) => Some(S::Committed { direction }),
-        (S::FailedOver { direction, .. } | S::FailoverFailed { direction }, E::RolledBack) => {
-            Some(S::Protected { direction })
-        }
+        (
+            S::FailedOver { direction, .. }
+            | S::FailoverFailed { direction }
+            | S::Protected { direction },
+            E::RolledBack,
+        ) => Some(S::Protected { direction }),
 
         (S::Committed { direction }, E::ReverseReplicationStarted) => {
             Some(S::ReverseReplicating { direction })
@@ -248,9 +252,15 @@ pub fn check_operation(vm: &str, state: &ItemState, operation: &Operation) -> Re
             "failed over and not yet committed",
         ),
         Operation::ReverseReplicate => (matches!(state, S::Committed { .. }), "committed"),
+        // A VM still protected takes part too: a cancelled planned
+        // failover may have shut its primary down, and the rollback starts
+        // it again (the fabric reports "nothing to roll back" otherwise).
         Operation::Rollback => (
-            matches!(state, S::FailedOver { .. } | S::FailoverFailed { .. }),
-            "failed over (not committed) or after a failed failover",
+            matches!(
+                state,
+                S::FailedOver { .. } | S::FailoverFailed { .. } | S::Protected { .. }
+            ),
+            "failed over (not committed), after a failed failover, or still protected",
         ),
         Operation::EnableProtection => (*state == S::Unprotected, "unprotected"),
         Operation::DisableProtection { .. } => (
@@ -270,19 +280,105 @@ pub fn check_operation(vm: &str, state: &ItemState, operation: &Operation) -> Re
     }
 }
 
-/// [`check_operation`] for every VM of a job at once: every VM that is not
-/// ready, not just the first (an operator fixes them all in one go).
+/// Whether a VM that `operation` does not act on may stay as it is while
+/// the job acts on the plan's other VMs: it is already where the operation
+/// would take it, or the operation does not concern it. These rules let a
+/// plan whose VMs are on different sides (a failover cancelled or halted
+/// midway) move on; docs/operator.md "A way forward from every stop":
+///
+/// - planned / unplanned failover in direction `d`: a VM already failed
+///   over in `d` (commit pending or committed) is left alone; the job
+///   fails over the others (continues the failover);
+/// - commit / change recovery point: a VM that is protected (never failed
+///   over, or rolled back) or whose failover failed is left alone (and for
+///   commit one already committed);
+/// - reverse replication: a VM that is protected is left alone;
+/// - test failover, test cleanup, protection changes and rollback leave no
+///   VM alone (rollback already takes every VM not committed).
+pub fn leaves_alone(state: &ItemState, operation: &Operation) -> bool {
+    use ItemState as S;
+    match *operation {
+        Operation::Failover {
+            kind: FailoverKind::Planned | FailoverKind::Unplanned,
+            direction,
+            ..
+        } => matches!(
+            *state,
+            S::FailedOver { direction: d, .. } | S::Committed { direction: d } if d == direction
+        ),
+        Operation::Commit => matches!(
+            state,
+            S::Protected { .. } | S::FailoverFailed { .. } | S::Committed { .. }
+        ),
+        Operation::ChangeRecoveryPoint { .. } => {
+            matches!(state, S::Protected { .. } | S::FailoverFailed { .. })
+        }
+        Operation::ReverseReplicate => matches!(state, S::Protected { .. }),
+        _ => false,
+    }
+}
+
+/// The VMs of a job split by what the job does with them (see
+/// [`check_job`]): `acting` take part (leased, operated on), `left_alone`
+/// stay as they are. Both keep the order they were given in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selection {
+    pub acting: Vec<String>,
+    pub left_alone: Vec<String>,
+}
+
+/// [`check_operation`] for every VM of a job at once: the VMs the job acts
+/// on and those it leaves alone ([`leaves_alone`]), or every VM that is not
+/// ready, not just the first (an operator fixes them all in one go). A job
+/// that would act on no VM at all is refused too, naming each VM and its
+/// state (there is nothing to do), unless the plan has no VMs.
 pub fn check_job<'a>(
     operation: &Operation,
     items: impl IntoIterator<Item = (&'a str, &'a ItemState)>,
-) -> Result<(), Vec<NotReady>> {
-    let problems: Vec<NotReady> = items
-        .into_iter()
-        .filter_map(|(vm, state)| check_operation(vm, state, operation).err())
-        .collect();
+) -> Result<Selection, Vec<NotReady>> {
+    let mut sel = Selection::default();
+    let mut problems = Vec::new();
+    let mut alone_states = Vec::new();
+    for (vm, state) in items {
+        match check_operation(vm, state, operation) {
+            Ok(()) => sel.acting.push(vm.to_string()),
+            Err(_) if leaves_alone(state, operation) => {
+                sel.left_alone.push(vm.to_string());
+                alone_states.push(*state);
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    if problems.is_empty() && sel.acting.is_empty() && !sel.left_alone.is_empty() {
+        // Nothing to act on: say why for each VM (they all stay as they are).
+        problems = sel
+            .left_alone
+            .iter()
+            .zip(alone_states)
+            .map(|(vm, state)| NotReady {
+                vm: vm.clone(),
+                state,
+                operation: *operation,
+                needs: nothing_left_needs(operation),
+            })
+            .collect();
+    }
     if problems.is_empty() {
-        Ok(())
+        Ok(sel)
     } else {
         Err(problems)
+    }
+}
+
+/// What a job that found nothing to do needed, in words.
+fn nothing_left_needs(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Failover { .. } => {
+            "still to fail over (every VM of the plan already failed over: commit or roll back)"
+        }
+        Operation::Commit => "failed over (no VM of the plan waits for a commit)",
+        Operation::ChangeRecoveryPoint { .. } => "failed over and not yet committed",
+        Operation::ReverseReplicate => "committed (no VM of the plan waits to reverse replicate)",
+        _ => "ready for the operation",
     }
 }

@@ -4,7 +4,7 @@
 //! anything, so a rejected event leaves the state exactly as it was (the
 //! runtime does not log rejected events; the property tests check this).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
@@ -99,7 +99,16 @@ pub fn submit(ctx: &JobContext, event: &JobEvent) -> Result<(JobState, Vec<Effec
             compiled: ctx.main.operation,
         });
     }
-    if !spec.vms.iter().map(String::as_str).eq(ctx.main.vms()) {
+    // The VMs it acts on and those it leaves alone are, together, the
+    // plan's VMs, each once.
+    let mut all: Vec<&str> = spec
+        .vms
+        .iter()
+        .chain(&spec.left_alone)
+        .map(String::as_str)
+        .collect();
+    all.sort_unstable();
+    if all.windows(2).any(|w| w[0] == w[1]) || !all.into_iter().eq(ctx.main.vms()) {
         return Err(Rejected::VmsMismatch { job: spec.id });
     }
     let mut st = JobState {
@@ -1064,7 +1073,43 @@ impl Tx<'_> {
             let due = self.at.saturating_add(self.ctx.test_max_ms());
             self.arm(TimerId::TestDeadline, due);
         }
+        self.leave_alone();
         self.work.extend(0..self.ctx.main_len());
+    }
+
+    /// The steps of the VMs the job leaves alone, and the pre/post steps of
+    /// groups whose VMs are all left alone (their work was done by an
+    /// earlier job), end `Skipped { LeftAlone }` before anything starts.
+    /// Groups without VMs keep their steps.
+    fn leave_alone(&mut self) {
+        if self.st.spec.left_alone.is_empty() {
+            return;
+        }
+        let alone: BTreeSet<String> = self.st.spec.left_alone.iter().cloned().collect();
+        let ctx = self.ctx;
+        let main = 0..ctx.main_len();
+        // Per group with VMs: whether any of them is acted on.
+        let mut acts: BTreeMap<usize, bool> = BTreeMap::new();
+        for node in main.clone().filter_map(|s| ctx.node(s)) {
+            if let (Some(vm), Some(g)) = (node.vm(), node.group) {
+                *acts.entry(g).or_default() |= !alone.contains(vm);
+            }
+        }
+        for s in main {
+            let Some(node) = ctx.node(s) else { continue };
+            let skip = match node.vm() {
+                Some(vm) => alone.contains(vm),
+                None => node.group.is_some_and(|g| acts.get(&g) == Some(&false)),
+            };
+            if skip && self.st.steps[s].state == StepState::Pending {
+                self.set(
+                    s,
+                    StepState::Skipped {
+                        reason: SkipReason::LeftAlone,
+                    },
+                );
+            }
+        }
     }
 
     /// Close an open test (operator's CompleteTest or the deadline).

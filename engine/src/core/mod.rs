@@ -40,6 +40,6 @@ pub mod job;
 pub mod types;
 
 pub use context::JobContext;
-pub use item::{IllegalItemTransition, ItemEvent, ItemState, NotReady, check_job};
+pub use item::{IllegalItemTransition, ItemEvent, ItemState, NotReady, Selection, check_job};
 pub use job::{Rejected, Summary, apply, replay, resume_effects, submit, transition};
 pub use types::*;

@@ -32,6 +32,13 @@ pub struct JobSpec {
     pub start_at: Option<Millis>,
     /// The job that caused this one (e.g. an auto-commit after a failover).
     pub parent: Option<JobId>,
+    /// VMs of the plan the job leaves as they are (sorted, disjoint from
+    /// `vms`): already where the operation takes them, e.g. the VMs a
+    /// cancelled failover already failed over when the failover continues
+    /// (`core::item::leaves_alone`). Their steps end `Skipped { LeftAlone }`
+    /// when the job starts. Absent in jobs recorded before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_alone: Vec<String>,
 }
 
 /// How a step attempt ended, as the runtime reports it.
@@ -484,6 +491,10 @@ pub enum SkipReason {
     ManualTimedOut,
     /// Test cleanup: the VM's test VM was never requested, nothing to delete.
     NothingToClean,
+    /// The job leaves this VM as it is (see `JobSpec::left_alone`): its
+    /// operations, and the pre/post steps of a group whose VMs are all
+    /// left alone, do not run. Not an error.
+    LeftAlone,
 }
 
 /// The state of one step (one attempt counter per step; attempts start at 1).

@@ -50,6 +50,7 @@ fn drive(plan: &Plan, op: Operation, how: &Script) -> (JobContext, JobState, Vec
         vms: ctx.main.vms().iter().map(|s| s.to_string()).collect(),
         start_at: None,
         parent: None,
+        left_alone: Vec::new(),
     };
     let mut events = vec![JobEvent::Submitted { spec, at: T0 }];
     let (mut st, _) = crate::core::submit(&ctx, &events[0]).expect("submit");

@@ -128,6 +128,7 @@ pub fn spec(ctx: &JobContext, op: Operation) -> JobSpec {
         vms: ctx.main.vms().iter().map(|s| s.to_string()).collect(),
         start_at: None,
         parent: None,
+        left_alone: Vec::new(),
     }
 }
 
