@@ -567,7 +567,9 @@ impl Journal {
         // gets its refusal, at the cost of an unused id (the only way one is
         // skipped, besides a crash between allocation and commit).
         self.check_free(&vms)?;
-        self.check_items(&req.operation, &vms)?;
+        // Not ready, or nothing to act on; VMs the operation leaves alone
+        // (a `continue` of a stopped failover) are no refusal.
+        self.select_items(&req.operation, &vms)?;
         let id = self.store.allocate_job_id()?;
         // Every VM of the plan first: one held by another job is refused
         // naming that job, whatever its state.

@@ -707,13 +707,16 @@ impl<'a> Follower<'a> {
                     }
                     _ => None,
                 };
+                // A drill an operator cancelled and then cleaned up ends
+                // well for the command that closed it (docs/operator.md).
                 let good = matches!(status, JobStatus::Succeeded | JobStatus::TestCompleted)
                     && verdict.is_none_or(|v| {
                         matches!(
                             v,
                             drplan_engine::report::Verdict::Success
                                 | drplan_engine::report::Verdict::Warnings
-                        )
+                        ) || (v == drplan_engine::report::Verdict::Cancelled
+                            && *status == JobStatus::TestCompleted)
                     });
                 let verdict = verdict.map(|v| v.as_str());
                 match p.format {

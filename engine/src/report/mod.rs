@@ -14,7 +14,9 @@
 //!   at each step, to the dependency that finished last (the one that
 //!   released it). Cleanup steps of a test are not on it: they start when an
 //!   operator closes the test, not when the plan allows.
-//! - **required VM**: a VM the plan does not mark `optional`.
+//! - **required VM**: a VM the plan does not mark `optional` and the job
+//!   does not leave alone (a `continue` leaves alone the VMs an earlier job
+//!   already failed over: they are not this job's to recover).
 //! - **achieved RTO**: from the job's start until the last required VM was
 //!   *running*: its `start-replica` (planned, unplanned, failback) or
 //!   `start-test-vm` (test) operation succeeded. Scripts and manual steps
@@ -577,9 +579,13 @@ impl Timeline {
             let up_at = matches!(v.detail, StepState::Succeeded { .. })
                 .then_some(v.finished_at)
                 .flatten();
+            // A VM the job leaves alone (`continue` after a stopped
+            // failover: it moved in an earlier job) is not this job's to
+            // recover: neither required nor recovered here.
             if let NodeKind::Vm { vm, op } = &node.kind
                 && is_up_op(op)
                 && !node.optional
+                && !st.spec.left_alone.contains(vm)
             {
                 required.push(vm.clone());
                 up.insert(vm.clone(), up_at);

@@ -964,10 +964,14 @@ mod tests {
     fn refuses_newer_formats() {
         let bytes = export_bytes(&sample());
         let text = String::from_utf8(bytes).unwrap();
-        let newer = text.replacen("\"drplan_export\":1", "\"drplan_export\":2", 1);
+        let newer = text.replacen(
+            &format!("\"drplan_export\":{EXPORT_FORMAT}"),
+            &format!("\"drplan_export\":{}", EXPORT_FORMAT + 1),
+            1,
+        );
         let err = import(newer.as_bytes(), &MemStore::new()).unwrap_err();
         assert!(
-            matches!(err, BackupError::NewerFormat { found: 2, .. }),
+            matches!(err, BackupError::NewerFormat { found, .. } if found == u64::from(EXPORT_FORMAT + 1)),
             "{err}"
         );
         assert!(err.to_string().contains("upgrade drplan"), "{err}");
