@@ -775,3 +775,57 @@ fn run_detach_without_a_server_starts_one_that_runs_the_job() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Waits (bounded) for a server to exit on its own; its exit status and
+/// what it wrote on stderr.
+fn exits_by_itself(s: &mut Serve, within: Duration) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = s.child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = s.child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status, err);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop by itself"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_server_stops_when_idle_and_when_its_data_directory_is_deleted() {
+    let _g = serial();
+    // `--exit-when-idle` (what `run --detach` starts its server with): a
+    // drill waiting for its operator keeps it up; once the job ended and
+    // nothing is unfinished for the limit, it stops, exit 0.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("idle");
+    let mut s = Serve::start(&dir, &["--exit-when-idle", "1s"]);
+    let run = drplan(&dir, &["run", &plan(), "--failover", "test", "--no-prompt"]);
+    expect_code(&run, 0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        s.child.try_wait().expect("wait").is_none(),
+        "a server with an unfinished job must stay up"
+    );
+    let cancel = drplan(&dir, &["cancel", "1", "--by", "t", "-q"]);
+    expect_code(&cancel, 0);
+    let cleanup = drplan(&dir, &["cleanup", "1", "--notes", "done"]);
+    expect_code(&cleanup, 0);
+    let (status, err) = exits_by_itself(&mut s, Duration::from_secs(30));
+    assert!(status.success(), "{status}: {err}");
+    assert!(err.contains("no unfinished job"), "{err}");
+
+    // Any server: its data directory deleted, nothing is left to serve.
+    let dir = tmp.path().join("gone");
+    let mut s = Serve::start(&dir, &[]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (status, err) = exits_by_itself(&mut s, Duration::from_secs(30));
+    assert!(status.success(), "{status}: {err}");
+    assert!(err.contains("data directory was deleted"), "{err}");
+}

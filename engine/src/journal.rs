@@ -1213,7 +1213,11 @@ impl Journal {
     fn commit_outcome(&self, outcome: Result<(), StoreError>) -> Result<(), JournalError> {
         outcome.map_err(|e| {
             let detail = e.to_string();
-            tracing::error!(error = %detail, "commit failed; the journal refuses work until reopened");
+            tracing::error!(
+                target: crate::STORE_FAILED_TARGET,
+                error = %detail,
+                "commit failed; the journal refuses work until reopened"
+            );
             let _ = self.poisoned.set(detail.clone());
             JournalError::Poisoned { detail }
         })

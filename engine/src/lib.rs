@@ -58,3 +58,9 @@ pub(crate) fn proptest_cases(default: u32) -> u32 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(default)
 }
+
+/// The `tracing` target of the engine's logs that tell a store failure
+/// (disk full, read-only, I/O error) as it happens. A front end that reports
+/// the failure itself (the CLI prints one plain line with what to free and
+/// what to run next) can filter this target out; a server keeps it.
+pub const STORE_FAILED_TARGET: &str = "drplan_engine::store_failed";

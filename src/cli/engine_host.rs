@@ -253,11 +253,24 @@ impl SimWorld {
                     .write_all(&bytes)
             })
             .and_then(|()| std::fs::rename(&tmp, &self.file));
-        if let Err(e) = result {
-            eprintln!(
+        match result {
+            Ok(()) => {}
+            // A full disk: the store failed too, and the command's last line
+            // says what to free (`progress::store_failed_line`); the
+            // simulator's injected faults are what is lost. `-v` shows it.
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(
+                    target: drplan_engine::STORE_FAILED_TARGET,
+                    file = %self.file.display(),
+                    error = %e,
+                    "cannot save the simulated fabric's injected faults"
+                );
+            }
+            Err(e) => eprintln!(
                 "drplan: warning: cannot save the simulated fabric to `{}`: {e}",
                 self.file.display()
-            );
+            ),
         }
     }
 }
@@ -526,6 +539,9 @@ pub fn open_store(dir: &Path) -> Result<Arc<SledStore>, Fail> {
 /// The log of a `drplan serve` that `run --detach` started, in the data
 /// directory.
 pub const DETACHED_LOG: &str = "serve.log";
+/// How long a server `run --detach` started stays up without an unfinished
+/// job (`serve --exit-when-idle`).
+pub const DETACHED_IDLE_EXIT: &str = "60s";
 /// How long `run --detach` waits for the server it started to answer.
 const DETACHED_START: Duration = Duration::from_secs(30);
 
@@ -572,6 +588,9 @@ pub async fn ensure_server(dir: &Path, fabric: &Path, time_scale: f64) -> Result
         .arg(fabric)
         .arg("--time-scale")
         .arg(time_scale.to_string())
+        // A server nobody asked for by name never outlives its work.
+        .arg("--exit-when-idle")
+        .arg(DETACHED_IDLE_EXIT)
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err_log)

@@ -380,7 +380,7 @@ pub struct FabricArg {
 pub fn main() -> ExitCode {
     // Usage errors exit 2 and --help/--version exit 0, both inside clap.
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    init_logging(&cli.global, matches!(cli.command, Command::Serve(_)));
     progress::set_color(cli.global.color.enabled(std::io::stdout().is_terminal()));
     let exit = match cli.command {
         Command::Validate(args) => validate::run(&args, &cli.global),
@@ -422,10 +422,16 @@ pub fn main() -> ExitCode {
 
 /// Logs go to stderr so they never mix with a command's output (a graph,
 /// a schema, a JSON report).
-fn init_logging(global: &GlobalOpts) {
+fn init_logging(global: &GlobalOpts, serving: bool) {
     use tracing_subscriber::EnvFilter;
+    // At the default verbosity, sled's own error logs and the engine's
+    // running account of a store failure stay quiet in a command: it ends
+    // with one plain line saying what to free and what to run next
+    // (`progress::store_failed_line`). A server has no such line: its log
+    // keeps the engine's account. `-v` shows everything.
     let default_level = match global.verbose {
-        0 => "warn",
+        0 if serving => "warn,sled=off",
+        0 => "warn,sled=off,drplan_engine::store_failed=off",
         1 => "info",
         2 => "debug",
         _ => "trace",

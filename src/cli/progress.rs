@@ -468,7 +468,16 @@ impl<'a> Follower<'a> {
                 return exit;
             }
             let Some(u) = updates.next().await else {
-                eprintln!("drplan: the engine stopped while jobs were running");
+                match self.engine.halted() {
+                    Some(detail) => {
+                        let jobs: Vec<String> = pending.iter().map(|j| j.to_string()).collect();
+                        eprintln!(
+                            "{}",
+                            store_failed_line(&detail, &jobs, &self.printer.suffix())
+                        );
+                    }
+                    None => eprintln!("drplan: the engine stopped while jobs were running"),
+                }
                 return exit.max(Exit::CouldNotRun);
             };
             if !pending.contains(&u.job) {
@@ -1226,5 +1235,74 @@ mod tests {
         assert_eq!(shell_word("/tmp/data-1"), "/tmp/data-1");
         assert_eq!(shell_word("my dir"), "'my dir'");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
+    }
+}
+
+/// The one line a followed job's end gets when the engine's store could not
+/// write (`Engine::halted`'s detail): what happened in plain words, what to
+/// free or fix, and the command that continues. The engine's own logs of the
+/// failure are filtered out at the default verbosity (`-v` shows them).
+fn store_failed_line(detail: &str, jobs: &[String], suffix: &str) -> String {
+    let full = [
+        "No space left on device",
+        "StorageFull",
+        "os error 28",
+        "Disk quota exceeded",
+    ]
+    .iter()
+    .any(|m| detail.contains(m));
+    let read_only = ["Read-only file system", "os error 30"]
+        .iter()
+        .any(|m| detail.contains(m));
+    let what = if full {
+        "The disk holding drplan's data directory is full: free space on it".to_string()
+    } else if read_only {
+        "drplan's data directory became read-only: make it writable".to_string()
+    } else {
+        let short: String = detail.chars().take(200).collect();
+        format!("The store could not write ({short}): fix the disk")
+    };
+    let resume: Vec<String> = jobs
+        .iter()
+        .map(|j| format!("drplan resume {j}{suffix}"))
+        .collect();
+    format!(
+        "drplan: {} stopped; nothing acknowledged was lost. {what}, then run: {}",
+        match jobs {
+            [j] => format!("job {j}"),
+            _ => format!("jobs {}", jobs.join(", ")),
+        },
+        resume.join(" ; ")
+    )
+}
+
+#[cfg(test)]
+mod store_failed_tests {
+    use super::store_failed_line;
+
+    #[test]
+    fn a_full_disk_is_one_plain_line_with_what_to_free_and_what_to_run() {
+        let detail = "the store could not make writes durable (sled could not write its log in \
+                      /d: IO error: Os { code: 28, kind: StorageFull, message: \"No space left on \
+                      device\" }); nothing since was acknowledged";
+        let line = store_failed_line(detail, &["1".into()], " --data-dir /d");
+        assert_eq!(
+            line,
+            "drplan: job 1 stopped; nothing acknowledged was lost. The disk holding drplan's \
+             data directory is full: free space on it, then run: drplan resume 1 --data-dir /d"
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn other_store_failures_say_what_failed_bounded() {
+        let detail = "x".repeat(1000);
+        let line = store_failed_line(&detail, &["1".into(), "2".into()], "");
+        assert!(line.starts_with("drplan: jobs 1, 2 stopped;"), "{line}");
+        assert!(
+            line.ends_with("drplan resume 1 ; drplan resume 2"),
+            "{line}"
+        );
+        assert!(line.len() < 400, "{}", line.len());
     }
 }

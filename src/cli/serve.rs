@@ -38,7 +38,8 @@ Other commands on the same data directory talk to the server through
 SIGTERM: unfinished jobs resume when a server or a command starts again.
 
 Exit codes:
-  0  stopped by SIGINT or SIGTERM
+  0  stopped by SIGINT or SIGTERM, with --exit-when-idle when no job was
+     unfinished for that long, or because its data directory was deleted
   2  could not run: bad arguments, the data directory in use, no inventory,
      the socket or TCP address cannot be bound";
 
@@ -69,6 +70,13 @@ pub struct ServeArgs {
     /// the traffic is not encrypted).
     #[arg(long, requires = "listen")]
     pub allow_remote: bool,
+    /// Stop once no job is unfinished for this long (e.g. 60s). `run
+    /// --detach` starts its background server with it, so a server nobody
+    /// asked for never outlives its work. Without it the server runs until
+    /// SIGINT or SIGTERM. Any server stops when its data directory is
+    /// deleted.
+    #[arg(long, value_name = "DURATION", value_parser = super::estimate::parse_duration)]
+    pub exit_when_idle: Option<std::time::Duration>,
 }
 
 pub fn run(args: &ServeArgs) -> Exit {
@@ -317,6 +325,7 @@ async fn serve(
     let signal = tokio::select! {
         _ = sigint.recv() => "SIGINT",
         _ = sigterm.recv() => "SIGTERM",
+        why = until_unneeded(&engine, &dir, args.exit_when_idle) => why,
     };
     eprintln!("drplan serve: {signal}: stopping (unfinished jobs resume at the next start)");
     server.shutdown();
@@ -331,6 +340,41 @@ async fn serve(
     drop(server);
     stop(engine, &world).await;
     Ok(Exit::Ok)
+}
+
+/// Returns once the server is not needed: its data directory was deleted
+/// (nothing left to serve), or, with `--exit-when-idle`, no job has been
+/// unfinished for that long. A job waiting for an operator or for its test
+/// cleanup is unfinished: its timers (a test's deadline) need an engine.
+async fn until_unneeded(
+    engine: &drplan_engine::runtime::Engine,
+    dir: &std::path::Path,
+    idle_limit: Option<std::time::Duration>,
+) -> &'static str {
+    let mut idle_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if !dir.exists() {
+            return "its data directory was deleted";
+        }
+        let Some(limit) = idle_limit else { continue };
+        let busy = engine
+            .jobs()
+            .await
+            .map(|jobs| jobs.iter().any(|m| !m.status.is_terminal()))
+            .unwrap_or(true);
+        if busy {
+            idle_since = None;
+            continue;
+        }
+        if idle_since
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed()
+            >= limit
+        {
+            return "no unfinished job (--exit-when-idle)";
+        }
+    }
 }
 
 /// Stop the engine (bounded) and save the simulated world.

@@ -125,6 +125,12 @@ pub trait Control: Send + Sync {
     async fn complete_test(&self, job: JobId, notes: &str, by: &str) -> Result<(), ApiError>;
     async fn start_now(&self, job: JobId, by: &str) -> Result<(), ApiError>;
     async fn status(&self, job: JobId) -> Result<Option<JobStatus>, ApiError>;
+    /// Why the engine stopped issuing work (its store could not write:
+    /// [`Engine::halted`]); `None` while healthy, and through the API (a
+    /// server's halt reaches its clients as refusals).
+    fn halted(&self) -> Option<String> {
+        None
+    }
     async fn job(&self, job: JobId) -> Result<Option<JobState>, ApiError>;
     /// Every job's summary, oldest first.
     async fn jobs(&self) -> Result<Vec<JobMeta>, ApiError>;
@@ -141,6 +147,10 @@ pub trait Control: Send + Sync {
 
 #[async_trait]
 impl Control for Engine {
+    fn halted(&self) -> Option<String> {
+        Engine::halted(self)
+    }
+
     async fn submit(
         &self,
         sub: Submission,

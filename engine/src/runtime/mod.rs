@@ -702,6 +702,7 @@ impl Inner {
         if self.halted.set(detail.clone()).is_ok() {
             self.halt.send_replace(true);
             tracing::error!(
+                target: crate::STORE_FAILED_TARGET,
                 error = %detail,
                 "the store cannot write: drplan stops issuing work; free space or fix the disk, \
                  then run `drplan resume`"
@@ -996,8 +997,16 @@ impl Inner {
             recovery_point: end.recovery_point,
             at: self.clock.now_ms(),
         };
-        if let Err(e) = self.record(job, ev).await {
-            tracing::error!(%job, step, attempt, error = %e, "could not record an outcome");
+        match self.record(job, ev).await {
+            Ok(_) => {}
+            // Said once, when the engine halted (`halted`).
+            Err(e @ EngineError::StoreFailed { .. }) => tracing::error!(
+                target: crate::STORE_FAILED_TARGET,
+                %job, step, attempt, error = %e, "could not record an outcome"
+            ),
+            Err(e) => {
+                tracing::error!(%job, step, attempt, error = %e, "could not record an outcome")
+            }
         }
     }
 
