@@ -703,16 +703,17 @@ impl<'a> Follower<'a> {
         match stop {
             Stop::Ended(status) => {
                 let st = self.state(job).await.ok();
+                let ctx = self.ctx(job).await;
                 let took = st
                     .as_ref()
                     .and_then(|st| Some(st.finished_at?.saturating_sub(st.started_at?)));
                 // The verdict `show` and `report` give (docs/operator.md,
                 // "Outcome"): a test the core closed normally can still have
                 // had a required VM that never ran.
-                let verdict = match (st, self.ctx(job).await) {
+                let verdict = match (&st, &ctx) {
                     (Some(st), Some(ctx)) => {
                         let events = self.engine.events(job).await.unwrap_or_default();
-                        Some(drplan_engine::report::Timeline::verdict(&st, &ctx, &events).0)
+                        Some(drplan_engine::report::Timeline::verdict(st, ctx, &events).0)
                     }
                     _ => None,
                 };
@@ -745,8 +746,8 @@ impl<'a> Follower<'a> {
                     }
                 }
                 if !good
-                    && let (Ok(st), Some(ctx)) = (self.state(job).await, self.ctx(job).await)
-                    && let Some(w) = way_forward(job, &st, &ctx, &p.suffix())
+                    && let (Some(st), Some(ctx)) = (&st, &ctx)
+                    && let Some(w) = way_forward(job, st, ctx, &p.suffix())
                 {
                     print_prompts(&p, job, Some(*status), &[w]);
                 }

@@ -260,13 +260,11 @@ pub fn counts_text(t: &Timeline) -> (String, String) {
     let c = &t.counts;
     let vms = format!("{} / {} required", c.vms_recovered, c.vms_required);
     let failures = format!(
-        "{} failed step{} ({} required), {} skipped after failing, {} failed attempt{} recovered by a retry",
-        c.failed_steps,
-        if c.failed_steps == 1 { "" } else { "s" },
+        "{} ({} required), {} skipped after failing, {} recovered by a retry",
+        super::text::count(c.failed_steps, "failed step"),
         c.failed_required,
         c.skipped_steps,
-        c.recovered_attempts,
-        if c.recovered_attempts == 1 { "" } else { "s" },
+        super::text::count(c.recovered_attempts, "failed attempt"),
     );
     (vms, failures)
 }

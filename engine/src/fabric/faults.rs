@@ -141,8 +141,8 @@ impl FromStr for Fault {
                 Ok(())
             } else {
                 Err(FaultSyntax(format!(
-                    "`{kind}` takes {n} argument{} ({form}), got {}",
-                    if n == 1 { "" } else { "s" },
+                    "`{kind}` takes {} ({form}), got {}",
+                    crate::text::count(n, "argument"),
                     args.len()
                 )))
             }

@@ -834,8 +834,8 @@ impl Timeline {
         let ended = status.is_terminal() || status == JobStatus::CleanupIncomplete;
         if ended && !cancelled && !not_running.is_empty() {
             errors.push(format!(
-                "required VM{} not running: {}",
-                if not_running.len() == 1 { "" } else { "s" },
+                "required {} not running: {}",
+                crate::text::noun_for(not_running.len(), "VM"),
                 not_running.join(", ")
             ));
         }
